@@ -1,0 +1,40 @@
+# Two commands: `make run` (install, index, serve) and `make test` (the whole suite).
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+IMAGES   ?=
+HOST     ?= 127.0.0.1
+PORT     ?= 8000
+export LOOKALIKE_DATA_DIR ?= $(CURDIR)/data
+# Weights: a local copy beside the checkout when there is one, else Keras downloads them.
+export LOOKALIKE_VGG16_WEIGHTS ?= $(or $(wildcard $(CURDIR)/../shared/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5),imagenet)
+SAMPLE   := $(LOOKALIKE_DATA_DIR)/sample-images
+
+.PHONY: install run index serve test sample clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# Real photos any machine can get: the ones bundled in scikit-image's wheel (only the images are kept).
+sample: $(SAMPLE)/.done
+$(SAMPLE)/.done: | install
+	$(PY) -m indexer.sample $(SAMPLE)
+	touch $@
+
+index: install $(if $(IMAGES),,sample)
+	$(PY) -m indexer index $(or $(IMAGES),$(SAMPLE)) --tags-from-folders
+
+serve: install
+	HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/gunicorn -c gunicorn.conf.py "backend:create_app()"
+
+run: index serve
+
+test: install
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache

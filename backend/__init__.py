@@ -1,0 +1,1 @@
+"""lookalike: content-based image search (VGG16 descriptors, embedded or Elasticsearch store)."""

@@ -1,0 +1,125 @@
+"""One settings object, read from the environment (12-factor).
+
+Every variable is documented in README.md ("Configuration"); the defaults here are the documented ones.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "lookalike"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where documents live: "embedded" (SQLite under data_dir) or an Elasticsearch URL.
+    store: str = "embedded"
+    data_dir: Path = field(default_factory=_default_data_dir)
+    # "imagenet" lets Keras download the weights; a path loads a local .h5 file;
+    # "random" builds a seeded, untrained network (tests and demos only).
+    vgg16_weights: str = "imagenet"
+    # The descriptor: how conv5 is pooled and at what input size (see docs/benchmarks.md).
+    pooling: str = "gem"
+    image_size: int = 448
+    square: bool = False
+    batch_size: int = 16
+    # Safety limits for decoding files and uploads.
+    max_image_bytes: int = 50 * 1024 * 1024
+    max_image_pixels: int = 50_000_000
+    # API.
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    thumbnail_size: int = 256
+    # Elasticsearch.
+    es_index: str = "lookalike"
+    es_num_candidates: int = 200
+    es_timeout: float = 30.0
+
+    @property
+    def uses_elasticsearch(self) -> bool:
+        return self.store.startswith(("http://", "https://"))
+
+    @property
+    def embedded_path(self) -> Path:
+        return self.data_dir / "index.sqlite3"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.data_dir / "thumbnails"
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        defaults = cls()
+
+        def get(name: str, default):
+            value = env.get(f"LOOKALIKE_{name}")
+            if value is None or value.strip() == "":
+                return default
+            value = value.strip()
+            try:
+                if isinstance(default, bool):
+                    if value.lower() in ("1", "true", "yes", "on"):
+                        return True
+                    if value.lower() in ("0", "false", "no", "off"):
+                        return False
+                    raise ValueError(value)
+                if isinstance(default, int):
+                    number = int(value)
+                    if number <= 0:
+                        raise ValueError(value)
+                    return number
+                if isinstance(default, float):
+                    number = float(value)
+                    if number <= 0:
+                        raise ValueError(value)
+                    return number
+            except ValueError:
+                raise ConfigError(
+                    f"LOOKALIKE_{name}={value!r} is not valid: expected a positive "
+                    f"{type(default).__name__}") from None
+            return value
+
+        store = get("STORE", defaults.store)
+        if store != "embedded" and not store.startswith(("http://", "https://")):
+            raise ConfigError(f"LOOKALIKE_STORE={store!r} is not valid: use 'embedded' or an "
+                              "Elasticsearch URL such as http://localhost:9200")
+        pooling = get("POOLING", defaults.pooling)
+        from backend.features import POOLINGS  # the list lives next to its implementations
+        if pooling not in POOLINGS:
+            raise ConfigError(f"LOOKALIKE_POOLING={pooling!r} is not valid: use one of {', '.join(POOLINGS)}")
+        api_key = get("API_KEY", None)
+        cors = get("CORS_ORIGINS", "")
+        return cls(
+            store=store,
+            data_dir=Path(get("DATA_DIR", str(defaults.data_dir))).expanduser(),
+            vgg16_weights=get("VGG16_WEIGHTS", defaults.vgg16_weights),
+            pooling=pooling,
+            image_size=get("IMAGE_SIZE", defaults.image_size),
+            square=get("SQUARE", defaults.square),
+            batch_size=get("BATCH_SIZE", defaults.batch_size),
+            max_image_bytes=get("MAX_IMAGE_BYTES", defaults.max_image_bytes),
+            max_image_pixels=get("MAX_IMAGE_PIXELS", defaults.max_image_pixels),
+            api_key=api_key,
+            cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()),
+            thumbnail_size=get("THUMBNAIL_SIZE", defaults.thumbnail_size),
+            es_index=get("ES_INDEX", defaults.es_index),
+            es_num_candidates=get("ES_NUM_CANDIDATES", defaults.es_num_candidates),
+            es_timeout=get("ES_TIMEOUT", defaults.es_timeout),
+        )

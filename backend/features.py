@@ -1,0 +1,182 @@
+"""VGG16 descriptors: one model per process, batched calls, pooled conv5, L2-normalised float32.
+
+TensorFlow is imported only when an extractor is built, so the rest of the package stays light.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+POOLINGS = ("avg", "max", "gem", "rmac")
+DIMS = 512
+GEM_P = 3.0
+# Known files holding Keras' ImageNet "notop" weights (Keras' own md5; the sha256 of the file
+# shipped in ../shared): recognised so that the descriptor id says "imagenet" for either.
+_IMAGENET_MD5 = {"6d6bbae143d832006294945121d1f1fc"}
+_IMAGENET_SHA256 = {"c12fc0c6a469306c9273e87e7d339ad7ae092e96092ee532e68f8cabacb91d72"}
+# VGG16's ImageNet means, BGR order (keras.applications.vgg16.preprocess_input, "caffe" mode).
+_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+
+
+class WeightsError(RuntimeError):
+    """The VGG16 weights cannot be loaded; the message says what to set."""
+
+
+@dataclass(frozen=True)
+class DescriptorSpec:
+    pooling: str = "gem"
+    image_size: int = 448   # the side of the square, or the longer side when keeping the aspect
+    square: bool = False
+
+    def input_shape(self, width: int, height: int) -> tuple[int, int]:
+        """(height, width) fed to the network. Keeping the aspect, both sides are rounded to a multiple
+        of 32 (VGG16's stride), so photos fall into a few shapes that batch together."""
+        side = self.image_size
+        if self.square:
+            return side, side
+        scale = side / max(width, height)
+
+        def fit(n: int) -> int:
+            return max(32, int(round(n * scale / 32)) * 32)
+        return fit(height), fit(width)
+
+    def descriptor_id(self, weights_tag: str) -> str:
+        shape = f"sq{self.image_size}" if self.square else f"ar{self.image_size}"
+        return f"vgg16-{weights_tag}-conv5-{self.pooling}-{shape}-{DIMS}d"
+
+
+def weights_tag(weights: str) -> str:
+    """A short name for the weights, part of the descriptor id."""
+    if weights in ("imagenet", "random"):
+        return weights
+    md5, sha = hashlib.md5(), hashlib.sha256()
+    with open(weights, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            md5.update(chunk)
+            sha.update(chunk)
+    if md5.hexdigest() in _IMAGENET_MD5 or sha.hexdigest() in _IMAGENET_SHA256:
+        return "imagenet"
+    return "file" + sha.hexdigest()[:10]
+
+
+class FeatureExtractor:
+    """Build once per process; `embed` a list of prepared pictures into an (N, 512) float32 matrix."""
+
+    def __init__(self, weights: str = "imagenet", spec: DescriptorSpec = DescriptorSpec()):
+        if spec.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {spec.pooling!r}; use one of {POOLINGS}")
+        self.spec = spec
+        if weights not in ("imagenet", "random") and not Path(weights).is_file():
+            raise WeightsError(
+                f"VGG16 weights file not found: {weights} -- set LOOKALIKE_VGG16_WEIGHTS to the path of "
+                "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5, or to 'imagenet' to download them")
+        self.descriptor_id = spec.descriptor_id(weights_tag(weights))
+        self._forward = _build_forward(weights, spec.pooling)
+
+    @classmethod
+    def from_settings(cls, settings) -> "FeatureExtractor":
+        return cls(settings.vgg16_weights, DescriptorSpec(settings.pooling, settings.image_size, settings.square))
+
+    def prepare(self, picture: Image.Image) -> np.ndarray:
+        """An RGB picture resized to the network's input shape, as uint8 (H, W, 3)."""
+        height, width = self.spec.input_shape(*picture.size)
+        if picture.size != (width, height):
+            picture = picture.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        return np.asarray(picture, dtype=np.uint8)
+
+    def embed(self, arrays: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
+        """Descriptors for prepared pictures, in input order. Pictures of equal shape share model calls."""
+        out = np.empty((len(arrays), DIMS), dtype=np.float32)
+        by_shape: dict[tuple, list[int]] = {}
+        for i, arr in enumerate(arrays):
+            by_shape.setdefault(arr.shape, []).append(i)
+        for indices in by_shape.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                out[chunk] = self._forward(np.stack([arrays[i] for i in chunk]))
+        return out
+
+    def embed_picture(self, picture: Image.Image) -> np.ndarray:
+        return self.embed([self.prepare(picture)])[0]
+
+
+def _build_forward(weights: str, pooling: str):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    try:
+        if weights == "random":
+            keras.utils.set_random_seed(20261121)  # the same untrained network in every process
+            base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(None, None, 3))
+        else:
+            base = keras.applications.VGG16(weights=weights, include_top=False, input_shape=(None, None, 3))
+    except Exception as exc:  # Keras raises several types for a failed download or a bad file
+        raise WeightsError(
+            f"cannot load VGG16 weights '{weights}' ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}) "
+            "-- set LOOKALIKE_VGG16_WEIGHTS to a local vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5") from None
+    conv5 = keras.Model(base.input, base.get_layer("block5_conv3").output)
+    mean = tf.constant(_BGR_MEAN)
+
+    @tf.function(reduce_retracing=True)
+    def forward(batch):
+        x = tf.cast(batch, tf.float32)[..., ::-1] - mean  # RGB -> BGR, mean-centred
+        fmap = conv5(x, training=False)                     # (N, H/16, W/16, 512), ReLU'd
+        return _pool(fmap, pooling)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        vectors = forward(tf.constant(batch)).numpy().astype(np.float32)
+        return l2_normalise(vectors)
+    return run
+
+
+def _pool(fmap, pooling: str):
+    import tensorflow as tf
+
+    if pooling == "avg":
+        return tf.reduce_mean(fmap, axis=[1, 2])
+    if pooling == "max":
+        return tf.reduce_max(fmap, axis=[1, 2])
+    if pooling == "gem":
+        return tf.pow(tf.reduce_mean(tf.pow(tf.maximum(fmap, 1e-6), GEM_P), axis=[1, 2]), 1.0 / GEM_P)
+    return _rmac(fmap)
+
+
+def _rmac(fmap, levels: int = 3):
+    """R-MAC (Tolias et al. 2016): max-pool square regions at several scales, L2-normalise each, sum."""
+    import tensorflow as tf
+
+    height, width = int(fmap.shape[1]), int(fmap.shape[2])
+    total = None
+    for x0, y0, side in rmac_regions(height, width, levels):
+        region = tf.reduce_max(fmap[:, y0:y0 + side, x0:x0 + side, :], axis=[1, 2])
+        region = tf.math.l2_normalize(region, axis=1)
+        total = region if total is None else total + region
+    return total
+
+
+def rmac_regions(height: int, width: int, levels: int = 3) -> list[tuple[int, int, int]]:
+    """Square regions (x, y, side) on an H x W map, about 40% overlap, as in the R-MAC paper."""
+    short = min(height, width)
+    regions = [(0, 0, short)] if height == width else []
+    for level in range(1, levels + 1):
+        side = max(1, int(2 * short / (level + 1)))
+        steps_x = max(1, int(round((width - side) / side * 2.5)) + 1) if width > side else 1
+        steps_y = max(1, int(round((height - side) / side * 2.5)) + 1) if height > side else 1
+        steps_x, steps_y = max(steps_x, level), max(steps_y, level)
+        for i in range(steps_x):
+            for j in range(steps_y):
+                x = 0 if steps_x == 1 else int(round(i * (width - side) / (steps_x - 1)))
+                y = 0 if steps_y == 1 else int(round(j * (height - side) / (steps_y - 1)))
+                regions.append((x, y, side))
+    return sorted(set(regions))
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -1,0 +1,146 @@
+"""Decode image files and uploads safely into RGB pictures; make thumbnails.
+
+Everything that can go wrong with a file ends as one ImageError, whose `kind` says why
+(too large, not an image we accept, cannot be decoded) and whose message names the file.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Formats we decode, as Pillow names them (MPO is the multi-picture JPEG some cameras write).
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+CONTENT_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "GIF": "image/gif",
+                 "BMP": "image/bmp", "WEBP": "image/webp", "TIFF": "image/tiff"}
+
+# We enforce our own pixel limit before decoding; Pillow's global one would only warn below 2x.
+Image.MAX_IMAGE_PIXELS = None
+_WHITE = (255, 255, 255)
+
+
+class ImageError(ValueError):
+    """A file or upload that we will not index. kind: 'too_large' | 'unsupported' | 'corrupt'."""
+
+    def __init__(self, source: str, reason: str, kind: str):
+        super().__init__(f"{source}: {reason}")
+        self.source, self.reason, self.kind = source, reason, kind
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 50_000_000
+
+
+@dataclass
+class Decoded:
+    image: Image.Image      # RGB, upright (EXIF orientation applied); may be draft-reduced
+    width: int              # full size, upright
+    height: int
+    format: str             # Pillow's format name, e.g. "JPEG"
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.format]
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def read_file(path: Path, limits: Limits) -> bytes:
+    """Read a file, refusing it before reading when it is over the byte limit."""
+    try:
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise ImageError(str(path), f"file is {size:,} bytes, over the limit of {limits.max_bytes:,}",
+                             "too_large")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageError(str(path), f"cannot read file ({exc.strerror or exc})", "corrupt") from None
+
+
+def decode(data: bytes, limits: Limits, source: str = "upload", draft_size: int | None = None) -> Decoded:
+    """Decode bytes into an upright RGB picture.
+
+    draft_size: when the caller only needs a picture about this many pixels on its longer side,
+    JPEGs are decoded at a reduced scale (much faster for large photos).
+    """
+    if len(data) > limits.max_bytes:
+        raise ImageError(source, f"{len(data):,} bytes is over the limit of {limits.max_bytes:,}", "too_large")
+    if not data:
+        raise ImageError(source, "the file is empty", "unsupported")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about odd EXIF or palette data; we decide below
+            return _decode(data, limits, source, draft_size)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(source, "not an image (or not a format we accept: JPEG, PNG, GIF, BMP, WebP, TIFF)",
+                         "unsupported") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(source, str(exc), "too_large") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError,
+            ZeroDivisionError, MemoryError) as exc:
+        # Pillow's decoders raise a variety of these on truncated or corrupt data.
+        raise ImageError(source, f"cannot decode image ({exc or type(exc).__name__})", "corrupt") from None
+
+
+def _decode(data: bytes, limits: Limits, source: str, draft_size: int | None) -> Decoded:
+    img = Image.open(io.BytesIO(data))
+    fmt = img.format or ""
+    if fmt not in ACCEPTED_FORMATS:
+        raise ImageError(source, f"{fmt or 'unknown'} images are not accepted (use JPEG, PNG, GIF, BMP, "
+                                 "WebP or TIFF)", "unsupported")
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise ImageError(source, f"image has no pixels ({width}x{height})", "corrupt")
+    if width * height > limits.max_pixels:
+        raise ImageError(source, f"{width}x{height} pixels is over the limit of {limits.max_pixels:,}",
+                         "too_large")
+    orientation = img.getexif().get(0x0112, 1)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    if draft_size and fmt in ("JPEG", "MPO"):
+        img.draft("RGB", (draft_size, draft_size))  # keeps the picture at least draft_size on each side
+    img.seek(0)  # first frame of animations
+    img.load()
+    img = ImageOps.exif_transpose(img)
+    return Decoded(to_rgb(img), width, height, fmt)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: 16-bit scaled down, alpha flattened on white, CMYK converted."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit greyscale: Pillow's own convert would clip everything above 255 to white.
+        arr = np.asarray(img, dtype=np.uint32) >> 8
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float32))
+        top = float(arr.max()) or 1.0
+        img = Image.fromarray(np.clip(arr * (255.0 / top if top > 255 else 1.0), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode != "RGB":
+        return img.convert("RGB")
+    return img
+
+
+def thumbnail_jpeg(picture: Image.Image, size: int, quality: int = 85) -> bytes:
+    """A JPEG no larger than size x size, aspect kept."""
+    thumb = picture.copy()
+    thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    thumb.save(out, "JPEG", quality=quality, optimize=True)
+    return out.getvalue()

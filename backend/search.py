@@ -1,0 +1,62 @@
+"""The search service: by uploaded image, by keywords, and "more like" an indexed image.
+
+It knows nothing of HTTP; the API and the command line both call it. The model is needed only to
+search by an uploaded image; "similar" reads the stored vector.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable, Sequence
+
+from .features import FeatureExtractor
+from .imaging import Limits, decode
+from .stores.base import Page, Store
+
+
+class NotFound(LookupError):
+    """No document has that id."""
+
+
+class SearchService:
+    def __init__(self, store: Store, extractor: Callable[[], FeatureExtractor] | FeatureExtractor,
+                 limits: Limits = Limits()):
+        self.store = store
+        self.limits = limits
+        self._extractor = extractor
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings, store: Store) -> "SearchService":
+        return cls(store, lambda: FeatureExtractor.from_settings(settings),
+                   Limits(settings.max_image_bytes, settings.max_image_pixels))
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        with self._lock:  # built once, even when the first requests arrive together
+            if not isinstance(self._extractor, FeatureExtractor):
+                self._extractor = self._extractor()
+            return self._extractor
+
+    @property
+    def model_loaded(self) -> bool:
+        return isinstance(self._extractor, FeatureExtractor)
+
+    def by_image(self, data: bytes, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 24,
+                 min_score: float | None = None, source: str = "upload") -> Page:
+        """Raises ImageError for bytes that are not an image we can decode."""
+        extractor = self.extractor
+        picture = decode(data, self.limits, source=source, draft_size=extractor.spec.image_size).image
+        vector = extractor.embed_picture(picture)
+        return self.store.knn(vector, descriptor=extractor.descriptor_id, tags=tags, offset=offset, limit=limit,
+                              min_score=min_score)
+
+    def by_text(self, text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 24) -> Page:
+        return self.store.keyword(text, tags=tags, offset=offset, limit=limit)
+
+    def similar(self, doc_id: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 24,
+                min_score: float | None = None) -> Page:
+        doc = self.store.get(doc_id, with_vector=True)
+        if doc is None:
+            raise NotFound(doc_id)
+        return self.store.knn(doc.vector, descriptor=doc.descriptor, tags=tags, offset=offset, limit=limit,
+                              exclude=[doc_id], min_score=min_score)

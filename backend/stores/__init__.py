@@ -1,0 +1,17 @@
+"""Stores: the contract (base.py) and its backends. `open_store` picks the configured one."""
+from __future__ import annotations
+
+from .base import (DescriptorMismatch, Document, Entry, Hit, Page, Store, StoreError, StoreUnavailable,
+                   document_id)
+
+__all__ = ["DescriptorMismatch", "Document", "Entry", "Hit", "Page", "Store", "StoreError",
+           "StoreUnavailable", "document_id", "open_store"]
+
+
+def open_store(settings) -> Store:
+    """The store named by settings.store: 'embedded' or an Elasticsearch URL."""
+    if settings.uses_elasticsearch:
+        from .elastic import ElasticStore  # the client is imported only when it is used
+        return ElasticStore.from_settings(settings)
+    from .embedded import EmbeddedStore
+    return EmbeddedStore(settings.embedded_path)

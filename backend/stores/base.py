@@ -1,0 +1,157 @@
+"""The store contract that every backend implements, and the types that cross it.
+
+Ids: one document per file. A document's id is `document_id(path)`: the first 20 hex digits of the
+SHA-256 of its absolute path, so re-indexing a file updates its document in place. The same content
+under two paths is two documents (both with the same content_hash); the indexer then reuses the stored
+vector instead of running the model again.
+"""
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+
+class StoreError(RuntimeError):
+    """Base of the store's errors."""
+
+
+class StoreUnavailable(StoreError):
+    """The backend cannot be reached (for example the Elasticsearch cluster is down)."""
+
+
+class DescriptorMismatch(StoreError):
+    """Vectors of another descriptor (model, weights, pooling, size) than the store holds."""
+
+
+def normalise_tag(tag: str) -> str:
+    """Tags are compared case-insensitively with runs of white space folded."""
+    return " ".join(tag.split()).lower()
+
+
+def normalise_tags(tags) -> list[str]:
+    """Distinct, normalised, sorted, empty ones dropped."""
+    return sorted({normalise_tag(t) for t in tags} - {""})
+
+
+def document_id(path: str) -> str:
+    return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+
+
+@dataclass
+class Document:
+    id: str
+    vector: np.ndarray | None       # (dims,) float32, L2-normalised; None when not loaded
+    filename: str
+    path: str
+    tags: list[str]
+    width: int
+    height: int
+    bytes: int
+    content_hash: str               # sha256 hex of the file's bytes
+    descriptor: str                 # the descriptor id of `vector`
+    indexed_at: float               # unix time
+    modified_at: float = 0.0        # the file's mtime when indexed; lets the indexer skip unchanged files
+
+    def metadata(self) -> dict:
+        """Everything but the vector, JSON-ready."""
+        return {"id": self.id, "filename": self.filename, "path": self.path, "tags": list(self.tags),
+                "width": self.width, "height": self.height, "bytes": self.bytes,
+                "content_hash": self.content_hash, "descriptor": self.descriptor,
+                "indexed_at": self.indexed_at, "modified_at": self.modified_at}
+
+
+@dataclass
+class Hit:
+    document: Document              # vector not loaded
+    score: float                    # kNN: cosine similarity in [-1, 1]; keyword: the engine's relevance
+
+
+@dataclass
+class Page:
+    hits: list[Hit]
+    total: int                      # how many documents matched in all (kNN on Elasticsearch: at most k)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the indexer needs to decide whether a file must be indexed again."""
+    id: str
+    path: str
+    content_hash: str
+    bytes: int
+    modified_at: float
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Store(ABC):
+    """Documents with vectors: write in bulk, read by id, kNN, keyword search, listing."""
+
+    backend: str = "?"
+
+    @abstractmethod
+    def descriptor(self) -> str | None:
+        """The descriptor id of the stored vectors; None while the store is empty and unbound."""
+
+    @abstractmethod
+    def upsert(self, documents: Sequence[Document]) -> int:
+        """Insert or replace documents by id, atomically per call. Raises DescriptorMismatch when a
+        vector's descriptor differs from the store's. Returns how many were written."""
+
+    @abstractmethod
+    def get(self, doc_id: str, with_vector: bool = False) -> Document | None: ...
+
+    @abstractmethod
+    def delete(self, doc_ids: Iterable[str]) -> int:
+        """Remove documents; unknown ids are ignored. Returns how many were removed."""
+
+    @abstractmethod
+    def knn(self, vector: np.ndarray, *, descriptor: str, tags: Sequence[str] = (), offset: int = 0,
+            limit: int = 10, exclude: Sequence[str] = (), min_score: float | None = None) -> Page:
+        """Nearest documents by cosine similarity, best first. `tags`: every tag must match (a filter
+        applied during the search). `exclude`: ids left out. Raises DescriptorMismatch when `descriptor`
+        is not the store's."""
+
+    @abstractmethod
+    def keyword(self, text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 10) -> Page:
+        """Documents whose file name or tags match the words (case-insensitive; a word matches whole
+        words and word prefixes), best first. Empty text with tags lists the tagged documents."""
+
+    @abstractmethod
+    def count(self) -> int: ...
+
+    @abstractmethod
+    def entries(self) -> Iterator[Entry]:
+        """Every document's Entry, for incremental indexing."""
+
+    @abstractmethod
+    def find_by_hash(self, content_hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors by content hash (for files whose content is already indexed elsewhere)."""
+
+    @abstractmethod
+    def ping(self) -> bool:
+        """True when the backend answers; never raises."""
+
+    def stats(self) -> dict:
+        return {"backend": self.backend, "count": self.count(), "descriptor": self.descriptor(),
+                "location": self.location()}
+
+    @abstractmethod
+    def location(self) -> str:
+        """Where the data lives (a file path or a URL and index name)."""
+
+    @abstractmethod
+    def tag_counts(self, limit: int = 50) -> list[tuple[str, int]]:
+        """The most used tags and their counts, most used first."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,137 @@
+"""python -m indexer: index folders of images, show the store's stats, search from the command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from backend.config import ConfigError, Settings
+from backend.features import FeatureExtractor, WeightsError
+from backend.imaging import ImageError, Limits, read_file
+from backend.search import SearchService
+from backend.stores import StoreError, open_store
+
+from .pipeline import Indexer
+from .scan import Shard, read_tags_csv, scan
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.batch_size:
+            settings = settings.with_(batch_size=args.batch_size)
+        with open_store(settings) as store:
+            return args.run(args, settings, store)
+    except KeyboardInterrupt:
+        print("interrupted: everything indexed so far is kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except (ConfigError, WeightsError, StoreError, ImageError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, (ConfigError, ValueError)) else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m indexer", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    index = sub.add_parser("index", help="index image files under folders (new and changed files only)")
+    index.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="folders or files")
+    index.add_argument("--tags-from-folders", action="store_true",
+                       help="tag each image with its sub-folder names relative to PATH")
+    index.add_argument("--tags-csv", type=Path, metavar="FILE",
+                       help="CSV of path,tags rows (paths relative to the CSV's folder)")
+    index.add_argument("--tag", action="append", default=[], metavar="TAG", help="a tag for every file (repeat)")
+    index.add_argument("--prune", action="store_true", help="remove documents under PATH whose files are gone")
+    index.add_argument("--shard", type=Shard.parse, metavar="I/N",
+                       help="take only slot I of N (0-based) of the files, for N indexers in parallel")
+    _common(index)
+    index.set_defaults(run=_index)
+
+    stats = sub.add_parser("stats", help="document count, descriptor, backend, data location")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+    stats.set_defaults(run=_stats, batch_size=None)
+
+    search = sub.add_parser("search", help="search by an image file or by keywords")
+    query = search.add_mutually_exclusive_group(required=True)
+    query.add_argument("--image", type=Path, metavar="FILE")
+    query.add_argument("--text", metavar="WORDS")
+    search.add_argument("-k", type=int, default=10, metavar="N", help="how many results (default 10)")
+    search.add_argument("--tag", action="append", default=[], metavar="TAG", help="only results with this tag")
+    search.add_argument("--json", action="store_true", help="print one JSON object")
+    search.set_defaults(run=_search, batch_size=None)
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, metavar="N", help="images per model call (default 16)")
+    parser.add_argument("--json", action="store_true", help="end with one JSON summary line on standard output")
+
+
+def _index(args, settings: Settings, store) -> int:
+    from tqdm import tqdm
+
+    problems: list[tuple[str, str]] = []
+    csv_tags = read_tags_csv(args.tags_csv) if args.tags_csv else None
+    files = scan(args.paths, tags_from_folders=args.tags_from_folders, csv_tags=csv_tags, extra_tags=args.tag,
+                 shard=args.shard, problems=problems)
+    indexer = Indexer(store, lambda: FeatureExtractor.from_settings(settings),
+                      Limits(settings.max_image_bytes, settings.max_image_pixels), settings.batch_size)
+    bar = None
+
+    def on_plan(total: int) -> None:
+        nonlocal bar
+        # tqdm shows rate and ETA; disable=None turns it off when stderr is not a terminal
+        bar = tqdm(total=total, unit="img", desc="indexing", disable=None, file=sys.stderr, dynamic_ncols=True)
+
+    try:
+        summary = indexer.run(files, prune_under=args.paths if args.prune else (), on_plan=on_plan,
+                              progress=lambda n: bar.update(n), failures=problems)
+    finally:
+        if bar is not None:
+            bar.close()
+    for path, reason in summary.failures[:20]:
+        print(f"failed: {path}: {reason}", file=sys.stderr)
+    if summary.failed > 20:
+        print(f"failed: ... and {summary.failed - 20} more (see --json)", file=sys.stderr)
+    rate = (summary.indexed - summary.reused) / summary.seconds if summary.seconds else 0.0
+    print(f"indexed {summary.indexed} (reused {summary.reused} stored vectors), skipped {summary.skipped} "
+          f"unchanged, failed {summary.failed}, pruned {summary.pruned} in {summary.seconds:.1f} s "
+          f"({rate:.1f} images/s through the model); {store.count()} documents in {store.location()}")
+    if args.json:
+        print(json.dumps(summary.as_json(), ensure_ascii=False))
+    return 0
+
+
+def _stats(args, settings: Settings, store) -> int:
+    stats = store.stats()
+    if args.json:
+        print(json.dumps(stats, ensure_ascii=False))
+    else:
+        for key, value in stats.items():
+            print(f"{key:>10}: {value}")
+    return 0
+
+
+def _search(args, settings: Settings, store) -> int:
+    service = SearchService.from_settings(settings, store)
+    limit = max(1, min(args.k, 1000))
+    if args.image:
+        data = read_file(args.image, service.limits)
+        page = service.by_image(data, tags=args.tag, limit=limit, source=str(args.image))
+    else:
+        page = service.by_text(args.text, tags=args.tag, limit=limit)
+    if args.json:
+        print(json.dumps({"total": page.total, "results": [
+            {**hit.document.metadata(), "score": round(hit.score, 6)} for hit in page.hits]}, ensure_ascii=False))
+        return 0
+    print(f"{page.total} matching; top {len(page.hits)}:")
+    for hit in page.hits:
+        print(f"{hit.score:8.4f}  {hit.document.path}  [{', '.join(hit.document.tags)}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""The indexing pipeline: files -> (read, hash, decode, resize in threads) -> batched VGG16 -> bulk upsert.
+
+Decoding runs in a small thread pool ahead of the model (Pillow releases the GIL while decoding), so
+the CPU-bound model call is rarely left waiting. Every batch is committed on its own: an interrupted
+run keeps what it wrote, and the next run skips it.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from backend.features import FeatureExtractor
+from backend.imaging import ImageError, Limits, decode, read_file
+from backend.stores.base import Document, Entry, Store, normalise_tags
+
+from .scan import FileToIndex
+
+
+@dataclass
+class Summary:
+    indexed: int = 0           # documents written (new or changed files)
+    reused: int = 0            # of those, how many took a stored vector of the same content (no model call)
+    skipped: int = 0           # unchanged since the last run
+    pruned: int = 0            # documents removed because their file is gone
+    failures: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def as_json(self) -> dict:
+        return {"indexed": self.indexed, "reused": self.reused, "skipped": self.skipped, "failed": self.failed,
+                "pruned": self.pruned, "seconds": round(self.seconds, 3),
+                "failures": [{"path": p, "reason": r} for p, r in self.failures]}
+
+
+@dataclass
+class _Loaded:
+    item: FileToIndex
+    content_hash: str
+    width: int
+    height: int
+    pixels: np.ndarray | None   # prepared model input
+
+
+class Indexer:
+    """Writes documents for files into a store. The extractor is built only when a file needs it."""
+
+    def __init__(self, store: Store, extractor: FeatureExtractor | Callable[[], FeatureExtractor],
+                 limits: Limits = Limits(), batch_size: int = 16, decode_threads: int = 2):
+        self.store = store
+        self._extractor = extractor
+        self.limits = limits
+        self.batch_size = batch_size
+        self.decode_threads = decode_threads
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        if callable(self._extractor) and not isinstance(self._extractor, FeatureExtractor):
+            self._extractor = self._extractor()
+        return self._extractor
+
+    def plan(self, files: Iterable[FileToIndex]) -> tuple[list[FileToIndex], list[tuple[FileToIndex, Entry]],
+                                                          int, dict[str, Entry]]:
+        """Split files into (to index, metadata-only updates, unchanged count, known entries by id)."""
+        known = {entry.id: entry for entry in self.store.entries()}
+        todo, retag, unchanged = [], [], 0
+        for item in files:
+            entry = known.get(item.id)
+            if entry and entry.bytes == item.bytes and entry.modified_at == item.modified_at:
+                if normalise_tags(item.tags) == normalise_tags(entry.tags):
+                    unchanged += 1
+                else:
+                    retag.append((item, entry))
+            else:
+                todo.append(item)
+        return todo, retag, unchanged, known
+
+    def run(self, files: Iterable[FileToIndex], *, prune_under: Iterable[Path] = (),
+            progress: Callable[[int], None] | None = None, on_plan: Callable[[int], None] | None = None,
+            failures: list[tuple[str, str]] | None = None) -> Summary:
+        started = time.perf_counter()
+        summary = Summary(failures=list(failures or []))
+        files = list(files)
+        todo, retag, summary.skipped, known = self.plan(files)
+        if on_plan:
+            on_plan(len(todo))
+        self._retag(retag, summary)
+        for batch in self._load(todo, summary):
+            self._write(batch, summary)
+            if progress:
+                progress(len(batch))
+        if prune_under:
+            summary.pruned = self._prune(known, files, prune_under)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def index_file(self, path: Path, tags: Iterable[str] = ()) -> Document:
+        """Index one file now (the API's upload); raises ImageError for a bad file."""
+        stat = path.stat()
+        item = FileToIndex(path.resolve(), tuple(tags), stat.st_size, stat.st_mtime)
+        summary = Summary()
+        loaded = self._load_one(item)
+        self._write([loaded], summary)
+        return self.store.get(item.id)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _retag(self, pairs: list[tuple[FileToIndex, Entry]], summary: Summary) -> None:
+        """Files whose bytes are unchanged but whose tags differ: rewrite metadata, keep the vector."""
+        for start in range(0, len(pairs), 500):
+            docs = []
+            for item, entry in pairs[start:start + 500]:
+                doc = self.store.get(entry.id, with_vector=True)
+                if doc is not None:
+                    doc.tags = list(item.tags)
+                    docs.append(doc)
+            self.store.upsert(docs)
+            summary.indexed += len(docs)
+            summary.reused += len(docs)
+
+    def _load_one(self, item: FileToIndex) -> _Loaded:
+        data = read_file(item.path, self.limits)
+        decoded = decode(data, self.limits, source=str(item.path), draft_size=self.extractor.spec.image_size)
+        return _Loaded(item, hashlib.sha256(data).hexdigest(), decoded.width, decoded.height,
+                       self.extractor.prepare(decoded.image))
+
+    def _try_load(self, item: FileToIndex) -> _Loaded | tuple[str, str]:
+        try:
+            return self._load_one(item)
+        except ImageError as exc:
+            return (str(item.path), exc.reason)
+
+    def _load(self, todo: list[FileToIndex], summary: Summary) -> Iterator[list[_Loaded]]:
+        """Decoded batches, decoding a few batches ahead of the consumer in worker threads."""
+        if not todo:
+            return
+        self.extractor  # build the model before the threads start
+        with ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode") as pool:
+            # a bounded window of decodes in flight keeps memory flat on huge folders
+            window = self.batch_size * 4
+            items = iter(todo)
+            pending = deque(pool.submit(self._try_load, item) for item in islice(items, window))
+            batch: list[_Loaded] = []
+            while pending:
+                result = pending.popleft().result()
+                nxt = next(items, None)
+                if nxt is not None:
+                    pending.append(pool.submit(self._try_load, nxt))
+                if isinstance(result, tuple):
+                    summary.failures.append(result)
+                    continue
+                batch.append(result)
+                if len(batch) == self.batch_size:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+
+    def _write(self, batch: list[_Loaded], summary: Summary) -> None:
+        reuse = self.store.find_by_hash([b.content_hash for b in batch])
+        need = [b for b in batch if b.content_hash not in reuse]
+        vectors = dict(zip((id(b) for b in need), self.extractor.embed([b.pixels for b in need], self.batch_size)))
+        descriptor = self.extractor.descriptor_id
+        now = time.time()
+        docs = [Document(id=b.item.id, vector=reuse.get(b.content_hash, vectors.get(id(b))),
+                         filename=b.item.path.name, path=str(b.item.path), tags=list(b.item.tags),
+                         width=b.width, height=b.height, bytes=b.item.bytes, content_hash=b.content_hash,
+                         descriptor=descriptor, indexed_at=now, modified_at=b.item.modified_at)
+                for b in batch]
+        self.store.upsert(docs)
+        summary.indexed += len(docs)
+        summary.reused += len(batch) - len(need)
+
+    def _prune(self, known: dict[str, Entry], files: list[FileToIndex], roots: Iterable[Path]) -> int:
+        """Remove documents under the roots whose files no longer exist."""
+        prefixes = [str(Path(r).expanduser().resolve()) for r in roots]
+        present = {f.id for f in files}
+        gone = [entry.id for entry in known.values()
+                if entry.id not in present and any(_under(entry.path, p) for p in prefixes)
+                and not Path(entry.path).exists()]
+        return self.store.delete(gone)
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")

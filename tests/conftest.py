@@ -1,0 +1,98 @@
+"""Shared fixtures.
+
+Fast tests use a seeded, untrained VGG16 at a small input size ("any weights"). Tests that need the real
+ImageNet weights or the shared photo sets read LOOKALIKE_VGG16_WEIGHTS and LOOKALIKE_SAMPLE_DATA and skip,
+saying why, when those are not set.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from backend.config import Settings  # noqa: E402
+from backend.features import DescriptorSpec, FeatureExtractor  # noqa: E402
+
+FAST_SPEC = DescriptorSpec(pooling="gem", image_size=64, square=False)
+FAST_ENV = {"LOOKALIKE_VGG16_WEIGHTS": "random", "LOOKALIKE_IMAGE_SIZE": "64", "LOOKALIKE_POOLING": "gem",
+            "LOOKALIKE_SQUARE": "false"}
+
+
+def real_weights() -> str | None:
+    """A path to the real ImageNet notop weights, or None."""
+    value = os.environ.get("LOOKALIKE_VGG16_WEIGHTS", "")
+    if value and Path(value).is_file():
+        return value
+    cached = Path.home() / ".keras" / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    if value == "imagenet" and cached.is_file():
+        return str(cached)
+    return None
+
+
+def sample_data() -> Path | None:
+    value = os.environ.get("LOOKALIKE_SAMPLE_DATA", "")
+    return Path(value) if value and Path(value).is_dir() else None
+
+
+NO_WEIGHTS = ("real VGG16 weights not available: set LOOKALIKE_VGG16_WEIGHTS to "
+              "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
+NO_DATA = "shared photo sets not available: set LOOKALIKE_SAMPLE_DATA to the folder holding corel1k/ and ukbench-600/"
+
+
+def require_real(dataset: str | None = None) -> tuple[str, Path | None]:
+    weights = real_weights()
+    if weights is None:
+        pytest.skip(NO_WEIGHTS)
+    if dataset is None:
+        return weights, None
+    data = sample_data()
+    if data is None or not (data / dataset).is_dir():
+        pytest.skip(NO_DATA)
+    return weights, data / dataset
+
+
+@pytest.fixture(scope="session")
+def fast_extractor() -> FeatureExtractor:
+    return FeatureExtractor("random", FAST_SPEC)
+
+
+@pytest.fixture
+def fast_settings(tmp_path) -> Settings:
+    """Settings for a fresh embedded store in a temporary folder, with the fast descriptor."""
+    return Settings.from_env({**FAST_ENV, "LOOKALIKE_DATA_DIR": str(tmp_path / "data")})
+
+
+@pytest.fixture
+def fast_env(tmp_path) -> dict:
+    """Environment for subprocesses (the indexer CLI, gunicorn) with the fast descriptor."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    return {**env, **FAST_ENV, "LOOKALIKE_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)}
+
+
+def picture(seed: int, size=(96, 64), mode="RGB") -> Image.Image:
+    """A deterministic picture: a few coloured blocks on noise, different for each seed."""
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    for _ in range(4):
+        x, y = rng.integers(0, size[0] // 2), rng.integers(0, size[1] // 2)
+        arr[y:y + size[1] // 2, x:x + size[0] // 2] = rng.integers(0, 255, 3)
+    img = Image.fromarray(arr, "RGB")
+    return img if mode == "RGB" else img.convert(mode)
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """Twelve small JPEG/PNG photos in two tagged sub-folders: cats/ and dogs/."""
+    root = tmp_path / "images"
+    for i in range(12):
+        folder = root / ("cats" if i % 2 else "dogs")
+        folder.mkdir(parents=True, exist_ok=True)
+        picture(i).save(folder / f"photo_{i}.{'jpg' if i % 3 else 'png'}")
+    return root
