@@ -1,0 +1,163 @@
+"""Safe decoding: every odd or bad file is generated here, then decoded for real."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.imaging import ImageError, Limits, decode, read_file, thumbnail_jpeg, to_rgb
+
+from .conftest import picture
+
+LIMITS = Limits(max_bytes=5_000_000, max_pixels=4_000_000)
+
+
+def encode(img: Image.Image, fmt: str, **options) -> bytes:
+    out = io.BytesIO()
+    img.save(out, fmt, **options)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"])
+def test_accepted_formats_decode_to_rgb(fmt):
+    decoded = decode(encode(picture(1, (40, 30)), fmt), LIMITS, "x")
+    assert decoded.image.mode == "RGB"
+    assert (decoded.width, decoded.height) == (40, 30)
+    assert decoded.format == fmt
+
+
+def test_exif_orientation_is_applied():
+    # A 40x20 picture, left half red, stored with orientation 6 ("rotate 90 clockwise to display").
+    arr = np.zeros((20, 40, 3), dtype=np.uint8)
+    arr[:, :20] = (255, 0, 0)
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    decoded = decode(encode(img, "JPEG", exif=exif.tobytes(), quality=95), LIMITS, "x")
+    assert decoded.image.size == (20, 40)
+    assert (decoded.width, decoded.height) == (20, 40)
+    top = np.asarray(decoded.image)[5, 10]
+    bottom = np.asarray(decoded.image)[35, 10]
+    assert top[0] > 200 and top[1] < 60       # red ended up on top after the rotation
+    assert bottom[0] < 60
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    decoded = decode(encode(picture(2).convert("CMYK"), "JPEG"), LIMITS, "x")
+    assert decoded.image.mode == "RGB"
+
+
+def test_16_bit_greyscale_png_is_scaled_not_clipped():
+    arr = np.full((10, 10), 32768, dtype=np.uint16)  # mid grey in 16 bits
+    decoded = decode(encode(Image.fromarray(arr), "PNG"), LIMITS, "x")
+    value = np.asarray(decoded.image)[0, 0]
+    assert decoded.image.mode == "RGB"
+    assert 120 <= value[0] <= 136, value         # clipping would give 255
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_transparent_pixels_are_flattened_on_white(mode):
+    img = Image.new(mode, (8, 8), (0, 0, 0, 0) if mode == "RGBA" else (0, 0))
+    decoded = decode(encode(img, "PNG"), LIMITS, "x")
+    assert tuple(np.asarray(decoded.image)[0, 0]) == (255, 255, 255)
+
+
+def test_palette_with_transparency():
+    img = Image.new("P", (8, 8), 1)
+    img.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    data = encode(img, "PNG", transparency=1)
+    assert tuple(np.asarray(decode(data, LIMITS, "x").image)[0, 0]) == (255, 255, 255)
+    opaque = encode(img, "PNG")
+    assert tuple(np.asarray(decode(opaque, LIMITS, "x").image)[0, 0]) == (255, 0, 0)
+
+
+def test_animated_gif_gives_first_frame():
+    frames = [Image.new("RGB", (16, 16), c) for c in [(250, 0, 0), (0, 0, 250), (0, 250, 0)]]
+    out = io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    r, g, b = np.asarray(decode(out.getvalue(), LIMITS, "x").image)[8, 8]
+    assert r > 200 and g < 50 and b < 50
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "I", "F", "I;16"])
+def test_other_modes_become_rgb(mode):
+    assert to_rgb(picture(3).convert("L").convert(mode) if mode != "I;16" else
+                  Image.fromarray(np.full((4, 4), 1000, dtype=np.uint16))).mode == "RGB"
+
+
+def test_truncated_jpeg_is_corrupt_and_named():
+    data = encode(picture(4, (200, 200)), "JPEG")
+    with pytest.raises(ImageError) as err:
+        decode(data[: len(data) // 2], LIMITS, "holiday/beach.jpg")
+    assert err.value.kind == "corrupt"
+    assert "holiday/beach.jpg" in str(err.value)
+
+
+@pytest.mark.parametrize("data", [b"just some text, not an image", b"\x00" * 100, b"%PDF-1.4 fake"])
+def test_non_images_are_unsupported(data):
+    with pytest.raises(ImageError) as err:
+        decode(data, LIMITS, "notes.txt")
+    assert err.value.kind == "unsupported"
+    assert "notes.txt" in str(err.value)
+
+
+def test_empty_file():
+    with pytest.raises(ImageError) as err:
+        decode(b"", LIMITS, "empty.jpg")
+    assert err.value.kind == "unsupported"
+
+
+def test_format_we_do_not_accept():
+    with pytest.raises(ImageError) as err:
+        decode(encode(picture(5), "ICO"), LIMITS, "favicon.ico")
+    assert err.value.kind == "unsupported"
+    assert "ICO" in err.value.reason
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    # 20000 x 20000 of one colour compresses to a few hundred KB as PNG but would need 1.2 GB decoded.
+    img = Image.new("L", (20000, 20000))
+    data = encode(img, "PNG", optimize=False, compress_level=9)
+    assert len(data) < LIMITS.max_bytes
+    with pytest.raises(ImageError) as err:
+        decode(data, LIMITS, "bomb.png")
+    assert err.value.kind == "too_large"
+    assert "20000x20000" in err.value.reason
+
+
+def test_byte_limit(tmp_path):
+    path = tmp_path / "big.jpg"
+    path.write_bytes(b"\xff" * 2000)
+    with pytest.raises(ImageError) as err:
+        read_file(path, Limits(max_bytes=1000))
+    assert err.value.kind == "too_large"
+    with pytest.raises(ImageError) as err:
+        decode(b"\xff" * 2000, Limits(max_bytes=1000), "upload")
+    assert err.value.kind == "too_large"
+
+
+def test_missing_file_is_an_image_error(tmp_path):
+    with pytest.raises(ImageError) as err:
+        read_file(tmp_path / "gone.jpg", LIMITS)
+    assert "gone.jpg" in str(err.value)
+
+
+def test_draft_mode_decodes_large_jpeg_smaller_but_reports_full_size():
+    data = encode(picture(6, (2000, 1500)), "JPEG")
+    decoded = decode(data, LIMITS, "x", draft_size=300)
+    assert (decoded.width, decoded.height) == (2000, 1500)
+    assert 300 <= min(decoded.image.size) < 1500
+
+
+def test_unicode_file_name(tmp_path):
+    path = tmp_path / "café 東京 🐴.jpg"
+    picture(7).save(path)
+    decoded = decode(read_file(path, LIMITS), LIMITS, str(path))
+    assert decoded.image.size == (96, 64)
+
+
+def test_thumbnail_fits_and_is_jpeg():
+    thumb = Image.open(io.BytesIO(thumbnail_jpeg(picture(8, (800, 400)), 128)))
+    assert thumb.format == "JPEG" and thumb.size == (128, 64)

@@ -1,0 +1,272 @@
+"""The store contract, written once and run against every backend.
+
+"embedded" always runs. "elastic" runs against a real Elasticsearch server when ES_URL is set
+(for example `docker compose up -d elasticsearch` then ES_URL=http://localhost:9200) and is skipped,
+saying so, otherwise: no fake server stands in for it.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from backend.config import Settings
+from backend.stores import DescriptorMismatch, Document, open_store
+
+DESC = "test-descriptor-16d"
+DIMS = 16
+ES_URL = os.environ.get("ES_URL", "")
+NO_ES = ("ES_URL is not set: the Elasticsearch contract tests need a real server "
+         "(docker compose up -d elasticsearch; ES_URL=http://localhost:9200)")
+
+
+@pytest.fixture(params=["embedded", "elastic"])
+def store(request, tmp_path):
+    if request.param == "embedded":
+        settings = Settings(data_dir=tmp_path)
+    else:
+        if not ES_URL:
+            pytest.skip(NO_ES)
+        settings = Settings(store=ES_URL, es_index=f"lookalike-test-{uuid.uuid4().hex[:8]}")
+    store = open_store(settings)
+    yield store
+    if request.param == "elastic":
+        from elasticsearch import Elasticsearch
+        Elasticsearch(ES_URL).indices.delete(index=f"{settings.es_index}*", ignore_unavailable=True)
+    store.close()
+
+
+def unit(*values) -> np.ndarray:
+    v = np.zeros(DIMS, dtype=np.float32)
+    v[: len(values)] = values
+    return v / np.linalg.norm(v)
+
+
+def doc(i: int, vector=None, tags=("animals",), filename=None, descriptor=DESC, content_hash=None) -> Document:
+    name = filename or f"photo_{i}.jpg"
+    return Document(id=f"id{i:03d}", vector=unit(1.0, i / 10) if vector is None else vector, filename=name,
+                    path=f"/photos/{name}", tags=list(tags), width=640 + i, height=480, bytes=1000 + i,
+                    content_hash=content_hash or f"hash{i}", descriptor=descriptor,
+                    indexed_at=1_700_000_000.0 + i, modified_at=1_600_000_000.0 + i)
+
+
+def test_empty_store(store):
+    assert store.count() == 0
+    assert store.descriptor() is None
+    assert store.knn(unit(1), descriptor=DESC).hits == []
+    assert store.keyword("anything").hits == []
+    assert list(store.entries()) == []
+    assert store.ping() is True
+    assert store.get("nope") is None
+
+
+def test_upsert_and_get_round_trip(store):
+    original = doc(1, tags=["Animals", "horses"], filename="Pferd café 東京.jpg")
+    assert store.upsert([original]) == 1
+    got = store.get(original.id, with_vector=True)
+    assert got.metadata() == {**original.metadata(), "tags": ["animals", "horses"]}
+    np.testing.assert_allclose(got.vector, original.vector, rtol=1e-6)
+    assert store.get(original.id).vector is None
+    assert store.descriptor() == DESC
+    assert store.count() == 1
+
+
+def test_upsert_replaces_by_id(store):
+    store.upsert([doc(1)])
+    changed = doc(1, vector=unit(0, 1), tags=["dogs"])
+    changed.bytes = 5
+    store.upsert([changed])
+    assert store.count() == 1
+    got = store.get("id001", with_vector=True)
+    assert got.tags == ["dogs"] and got.bytes == 5
+    np.testing.assert_allclose(got.vector, unit(0, 1), atol=1e-6)
+    assert store.knn(unit(0, 1), descriptor=DESC, limit=1).hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert store.keyword("dogs").total == 1 and store.keyword("animals").total == 0
+
+
+def test_delete(store):
+    store.upsert([doc(i) for i in range(3)])
+    assert store.delete(["id001", "unknown"]) == 1
+    assert store.get("id001") is None
+    assert store.count() == 2
+    assert "id001" not in {h.document.id for h in store.knn(unit(1), descriptor=DESC, limit=10).hits}
+    assert store.keyword("photo_1").total == 0
+    assert store.delete([]) == 0
+
+
+def test_knn_orders_by_cosine_similarity(store):
+    angles = [0.0, 0.3, 0.6, 0.9, 1.2]
+    store.upsert([doc(i, vector=unit(np.cos(a), np.sin(a))) for i, a in enumerate(angles)])
+    page = store.knn(unit(1, 0), descriptor=DESC, limit=5)
+    assert [h.document.id for h in page.hits] == ["id000", "id001", "id002", "id003", "id004"]
+    for hit, angle in zip(page.hits, angles):
+        assert hit.score == pytest.approx(np.cos(angle), abs=1e-3)
+        assert hit.document.vector is None
+    assert page.total == 5
+
+
+def test_knn_paging_matches_the_full_ranking(store):
+    store.upsert([doc(i, vector=unit(1, i / 5)) for i in range(12)])
+    full = [h.document.id for h in store.knn(unit(1, 0), descriptor=DESC, limit=12).hits]
+    pages = [h.document.id for off in (0, 5, 10)
+             for h in store.knn(unit(1, 0), descriptor=DESC, offset=off, limit=5).hits]
+    assert pages == full
+    assert store.knn(unit(1, 0), descriptor=DESC, offset=20, limit=5).hits == []
+
+
+def test_knn_tag_filter_requires_every_tag(store):
+    store.upsert([doc(0, tags=["horses", "brown"]), doc(1, tags=["horses"]), doc(2, tags=["brown"]),
+                  doc(3, tags=[])])
+    ids = lambda tags: sorted(h.document.id for h in store.knn(unit(1), descriptor=DESC, tags=tags, limit=10).hits)
+    assert ids(["horses"]) == ["id000", "id001"]
+    assert ids(["horses", "Brown"]) == ["id000"]
+    assert ids(["zebras"]) == []
+    assert store.knn(unit(1), descriptor=DESC, tags=["horses"], limit=1).total >= 1
+
+
+def test_knn_exclude_and_min_score(store):
+    store.upsert([doc(i, vector=unit(np.cos(a), np.sin(a))) for i, a in enumerate([0.0, 0.5, 1.5])])
+    hits = store.knn(unit(1, 0), descriptor=DESC, exclude=["id000"], limit=10).hits
+    assert [h.document.id for h in hits] == ["id001", "id002"]
+    page = store.knn(unit(1, 0), descriptor=DESC, min_score=0.5, limit=10)
+    assert [h.document.id for h in page.hits] == ["id000", "id001"]
+    assert all(h.score >= 0.5 for h in page.hits)
+
+
+def test_descriptors_are_never_mixed(store):
+    store.upsert([doc(1)])
+    with pytest.raises(DescriptorMismatch):
+        store.upsert([doc(2, descriptor="another-descriptor")])
+    with pytest.raises(DescriptorMismatch):
+        store.knn(unit(1), descriptor="another-descriptor")
+    assert store.count() == 1
+
+
+def test_keyword_words_prefixes_and_case(store):
+    store.upsert([doc(0, filename="Horse_in_field.jpg", tags=["animals"]),
+                  doc(1, filename="beach.png", tags=["Seaside", "holiday"]),
+                  doc(2, filename="horses-running.jpg", tags=["animals", "horses"]),
+                  doc(3, filename="IMG_2034.JPG", tags=["sunset"])])
+    ids = lambda text, **kw: sorted(h.document.id for h in store.keyword(text, **kw).hits)
+    assert ids("horse") == ["id000", "id002"]          # word and prefix ("horses")
+    assert ids("HORS") == ["id000", "id002"]           # prefix, case-insensitive
+    assert ids("seaside") == ["id001"]                 # tags are searched
+    assert ids("img 2034") == ["id003"]                # every word must match
+    assert ids("horse holiday") == []
+    assert ids("xylophone") == []
+    assert ids("horse", tags=["horses"]) == ["id002"]  # combined with the tag filter
+    assert ids("", tags=["animals"]) == ["id000", "id002"]
+    page = store.keyword("horse")
+    assert page.total == 2 and all(h.score > 0 for h in page.hits)
+
+
+def test_keyword_paging(store):
+    store.upsert([doc(i, filename=f"tree_{i}.jpg") for i in range(7)])
+    first, second = store.keyword("tree", limit=4), store.keyword("tree", offset=4, limit=4)
+    assert first.total == 7 and len(first.hits) == 4 and len(second.hits) == 3
+    assert {h.document.id for h in first.hits}.isdisjoint({h.document.id for h in second.hits})
+
+
+def test_entries_and_find_by_hash(store):
+    store.upsert([doc(0, content_hash="same"), doc(1, content_hash="same"), doc(2)])
+    entries = {e.id: e for e in store.entries()}
+    assert set(entries) == {"id000", "id001", "id002"}
+    e = entries["id002"]
+    assert (e.path, e.content_hash, e.bytes, e.modified_at, e.tags) == (
+        "/photos/photo_2.jpg", "hash2", 1002, 1_600_000_002.0, ("animals",))
+    found = store.find_by_hash(["same", "hash2", "missing"])
+    assert set(found) == {"same", "hash2"}
+    np.testing.assert_allclose(found["hash2"], doc(2).vector, rtol=1e-6)
+
+
+def test_tag_counts_and_stats(store):
+    store.upsert([doc(0, tags=["a", "b"]), doc(1, tags=["a"]), doc(2, tags=["c"])])
+    assert store.tag_counts()[0] == ("a", 2)
+    assert dict(store.tag_counts()) == {"a": 2, "b": 1, "c": 1}
+    stats = store.stats()
+    assert stats["count"] == 3 and stats["descriptor"] == DESC and stats["backend"] == store.backend
+    assert stats["location"]
+
+
+def test_an_emptied_store_accepts_a_new_descriptor(store):
+    store.upsert([doc(1)])
+    store.delete(["id001"])
+    store.upsert([doc(2, descriptor="another-descriptor")])
+    assert store.descriptor() == "another-descriptor"
+
+
+# -- embedded store: several processes, crashes ------------------------------------------------
+
+def test_embedded_reader_sees_other_writers_without_restart(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    reader, writer = open_store(settings), open_store(settings)
+    writer.upsert([doc(i) for i in range(3)])
+    assert len(reader.knn(unit(1), descriptor=DESC, limit=10).hits) == 3
+    writer.upsert([doc(3, vector=unit(0, 1))])
+    writer.delete(["id000"])
+    hits = reader.knn(unit(0, 1), descriptor=DESC, limit=10).hits
+    assert hits[0].document.id == "id003"
+    assert {h.document.id for h in hits} == {"id001", "id002", "id003"}
+    writer.delete(["id003"])
+    writer.upsert([doc(3, vector=unit(0, 1))])     # deleted and added back
+    assert reader.knn(unit(0, 1), descriptor=DESC, limit=1).hits[0].document.id == "id003"
+    reader.close(), writer.close()
+
+
+WRITER = """
+import sys, numpy as np
+sys.path.insert(0, sys.argv[2])
+from backend.stores.embedded import EmbeddedStore
+from tests.test_stores import doc
+store = EmbeddedStore(sys.argv[1])
+for batch in range(10_000):
+    store.upsert([doc(batch * 10 + i) for i in range(10)])
+    print(batch, flush=True)
+"""
+
+
+def test_embedded_kill_9_mid_write_loses_nothing_committed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    db = tmp_path / "index.sqlite3"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(Path(__file__).parent.parent)],
+                            stdout=subprocess.PIPE, text=True)
+    committed = -1
+    deadline = time.time() + 60
+    while committed < 20 and time.time() < deadline:
+        committed = int(proc.stdout.readline())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    from backend.stores.embedded import EmbeddedStore
+    store = EmbeddedStore(db)
+    assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # every batch it reported is there; at most the batch in flight beyond it
+    assert (committed + 1) * 10 <= store.count() <= (committed + 2) * 10
+    assert len(store.knn(unit(1), descriptor=DESC, limit=5).hits) == 5
+    store.close()
+
+
+def test_embedded_concurrent_threads_read_while_writing(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = open_store(Settings(data_dir=tmp_path))
+    store.upsert([doc(i) for i in range(50)])
+
+    def search(_):
+        return len(store.knn(unit(1), descriptor=DESC, limit=10).hits) + len(store.keyword("photo").hits)
+
+    def write(i):
+        store.upsert([doc(100 + i)])
+        return 0
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: write(i) if i % 5 == 0 else search(i), range(200)))
+    assert all(r == 20 for i, r in enumerate(results) if i % 5)
+    assert store.count() == 90
+    store.close()
