@@ -104,6 +104,11 @@ class FeatureExtractor:
     def embed_picture(self, picture: Image.Image) -> np.ndarray:
         return self.embed([self.prepare(picture)])[0]
 
+    def feature_maps(self, batch: np.ndarray) -> np.ndarray:
+        """Raw conv5 maps (N, H/16, W/16, 512) of a batch of equal-shape prepared pictures; with
+        `pool_maps`, the benchmarks derive every pooling from one model call."""
+        return self._forward.maps(batch)
+
 
 def _build_forward(weights: str, pooling: str):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -124,15 +129,26 @@ def _build_forward(weights: str, pooling: str):
     mean = tf.constant(_BGR_MEAN)
 
     @tf.function(reduce_retracing=True)
-    def forward(batch):
+    def maps(batch):
         x = tf.cast(batch, tf.float32)[..., ::-1] - mean  # RGB -> BGR, mean-centred
-        fmap = conv5(x, training=False)                     # (N, H/16, W/16, 512), ReLU'd
-        return _pool(fmap, pooling)
+        return conv5(x, training=False)                     # (N, H/16, W/16, 512), ReLU'd
+
+    @tf.function(reduce_retracing=True)
+    def forward(batch):
+        return _pool(maps(batch), pooling)
 
     def run(batch: np.ndarray) -> np.ndarray:
         vectors = forward(tf.constant(batch)).numpy().astype(np.float32)
         return l2_normalise(vectors)
+    run.maps = lambda batch: maps(tf.constant(batch)).numpy()
     return run
+
+
+def pool_maps(fmap: np.ndarray, pooling: str) -> np.ndarray:
+    """L2-normalised descriptors from raw conv5 maps, with the same pooling code as `embed`."""
+    import tensorflow as tf
+
+    return l2_normalise(_pool(tf.constant(fmap, dtype=tf.float32), pooling).numpy())
 
 
 def _pool(fmap, pooling: str):
