@@ -1,0 +1,80 @@
+"""Retrieval metrics on hand-made rankings (no model, no data)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.datasets import read_labels
+from benchmarks.metrics import (average_precision, evaluate_vectors, groups_of_four, ndcg_at, ns_score,
+                                precision_at, recall_at, summarise)
+
+
+def test_average_precision_hand_computed():
+    # relevant at ranks 1, 3, 6 of 3 relevant: (1/1 + 2/3 + 3/6) / 3
+    assert average_precision([1, 0, 1, 0, 0, 1], 3) == pytest.approx((1 + 2 / 3 + 0.5) / 3)
+    assert average_precision([1, 1, 1, 0], 3) == 1.0
+    assert average_precision([0, 0, 0], 2) == 0.0
+
+
+def test_average_precision_counts_missing_relevant_as_zero():
+    # only 1 of 4 relevant retrieved (at rank 2): 0.5 / 4
+    assert average_precision([0, 1, 0], 4) == pytest.approx(0.125)
+
+
+def test_precision_recall_ndcg():
+    hits = [0, 1, 1, 0, 1]
+    assert precision_at(hits, 1) == 0.0
+    assert precision_at(hits, 5) == pytest.approx(0.6)
+    assert precision_at(hits, 10) == pytest.approx(0.3)       # short lists count as misses
+    assert recall_at(hits, 3, 4) == pytest.approx(0.5)
+    dcg = 1 / math.log2(3) + 1 / math.log2(4) + 1 / math.log2(6)
+    ideal = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert ndcg_at(hits, 10, 3) == pytest.approx(dcg / ideal)
+    assert ndcg_at([1, 1, 0], 10, 2) == pytest.approx(1.0)
+
+
+def test_ns_score_counts_the_top_four_only():
+    assert ns_score([1, 1, 0, 1, 1]) == 3
+    assert ns_score([1, 1, 1, 1]) == 4
+
+
+def test_summarise_means_over_queries():
+    out = summarise([([1, 0, 0], 1), ([0, 1, 0], 1)], [[1, 1, 0, 0], [1, 0, 1, 1]])
+    assert out["queries"] == 2
+    assert out["mAP"] == pytest.approx(0.75)
+    assert out["P@1"] == pytest.approx(0.5)
+    assert out["N-S"] == pytest.approx(2.5)
+    assert "N-S" not in summarise([([1], 1)])
+
+
+def test_evaluate_vectors_perfect_and_swapped():
+    # two tight clusters of four: perfect retrieval
+    rng = np.random.default_rng(0)
+    centres = np.eye(8, dtype=np.float32)[:2]
+    vectors = np.repeat(centres, 4, axis=0) + rng.normal(0, 0.01, (8, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = ["a"] * 4 + ["b"] * 4
+    out = evaluate_vectors(vectors, labels)
+    assert out["mAP"] == pytest.approx(1.0) and out["N-S"] == pytest.approx(4.0)
+    # labels that disagree with the clusters: each query finds 1 relevant of 3 in its own cluster
+    swapped = ["a", "a", "b", "b", "a", "a", "b", "b"]
+    worse = evaluate_vectors(vectors, swapped)
+    assert worse["mAP"] < 0.7 and worse["N-S"] == pytest.approx(2.0)
+
+
+def test_groups_of_four():
+    assert groups_of_four([1, 1, 1, 1, 2, 2, 2, 2])
+    assert not groups_of_four([1, 1, 1, 1, 2, 2, 2])
+
+
+def test_read_labels(tmp_path):
+    (tmp_path / "labels.csv").write_text("path,group\nx/a.jpg,1\nb.jpg, 2 \n\n")
+    labels = read_labels(tmp_path)
+    assert labels == {str((tmp_path / "x/a.jpg").resolve()): "1", str((tmp_path / "b.jpg").resolve()): "2"}
+    (tmp_path / "labels.csv").write_text("a.jpg\n")
+    with pytest.raises(ValueError, match="row 1"):
+        read_labels(tmp_path)
+    with pytest.raises(ValueError, match="not found"):
+        read_labels(tmp_path / "nowhere")
