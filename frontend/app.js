@@ -1,0 +1,483 @@
+// lookalike web page: talks only to the JSON API (/api/...). No framework, no build step.
+//
+// A query is one of
+//   {kind: "none"}                               nothing asked yet
+//   {kind: "text", q, tags}                      words (q may be "" when only tags are chosen)
+//   {kind: "similar", id, name, thumb, tags}     "more like this" indexed picture
+//   {kind: "image", key, name, thumb, tags}      an uploaded picture (its bytes stay in `uploads`)
+// The page state {query, trail, snapshot?} lives in history.state and the URL (?q=, ?similar=, ?image=,
+// &tags=), so back/forward, reload and bookmarks work. An uploaded picture cannot go in a URL: its Blob
+// is kept in memory, and the results it gave are kept in history.state to show again once it is gone.
+"use strict";
+
+const PAGE = 24;
+const IMAGE_TYPES = "JPEG, PNG, GIF, WebP, BMP or TIFF";
+const $ = (id) => document.getElementById(id);
+const el = {
+  drop: $("dropzone"), file: $("file-input"), preview: $("query-preview"), dropTitle: $("drop-title"),
+  dropHint: $("drop-hint"), form: $("keyword-form"), keyword: $("keyword"), tagsBox: $("tags-box"),
+  chips: $("tag-chips"), trail: $("trail"), trailList: $("trail-list"), heading: $("results-heading"),
+  status: $("status"), grid: $("grid"), more: $("more"),
+};
+const uploads = new Map();   // upload key -> {blob, url}
+let current = {query: {kind: "none"}, trail: []};
+let shown = [];              // results on screen
+let total = 0;
+let run = 0;                 // increases with every new search, so late answers to old ones are dropped
+let inflight = null;         // AbortController of the request in flight
+
+// ---- URLs -------------------------------------------------------------------------------------------
+
+function urlFor(query) {
+  const p = new URLSearchParams();
+  if (query.kind === "text" && query.q) p.set("q", query.q);
+  if (query.kind === "similar") p.set("similar", query.id);
+  if (query.kind === "image") p.set("image", query.key);
+  if (query.tags && query.tags.length) p.set("tags", query.tags.join(","));
+  const s = p.toString().replace(/%2C/g, ",");
+  return s ? `/?${s}` : "/";
+}
+
+function queryFromUrl() {
+  const p = new URLSearchParams(location.search);
+  const tags = (p.get("tags") || "").split(",").map((t) => t.trim()).filter(Boolean);
+  if (p.get("similar")) return {kind: "similar", id: p.get("similar"), tags};
+  if (p.get("image")) return {kind: "image", key: p.get("image"), tags};
+  if (p.get("q") || tags.length) return {kind: "text", q: (p.get("q") || "").trim(), tags};
+  return {kind: "none"};
+}
+
+function apiParams(query, offset) {
+  const p = new URLSearchParams({limit: PAGE, offset});
+  if (query.tags && query.tags.length) p.set("tags", query.tags.join(","));
+  if (query.kind === "text") p.set("q", query.q);
+  return p;
+}
+
+// ---- talking to the API -----------------------------------------------------------------------------
+
+class ApiError extends Error {}
+
+// Words a person understands, from an HTTP status and the API's error body.
+function explain(status, body) {
+  const message = body && body.error && body.error.message;
+  switch (status) {
+    case 413: return "That picture is too large. Try a smaller file (a screenshot of it works too).";
+    case 415: return `That file isn't a picture this search can read. Use a ${IMAGE_TYPES} image.`;
+    case 422: return "That picture could not be read: the file seems damaged or incomplete. Try another one.";
+    case 404: return "That picture is no longer in the collection. Start a new search.";
+    case 503: return "The search service isn't ready yet (it may still be starting). Try again in a moment.";
+  }
+  if (status >= 500) return "Something went wrong on the server. Try again in a moment.";
+  return message ? `That search didn't work: ${message}` : "That search didn't work. Try again.";
+}
+
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, {headers: {Accept: "application/json"}, ...options});
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw new ApiError("Can't reach the search service. Check that it is running and try again.");
+  }
+  let body = null;
+  try { body = await response.json(); } catch { /* not JSON: a proxy error page, say */ }
+  if (!response.ok || body === null) throw new ApiError(explain(response.ok ? 502 : response.status, body));
+  return body;
+}
+
+function fetchPage(query, offset, signal) {
+  const params = apiParams(query, offset);
+  if (query.kind === "text") return api(`/api/search?${params}`, {signal});
+  if (query.kind === "similar") return api(`/api/images/${encodeURIComponent(query.id)}/similar?${params}`, {signal});
+  const form = new FormData();
+  form.append("image", uploads.get(query.key).blob, query.name || "picture");
+  return api(`/api/search/image?${params}`, {method: "POST", body: form, signal});
+}
+
+// ---- navigation -------------------------------------------------------------------------------------
+
+function go(query, trail, {replace = false} = {}) {
+  if (query.kind === "text" && !query.q && !(query.tags || []).length) query = {kind: "none"};
+  const state = {query, trail: query.kind === "none" ? [] : trail};
+  history[replace ? "replaceState" : "pushState"](state, "", urlFor(query));
+  show(state);
+}
+
+window.addEventListener("popstate", (event) => show(event.state || {query: queryFromUrl(), trail: []}));
+
+function show(state) {
+  current = state;
+  const {query} = state;
+  renderQuery(query);
+  renderTrail(state.trail, query);
+  renderChipsSelection(query.tags || []);
+  search(state);
+}
+
+async function search(state, offset = 0) {
+  const {query} = state;
+  const mine = ++run;
+  if (inflight) inflight.abort();
+  inflight = null;
+  if (offset === 0) { shown = []; total = 0; }
+
+  if (query.kind === "none") {
+    clearResults();
+    intro();
+    return;
+  }
+  if (query.kind === "image" && !uploads.has(query.key)) {
+    clearResults();
+    if (state.snapshot) {
+      renderResults(state.snapshot.results, query, 0);
+      setStatus("These are the earlier results for your picture. The picture itself is not kept after the " +
+                "page reloads: drop it again to search more.");
+    } else {
+      setStatus("This search was made with an uploaded picture, and pictures are not kept in links. " +
+                "Drop or paste the picture again to search.");
+    }
+    return;
+  }
+
+  const controller = new AbortController();
+  inflight = controller;
+  if (offset === 0) clearResults();
+  el.more.disabled = true;
+  setStatus(query.kind === "image" ? "Looking at your picture…" : "Searching…", "loading");
+  if (query.kind === "similar" && !query.name) describeSimilar(query);
+
+  let body;
+  try {
+    body = await fetchPage(query, offset, controller.signal);
+  } catch (err) {
+    if (err.name === "AbortError" || mine !== run) return;
+    el.more.disabled = false;
+    setStatus(err.message, "error", () => search(current, offset));
+    return;
+  }
+  if (mine !== run) return;
+  inflight = null;
+  total = body.total;
+  renderResults(body.results, query, offset);
+  shown = shown.concat(body.results);
+  summarise(query, body.took_ms);
+  if (query.kind === "image" && history.state && history.state.query.key === query.key) {
+    // Kept so the results can be shown again after a reload, when the picture itself is gone.
+    history.replaceState({...history.state, snapshot: {results: shown, total}}, "", location.href);
+  }
+}
+
+// A bookmarked "more like this" link only has the id: ask for the file name to show as the query.
+async function describeSimilar(query) {
+  try {
+    const doc = await api(`/api/images/${encodeURIComponent(query.id)}`);
+    if (current.query !== query) return;
+    query.name = doc.filename;
+    history.replaceState({...history.state, query}, "", location.href);
+    renderQuery(query);
+  } catch { /* the search itself reports a missing picture */ }
+}
+
+// ---- rendering --------------------------------------------------------------------------------------
+
+const pasteKey = /Mac|iPhone|iPad/.test(navigator.platform) ? "⌘V" : "Ctrl+V";
+
+function renderQuery(query) {
+  el.keyword.value = query.kind === "text" ? query.q : "";
+  let src = "";
+  if (query.kind === "image") src = uploads.has(query.key) ? uploads.get(query.key).url : query.thumb || "";
+  if (query.kind === "similar") src = thumbUrl(query.id);
+  el.preview.hidden = !src;
+  if (src) el.preview.src = src;
+  el.preview.alt = query.kind === "none" || query.kind === "text" ? "" : "The picture you are searching with";
+  el.drop.classList.toggle("has-preview", Boolean(src));
+  if (query.kind === "image") {
+    el.dropTitle.textContent = `Pictures like ${query.name || "your picture"}`;
+  } else if (query.kind === "similar") {
+    el.dropTitle.textContent = `Pictures like ${query.name || "this one"}`;
+  } else {
+    el.dropTitle.textContent = "Drop a picture here";
+  }
+  el.dropHint.textContent = src
+    ? `Drop, paste (${pasteKey}) or click to search with another picture`
+    : `or click to choose one, or paste with ${pasteKey}`;
+}
+
+function thumbUrl(id) {
+  return `/api/images/${encodeURIComponent(id)}/thumbnail`;
+}
+
+function describe(query) {
+  const tags = query.tags && query.tags.length ? ` in ${query.tags.join(" + ")}` : "";
+  if (query.kind === "text") return (query.q ? `“${query.q}”` : "Tagged") + tags;
+  if (query.kind === "similar") return `Like ${query.name || "a picture"}${tags}`;
+  if (query.kind === "image") return `Your picture${query.name ? ` (${query.name})` : ""}${tags}`;
+  return "Start";
+}
+
+function renderTrail(trail, query) {
+  el.trailList.replaceChildren();
+  el.trail.hidden = trail.length === 0;
+  trail.forEach((step, i) => {
+    const link = document.createElement("a");
+    link.href = urlFor(step);
+    link.addEventListener("click", (event) => {
+      if (plainClick(event)) { event.preventDefault(); go(step, trail.slice(0, i)); }
+    });
+    const src = step.kind === "similar" ? thumbUrl(step.id) : step.kind === "image" ? step.thumb : "";
+    if (src) link.append(img(src, "crumb-thumb"));
+    link.append(describe(step));
+    el.trailList.append(li(link));
+  });
+  if (trail.length) {
+    const here = document.createElement("span");
+    here.setAttribute("aria-current", "page");
+    here.textContent = describe(query);
+    el.trailList.append(li(here));
+  }
+}
+
+function renderResults(results, query, offset) {
+  const visual = query.kind !== "text";
+  const fragment = document.createDocumentFragment();
+  for (const hit of results) {
+    const link = document.createElement("a");
+    link.className = "hit";
+    link.href = urlFor({kind: "similar", id: hit.id, tags: query.tags || []});
+    link.title = `Find more pictures like ${hit.filename}`;
+    link.addEventListener("click", (event) => {
+      if (plainClick(event)) { event.preventDefault(); refine(hit); }
+    });
+    const frame = document.createElement("span");
+    frame.className = "frame";
+    const picture = img(hit.thumbnail_url, "");
+    picture.loading = "lazy";
+    picture.decoding = "async";
+    picture.addEventListener("error", () => frame.classList.add("broken"), {once: true});
+    frame.append(picture);
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    meta.append(span("visually-hidden", "More like "), span("name", hit.filename));
+    const score = formatScore(hit.score, visual);
+    if (score) meta.append(span("score", score));
+    if (hit.tags && hit.tags.length) meta.append(span("card-tags", hit.tags.join(" · ")));
+    link.append(frame, meta);
+    const item = li(link);
+    item.className = "card";
+    fragment.append(item);
+  }
+  const first = fragment.firstElementChild;
+  el.grid.append(fragment);
+  // After "load more", keyboard users continue from the first new result.
+  if (offset > 0 && first && document.activeElement === el.more) first.querySelector("a").focus();
+}
+
+function formatScore(score, visual) {
+  if (typeof score !== "number") return "";
+  if (visual) return `${Math.round(Math.max(0, Math.min(1, score)) * 100)}% similar`;
+  return score > 0 ? `relevance ${score.toFixed(1)}` : "";
+}
+
+function summarise(query, tookMs) {
+  const count = shown.length;
+  el.more.hidden = count >= total || count === 0;
+  el.more.disabled = false;
+  el.more.textContent = `Load more (${(total - count).toLocaleString()} left)`;
+  if (count === 0) {
+    const withTags = query.tags && query.tags.length ? ` with the tag${query.tags.length > 1 ? "s" : ""} ` +
+      query.tags.join(" and ") : "";
+    const tip = withTags ? " Try removing a tag filter." : query.kind === "text" ? " Try other or fewer words." : "";
+    const what = query.kind === "text" && query.q ? `for “${query.q}”` : query.kind === "text" ? "" : "like this one";
+    setStatus(`No pictures found ${what}${withTags}.${tip}`.replace(/\s+/g, " "), "empty");
+    return;
+  }
+  const seconds = typeof tookMs === "number" ? ` in ${(tookMs / 1000).toFixed(2)} s` : "";
+  setStatus(`Showing ${count.toLocaleString()} of ${total.toLocaleString()}${seconds}. ` +
+            "Click a picture to find more like it.");
+}
+
+function clearResults() {
+  el.grid.replaceChildren();
+  el.more.hidden = true;
+}
+
+async function intro() {
+  setStatus(`Drop a picture, paste one (${pasteKey}), or type a word to start.`);
+  const mine = run;
+  try {
+    const stats = await api("/api/stats");
+    const count = stats.count ?? (stats.store && stats.store.count);
+    if (mine !== run || typeof count !== "number") return;
+    setStatus(count === 0
+      ? "The collection is empty: index some pictures first (see the README), then search here."
+      : `${count.toLocaleString()} pictures to search. Drop a picture, paste one (${pasteKey}), or type a word.`);
+  } catch { /* the intro text above is enough */ }
+}
+
+// kind: "" (plain), "loading", "empty" or "error"; retry adds a "Try again" button.
+function setStatus(text, kind = "", retry = null) {
+  el.status.className = `status ${kind}`;
+  el.status.setAttribute("role", kind === "error" ? "alert" : "status");
+  el.status.replaceChildren(span("", text));
+  if (retry) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "Try again";
+    button.addEventListener("click", retry);
+    el.status.append(button);
+  }
+}
+
+// ---- tag chips --------------------------------------------------------------------------------------
+
+async function loadTags() {
+  let body;
+  try { body = await api("/api/tags"); } catch { return; }  // no chips; searching still works
+  const tags = body.tags || [];
+  el.tagsBox.hidden = tags.length === 0;
+  el.chips.replaceChildren(...tags.map(({tag, count}) => {
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.className = "chip";
+    chip.dataset.tag = tag;
+    chip.append(span("", tag), span("count", count.toLocaleString()));
+    chip.setAttribute("aria-label", `${tag} (${count} pictures)`);
+    chip.addEventListener("click", () => toggleTag(tag));
+    return li(chip);
+  }));
+  renderChipsSelection(current.query.tags || []);
+}
+
+function renderChipsSelection(tags) {
+  for (const chip of el.chips.querySelectorAll(".chip")) {
+    chip.setAttribute("aria-pressed", String(tags.includes(chip.dataset.tag)));
+  }
+}
+
+function toggleTag(tag) {
+  const query = current.query.kind === "none" ? {kind: "text", q: ""} : current.query;
+  const tags = query.tags || [];
+  const next = tags.includes(tag) ? tags.filter((t) => t !== tag) : [...tags, tag];
+  go({...query, tags: next}, current.trail);
+}
+
+// ---- starting searches ------------------------------------------------------------------------------
+
+function currentTags() {
+  return current.query.tags || [];
+}
+
+function refine(hit) {
+  go({kind: "similar", id: hit.id, name: hit.filename, tags: currentTags()}, [...current.trail, current.query]);
+}
+
+el.form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const q = el.keyword.value.trim();
+  if (!q && !currentTags().length) {
+    setStatus("Type a word to search for: a file name or a tag.", "empty");
+    el.keyword.focus();
+    return;
+  }
+  go({kind: "text", q, tags: currentTags()}, []);
+});
+
+async function useFile(file) {
+  if (!file) return;
+  if (file.type && !file.type.startsWith("image/")) {
+    setStatus(`“${file.name}” isn't a picture. Drop a ${IMAGE_TYPES} image.`, "error");
+    return;
+  }
+  const key = Math.random().toString(36).slice(2, 10);
+  uploads.set(key, {blob: file, url: URL.createObjectURL(file)});
+  go({kind: "image", key, name: file.name || "pasted picture", thumb: await tinyPreview(file), tags: currentTags()}, []);
+}
+
+// A small data-URL copy of the picture for history.state and the trail (the Blob does not survive reloads).
+async function tinyPreview(file) {
+  try {
+    const bitmap = await createImageBitmap(file);
+    const scale = 96 / Math.max(bitmap.width, bitmap.height);
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+    canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+    canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    bitmap.close();
+    return canvas.toDataURL("image/jpeg", 0.7);
+  } catch {
+    return "";  // the browser can't draw it (a TIFF, say); the server may still read it
+  }
+}
+
+el.drop.addEventListener("click", () => el.file.click());
+el.preview.addEventListener("error", () => { el.preview.hidden = true; el.drop.classList.remove("has-preview"); });
+el.file.addEventListener("change", () => {
+  useFile(el.file.files[0]);
+  el.file.value = "";  // choosing the same file again still fires "change"
+});
+el.more.addEventListener("click", () => search(current, shown.length));
+
+// Drops are taken anywhere on the page (a miss would make the browser open the file instead).
+let dragDepth = 0;
+const carriesFiles = (event) => event.dataTransfer && [...event.dataTransfer.types].includes("Files");
+document.addEventListener("dragenter", (event) => {
+  if (!carriesFiles(event)) return;
+  dragDepth += 1;
+  document.body.classList.add("dragging");
+});
+document.addEventListener("dragleave", () => {
+  dragDepth = Math.max(0, dragDepth - 1);
+  if (!dragDepth) document.body.classList.remove("dragging");
+});
+document.addEventListener("dragover", (event) => {
+  if (carriesFiles(event)) { event.preventDefault(); event.dataTransfer.dropEffect = "copy"; }
+});
+document.addEventListener("drop", (event) => {
+  dragDepth = 0;
+  document.body.classList.remove("dragging");
+  if (!carriesFiles(event)) return;
+  event.preventDefault();
+  useFile(event.dataTransfer.files[0]);
+});
+
+document.addEventListener("paste", (event) => {
+  const files = [...(event.clipboardData ? event.clipboardData.files : [])];
+  if (!files.length) return;  // pasting text into the keyword box works as usual
+  event.preventDefault();
+  useFile(files.find((f) => f.type.startsWith("image/")) || files[0]);
+});
+
+// ---- small DOM helpers ------------------------------------------------------------------------------
+
+function plainClick(event) {
+  return event.button === 0 && !event.metaKey && !event.ctrlKey && !event.shiftKey && !event.altKey;
+}
+
+function span(className, text) {
+  const s = document.createElement("span");
+  if (className) s.className = className;
+  s.textContent = text;
+  return s;
+}
+
+function li(child) {
+  const item = document.createElement("li");
+  item.append(child);
+  return item;
+}
+
+function img(src, className) {
+  const image = document.createElement("img");
+  image.src = src;
+  image.alt = "";
+  if (className) image.className = className;
+  return image;
+}
+
+// ---- start ------------------------------------------------------------------------------------------
+
+const initial = history.state && history.state.query ? history.state : {query: queryFromUrl(), trail: []};
+history.replaceState(initial, "", location.href);
+show(initial);
+loadTags();

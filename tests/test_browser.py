@@ -1,0 +1,345 @@
+"""The web page in a real browser: Playwright drives Debian's Chromium against the real app.
+
+The app runs in a thread on a free loopback port with the fast descriptor (seeded random VGG16 at 64 px)
+over pictures indexed by the real Indexer, tagged by folder. Screenshots go to test-artifacts/.
+Skips, saying why, when the playwright package or /usr/bin/chromium is missing.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from backend.config import Settings
+from backend.features import FeatureExtractor
+from backend.stores import open_store
+from indexer.pipeline import Indexer
+from indexer.scan import scan
+
+from .conftest import FAST_ENV, ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+ARTIFACTS = ROOT / "test-artifacts"
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
+                                                            "(pip install -r requirements-dev.txt)")
+if not Path(CHROMIUM).is_file() and not shutil.which("chromium"):
+    pytest.skip("Chromium is not installed: apt-get install chromium (.ci/run does this)", allow_module_level=True)
+expect = sync_api.expect
+pytestmark = pytest.mark.browser
+
+# Ten pictures in each of three tagged folders: 30 in all, so a search has a second page of 24 + 6.
+PALETTES = {"beach": [(70, 140, 200), (230, 210, 160)], "forest": [(30, 90, 40), (120, 160, 60)],
+            "city": [(90, 90, 100), (200, 190, 170)]}
+PER_TAG = 10
+TOTAL = PER_TAG * len(PALETTES)
+MAX_UPLOAD = 600_000
+
+
+def scene(tag: str, seed: int, size=(160, 120)) -> Image.Image:
+    """A picture in the tag's colours: a two-tone gradient with a few shapes, different for each seed."""
+    rng = np.random.default_rng(seed)
+    top, bottom = (np.array(c, float) for c in PALETTES[tag])
+    t = np.linspace(0, 1, size[1])[:, None, None]
+    arr = (top * (1 - t) + bottom * t).repeat(size[0], axis=1) + rng.normal(0, 8, (size[1], size[0], 3))
+    img = Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+    for _ in range(3):
+        x, y = int(rng.integers(0, size[0] - 40)), int(rng.integers(0, size[1] - 40))
+        w, h = int(rng.integers(15, 40)), int(rng.integers(15, 40))
+        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
+        (draw.ellipse if rng.random() < .5 else draw.rectangle)((x, y, x + w, y + h), fill=colour)
+    return img
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The real app over 30 indexed pictures, on a free 127.0.0.1 port. Yields (base url, image folder)."""
+    from werkzeug.serving import make_server
+
+    from backend import create_app
+
+    root = tmp_path_factory.mktemp("browser")
+    images = root / "images"
+    for n, tag in enumerate(PALETTES):
+        (images / tag).mkdir(parents=True)
+        for i in range(PER_TAG):
+            scene(tag, 100 * n + i).save(images / tag / f"{tag}_{i:02d}.jpg", quality=90)
+    settings = Settings.from_env({**FAST_ENV, "LOOKALIKE_DATA_DIR": str(root / "data"),
+                                  "LOOKALIKE_MAX_IMAGE_BYTES": str(MAX_UPLOAD)})
+    with open_store(settings) as store:
+        summary = Indexer(store, FeatureExtractor.from_settings(settings)).run(
+            scan([images], tags_from_folders=True))
+    assert summary.indexed == TOTAL and not summary.failures
+
+    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", images
+    server.shutdown()
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, site, request):
+    """A fresh page at desktop size; fails the test on any uncaught JavaScript error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.base_url = site[0]
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"), full_page=True)
+
+
+def drop(page, path_or_bytes, name: str, mime: str, event: str = "drop") -> None:
+    """A real drop (or paste) event carrying a File in a DataTransfer, as a person's drag would."""
+    data = path_or_bytes.read_bytes() if isinstance(path_or_bytes, Path) else path_or_bytes
+    page.evaluate("""([b64, name, type, event]) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], name, {type}));
+        if (event === "paste") {
+            document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true,
+                                                                 cancelable: true}));
+            return;
+        }
+        const zone = document.getElementById("dropzone");
+        for (const type of ["dragenter", "dragover", "drop"]) {
+            zone.dispatchEvent(new DragEvent(type, {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        }
+    }""", [base64.b64encode(data).decode(), name, mime, event])
+
+
+def names(page) -> list[str]:
+    return page.locator("#grid .name").all_inner_texts()
+
+
+def wait_for_results(page, count: int) -> None:
+    expect(page.locator("#grid .card")).to_have_count(count)
+    expect(page.locator("#status")).to_contain_text("Showing")
+
+
+def test_drop_an_image_finds_it_first_and_loads_more(page, site):
+    base, images = site
+    page.goto(base + "/")
+    expect(page.locator("#status")).to_contain_text(f"{TOTAL} pictures to search")
+    expect(page.locator("#tag-chips .chip")).to_have_count(len(PALETTES))
+    shot(page, "desktop-start")
+
+    drop(page, images / "forest" / "forest_03.jpg", "forest_03.jpg", "image/jpeg")
+    wait_for_results(page, 24)
+    assert re.search(r"/\?image=\w+$", page.url)
+    # The same picture is in the index: it comes first, with a perfect score.
+    first = page.locator("#grid .card").first
+    expect(first.locator(".name")).to_have_text("forest_03.jpg")
+    expect(first.locator(".score")).to_have_text("100% similar")
+    expect(first.locator(".card-tags")).to_have_text("forest")
+    expect(page.locator("#query-preview")).to_be_visible()
+    expect(page.locator("#drop-title")).to_have_text("Pictures like forest_03.jpg")
+    assert page.locator("#grid img").first.get_attribute("loading") == "lazy"
+    expect(page.locator("#status")).to_contain_text(f"Showing 24 of {TOTAL}")
+    shot(page, "desktop-image-results")
+
+    page.locator("#more").click()
+    wait_for_results(page, TOTAL)
+    expect(page.locator("#more")).to_be_hidden()
+    assert len(set(names(page))) == TOTAL
+
+
+def test_file_picker_and_paste_search_by_image(page, site):
+    base, images = site
+    page.goto(base + "/")
+    page.locator("#file-input").set_input_files(str(images / "city" / "city_07.jpg"))
+    wait_for_results(page, 24)
+    expect(page.locator("#grid .name").first).to_have_text("city_07.jpg")
+
+    drop(page, images / "beach" / "beach_01.jpg", "beach_01.jpg", "image/jpeg", event="paste")
+    wait_for_results(page, 24)
+    expect(page.locator("#grid .name").first).to_have_text("beach_01.jpg")
+
+
+def test_keyword_refine_trail_back_and_forward(page, site):
+    base, _ = site
+    page.goto(base + "/")
+    page.locator("#keyword").fill("beach")
+    page.locator("#keyword").press("Enter")
+    wait_for_results(page, PER_TAG)
+    assert page.url.endswith("/?q=beach")
+    keyword_results = names(page)
+    assert all(name.startswith("beach_") for name in keyword_results)
+    expect(page.locator("#trail")).to_be_hidden()
+
+    # Click a result: "more like this" becomes the query, with its own URL and a trail back.
+    page.locator("#grid .card", has_text="beach_04.jpg").click()
+    expect(page.locator("#drop-title")).to_have_text("Pictures like beach_04.jpg")
+    wait_for_results(page, 24)
+    similar_id = re.search(r"/\?similar=(\w+)$", page.url).group(1)
+    assert "beach_04.jpg" not in names(page)   # the picture itself is left out
+    expect(page.locator("#trail a")).to_have_text(["“beach”"])
+    expect(page.locator("#trail [aria-current]")).to_have_text("Like beach_04.jpg")
+    refined = names(page)
+    shot(page, "desktop-refined")
+
+    # Enter on a focused result refines again; the trail grows.
+    second = page.locator("#grid .card a").nth(1)
+    second_name = second.locator(".name").inner_text()
+    second.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#drop-title")).to_have_text(f"Pictures like {second_name}")
+    wait_for_results(page, 24)
+    expect(page.locator("#trail a")).to_have_count(2)
+
+    page.go_back()
+    expect(page.locator("#drop-title")).to_have_text("Pictures like beach_04.jpg")
+    wait_for_results(page, 24)
+    assert page.url.endswith(f"/?similar={similar_id}")
+    assert names(page) == refined
+
+    page.go_back()
+    wait_for_results(page, PER_TAG)
+    assert page.url.endswith("/?q=beach")
+    expect(page.locator("#keyword")).to_have_value("beach")
+    assert names(page) == keyword_results
+
+    page.go_forward()
+    wait_for_results(page, 24)
+    assert names(page) == refined
+
+    # A crumb takes you back to that query.
+    page.locator("#trail a", has_text="beach").click()
+    wait_for_results(page, PER_TAG)
+    assert page.url.endswith("/?q=beach")
+
+    # The refine URL is a bookmark: opened afresh it shows the same results and names the picture.
+    page.goto(f"{base}/?similar={similar_id}")
+    expect(page.locator("#drop-title")).to_have_text("Pictures like beach_04.jpg")
+    wait_for_results(page, 24)
+    assert names(page) == refined
+
+
+def test_back_to_an_uploaded_picture_runs_it_again(page, site):
+    base, images = site
+    page.goto(base + "/")
+    drop(page, images / "city" / "city_02.jpg", "city_02.jpg", "image/jpeg")
+    wait_for_results(page, 24)
+    uploaded = names(page)
+    page.locator("#grid .card").nth(3).click()
+    expect(page).to_have_url(re.compile(r"similar="))
+    wait_for_results(page, 24)
+    expect(page.locator("#trail a")).to_have_text(["Your picture (city_02.jpg)"])
+    page.go_back()
+    wait_for_results(page, 24)
+    expect(page.locator("#drop-title")).to_have_text("Pictures like city_02.jpg")
+    assert names(page) == uploaded
+
+    # After a reload the picture itself is gone; its earlier results are still shown.
+    page.reload()
+    expect(page.locator("#grid .card")).to_have_count(24)
+    expect(page.locator("#status")).to_contain_text("earlier results for your picture")
+    assert names(page) == uploaded
+
+
+def test_tag_chips_filter_words_and_pictures(page, site):
+    base, images = site
+    page.goto(base + "/")
+    page.locator(".chip", has_text="city").click()
+    wait_for_results(page, PER_TAG)
+    assert page.url.endswith("/?tags=city")
+    expect(page.locator(".chip", has_text="city")).to_have_attribute("aria-pressed", "true")
+
+    drop(page, images / "forest" / "forest_05.jpg", "forest_05.jpg", "image/jpeg")
+    wait_for_results(page, PER_TAG)   # the tag stays: only city pictures, even for a forest picture
+    assert re.search(r"/\?image=\w+&tags=city$", page.url)
+    assert all(tags == "city" for tags in page.locator("#grid .card-tags").all_inner_texts())
+
+    page.locator(".chip", has_text="forest").click()
+    expect(page.locator("#status")).to_contain_text("No pictures found like this one with the tags city and forest")
+    expect(page.locator("#grid .card")).to_have_count(0)
+
+
+def test_bad_files_and_failures_are_explained(page, site):
+    base, images = site
+    page.goto(base + "/")
+    drop(page, b"just some notes\n", "notes.txt", "text/plain")
+    expect(page.locator("#status")).to_have_text("“notes.txt” isn't a picture. Drop a JPEG, PNG, GIF, WebP, "
+                                                 "BMP or TIFF image.")
+    expect(page.locator("#status")).to_have_attribute("role", "alert")
+    shot(page, "desktop-not-a-picture")
+
+    # Named and typed as a JPEG, but not one: the server says so, and the page says it in words.
+    drop(page, b"this is not really a jpeg" * 10, "fake.jpg", "image/jpeg")
+    expect(page.locator("#status")).to_contain_text("That file isn't a picture this search can read")
+
+    # Over the server's size limit.
+    noise = np.random.default_rng(0).integers(0, 255, (500, 500, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "PNG")
+    assert buffer.tell() > MAX_UPLOAD
+    drop(page, buffer.getvalue(), "huge.png", "image/png")
+    expect(page.locator("#status")).to_contain_text("That picture is too large")
+
+    # A picture id that is not in the index.
+    page.goto(base + "/?similar=0123456789abcdef0123")
+    expect(page.locator("#status")).to_contain_text("no longer in the collection")
+
+    # The server cannot be reached: the request fails at the network level.
+    page.goto(base + "/")
+    page.route("**/api/search?*", lambda route: route.abort())
+    page.locator("#keyword").fill("city")
+    page.locator("#keyword").press("Enter")
+    expect(page.locator("#status")).to_contain_text("Can't reach the search service")
+    page.unroute("**/api/search?*")
+    page.locator("#status button", has_text="Try again").click()
+    wait_for_results(page, PER_TAG)
+
+    page.locator("#keyword").fill("zebra")
+    page.locator("#keyword").press("Enter")
+    expect(page.locator("#status")).to_have_text("No pictures found for “zebra”. Try other or fewer words.")
+
+
+def test_phone_width(browser, site):
+    base, images = site
+    context = browser.new_context(viewport={"width": 375, "height": 800}, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True)
+    page = context.new_page()
+    try:
+        page.goto(base + "/")
+        expect(page.locator("#tag-chips .chip")).to_have_count(len(PALETTES))
+        shot(page, "phone-start")
+        page.locator("#file-input").set_input_files(str(images / "beach" / "beach_08.jpg"))
+        wait_for_results(page, 24)
+        page.locator("#grid .card").nth(1).click()
+        wait_for_results(page, 24)
+        # Nothing sticks out sideways, and results sit two to a row.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        boxes = [page.locator("#grid .card").nth(i).bounding_box() for i in range(3)]
+        assert boxes[0]["y"] == boxes[1]["y"] < boxes[2]["y"]
+        assert boxes[0]["width"] > 140
+        shot(page, "phone-refined")
+    finally:
+        context.close()
