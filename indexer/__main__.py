@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="CSV of path,tags rows (paths relative to the CSV's folder)")
     index.add_argument("--tag", action="append", default=[], metavar="TAG", help="a tag for every file (repeat)")
     index.add_argument("--prune", action="store_true", help="remove documents under PATH whose files are gone")
-    index.add_argument("--shard", type=Shard.parse, metavar="I/N",
+    index.add_argument("--shard", type=_shard, metavar="I/N",
                        help="take only slot I of N (0-based) of the files, for N indexers in parallel")
     _common(index)
     index.set_defaults(run=_index)
@@ -65,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:  # argparse shows an ArgumentTypeError's own words
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, metavar="N", help="images per model call (default 16)")
     parser.add_argument("--json", action="store_true", help="end with one JSON summary line on standard output")
@@ -73,6 +80,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _index(args, settings: Settings, store) -> int:
     from tqdm import tqdm
 
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        raise ValueError(f"no such file or folder: {', '.join(missing)}")
     problems: list[tuple[str, str]] = []
     csv_tags = read_tags_csv(args.tags_csv) if args.tags_csv else None
     files = scan(args.paths, tags_from_folders=args.tags_from_folders, csv_tags=csv_tags, extra_tags=args.tag,

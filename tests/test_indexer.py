@@ -1,0 +1,191 @@
+"""The indexer: incremental and idempotent runs, tags, bad files, resume after kill, the command line.
+
+In-process tests use the real Indexer with the fast (untrained, 64 px) network; command-line tests run
+`python -m indexer` as a real subprocess.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from backend.imaging import Limits
+from backend.stores.embedded import EmbeddedStore
+from indexer.pipeline import Indexer
+from indexer.scan import read_tags_csv, scan
+
+from .conftest import picture
+
+
+def cli(env: dict, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "indexer", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=env["PYTHONPATH"])
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = EmbeddedStore(tmp_path / "store" / "index.sqlite3")
+    yield s
+    s.close()
+
+
+def run(store, fast_extractor, root: Path, prune=False, **scan_options):
+    indexer = Indexer(store, fast_extractor, Limits(), batch_size=4)
+    failures: list = []
+    files = scan([root], problems=failures, **scan_options)
+    return indexer.run(files, prune_under=[root] if prune else (), failures=failures)
+
+
+def test_incremental_runs(store, fast_extractor, image_folder):
+    first = run(store, fast_extractor, image_folder, tags_from_folders=True)
+    assert (first.indexed, first.skipped, first.failed) == (12, 0, 0)
+    again = run(store, fast_extractor, image_folder, tags_from_folders=True)
+    assert (again.indexed, again.skipped) == (0, 12)
+
+    picture(100).save(image_folder / "cats" / "new.jpg")                  # added
+    picture(101).save(image_folder / "dogs" / "photo_2.jpg")              # changed content
+    (image_folder / "cats" / "photo_1.jpg").unlink()                      # deleted
+    before = store.get(scan_one(image_folder / "dogs" / "photo_2.jpg").id)
+    third = run(store, fast_extractor, image_folder, tags_from_folders=True, prune=True)
+    assert (third.indexed, third.reused, third.skipped, third.pruned) == (2, 0, 10, 1)
+    after = store.get(scan_one(image_folder / "dogs" / "photo_2.jpg").id)
+    assert after.content_hash != before.content_hash
+    assert store.count() == 12
+    assert sorted(store.tag_counts()) == [("cats", 6), ("dogs", 6)]
+
+
+def scan_one(path: Path):
+    return next(scan([path]))
+
+
+def test_touched_copied_and_retagged_files_reuse_their_vectors(store, fast_extractor, image_folder):
+    run(store, fast_extractor, image_folder, tags_from_folders=True)
+    target = image_folder / "dogs" / "photo_0.png"
+    os.utime(target, (time.time() + 100, time.time() + 100))              # same bytes, new mtime
+    shutil.copy(image_folder / "cats" / "photo_1.jpg", image_folder / "copy.jpg")
+    summary = run(store, fast_extractor, image_folder, tags_from_folders=True)
+    assert (summary.indexed, summary.reused) == (2, 2)                    # no model call for either
+
+    csv = image_folder / "tags.csv"
+    csv.write_text("path,tags\ncats/photo_1.jpg,tabby;Indoor\n", encoding="utf-8")
+    summary = run(store, fast_extractor, image_folder, tags_from_folders=True, csv_tags=read_tags_csv(csv))
+    assert (summary.indexed, summary.reused) == (1, 1)
+    assert store.get(scan_one(image_folder / "cats" / "photo_1.jpg").id).tags == ["cats", "indoor", "tabby"]
+
+
+def test_bad_files_are_reported_and_skipped(store, fast_extractor, image_folder):
+    (image_folder / "empty.jpg").write_bytes(b"")
+    (image_folder / "notes.png").write_text("not an image")
+    good = (image_folder / "cats" / "photo_1.jpg").read_bytes()
+    (image_folder / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    Image.new("L", (12000, 12000)).save(image_folder / "bomb.png")
+    picture(5).convert("CMYK").save(image_folder / "cmyk.jpg")
+    picture(6).save(image_folder / "東京 café.webp")
+    (image_folder / "readme.txt").write_text("ignored: not an image extension")
+    indexer = Indexer(store, fast_extractor, Limits(max_pixels=50_000_000 // 2), batch_size=4)
+    summary = indexer.run(scan([image_folder]))
+    reasons = dict((Path(p).name, r) for p, r in summary.failures)
+    assert set(reasons) == {"empty.jpg", "notes.png", "truncated.jpg", "bomb.png"}
+    assert "12000x12000" in reasons["bomb.png"]
+    assert summary.indexed == 14                                           # 12 + cmyk + unicode name
+    assert store.keyword("東京").total == 1
+
+
+def test_files_run_through_the_model_in_batches(store, fast_extractor, image_folder):
+    calls = []
+    original = fast_extractor._forward
+    fast_extractor._forward = lambda batch: calls.append(len(batch)) or original(batch)
+    try:
+        run(store, fast_extractor, image_folder)
+    finally:
+        fast_extractor._forward = original
+    assert sum(calls) == 12 and max(calls) > 1                             # not one call per image
+
+
+# -- the command line -------------------------------------------------------------------------
+
+def test_cli_index_is_idempotent_and_answers_in_json(fast_env, image_folder):
+    first = cli(fast_env, "index", str(image_folder), "--tags-from-folders", "--tag", "Demo", "--json")
+    assert first.returncode == 0, first.stderr
+    assert last_json(first.stdout)["indexed"] == 12 and last_json(first.stdout)["failed"] == 0
+    second = cli(fast_env, "index", str(image_folder), "--tags-from-folders", "--tag", "demo", "--json")
+    summary = last_json(second.stdout)
+    assert (summary["indexed"], summary["skipped"], summary["failed"]) == (0, 12, 0)
+
+    stats = last_json(cli(fast_env, "stats", "--json").stdout)
+    assert stats["count"] == 12 and stats["backend"] == "embedded"
+    assert stats["descriptor"] == "vgg16-random-conv5-gem-ar64-512d"
+    found = last_json(cli(fast_env, "search", "--text", "photo", "--tag", "cats", "--json").stdout)
+    assert found["total"] == 6 and all("cats" in r["tags"] and "demo" in r["tags"] for r in found["results"])
+    query = image_folder / "dogs" / "photo_4.jpg"
+    similar = last_json(cli(fast_env, "search", "--image", str(query), "-k", "3", "--json").stdout)
+    assert similar["results"][0]["path"] == str(query.resolve())          # the same network in every process
+    assert similar["results"][0]["score"] > 0.999
+
+
+def test_cli_fatal_errors_are_one_line(fast_env, image_folder, tmp_path):
+    cases = [
+        ({"LOOKALIKE_VGG16_WEIGHTS": str(tmp_path / "missing.h5")}, ["index", str(image_folder)], 1,
+         "LOOKALIKE_VGG16_WEIGHTS"),
+        ({"LOOKALIKE_STORE": "nonsense"}, ["stats"], 2, "LOOKALIKE_STORE"),
+        ({"LOOKALIKE_BATCH_SIZE": "-3"}, ["stats"], 2, "LOOKALIKE_BATCH_SIZE"),
+        ({}, ["index", str(tmp_path / "nowhere")], 2, "no such file or folder"),
+        ({}, ["index", str(image_folder), "--shard", "5/2"], 2, "--shard"),
+        ({}, ["search", "--image", str(tmp_path / "nowhere.jpg")], 2, "nowhere.jpg"),
+    ]
+    for env, args, code, words in cases:
+        result = cli({**fast_env, **env}, *args)
+        assert result.returncode == code, (args, result.stderr)
+        assert words in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_cli_refuses_to_mix_descriptors_and_keeps_the_index(fast_env, image_folder):
+    assert cli(fast_env, "index", str(image_folder)).returncode == 0
+    picture(50).save(image_folder / "later.jpg")
+    mixed = cli({**fast_env, "LOOKALIKE_IMAGE_SIZE": "96"}, "index", str(image_folder))
+    assert mixed.returncode == 1 and "ar64" in mixed.stderr and "Traceback" not in mixed.stderr
+    assert last_json(cli(fast_env, "stats", "--json").stdout)["count"] == 12
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+def test_cli_interrupted_run_resumes_without_duplicates(fast_env, tmp_path, how):
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(240):
+        picture(i, (72, 48)).save(root / f"img_{i:03d}.jpg")
+    proc = subprocess.Popen([sys.executable, "-m", "indexer", "index", str(root), "--batch-size", "4"],
+                            env=fast_env, cwd=fast_env["PYTHONPATH"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    db = Path(fast_env["LOOKALIKE_DATA_DIR"]) / "index.sqlite3"
+    deadline, count = time.time() + 120, 0
+    while time.time() < deadline and count < 8:
+        time.sleep(0.05)
+        if db.exists():
+            with EmbeddedStore(db) as store:
+                count = store.count()
+    proc.send_signal(how)
+    _, stderr = proc.communicate(timeout=60)
+    with EmbeddedStore(db) as store:
+        interrupted = store.count()
+    assert 8 <= interrupted < 240, "the run should have been stopped part-way"
+    if how == signal.SIGINT:
+        assert proc.returncode == 130 and "run the same command again" in stderr and "Traceback" not in stderr
+    resumed = cli(fast_env, "index", str(root), "--json")
+    summary = last_json(resumed.stdout)
+    assert summary["skipped"] == interrupted and summary["indexed"] == 240 - interrupted
+    with EmbeddedStore(db) as store:
+        entries = list(store.entries())
+    assert len(entries) == 240 and len({e.path for e in entries}) == 240
