@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Mapping
 
 
+# dense_vector HNSW index types: float, int8- / int4-quantised, better binary quantisation.
+ES_INDEX_TYPES = ("hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw")
+
+
 class ConfigError(ValueError):
     """A setting has a value we cannot use; the message names the variable."""
 
@@ -43,6 +47,12 @@ class Settings:
     es_index: str = "lookalike"
     es_num_candidates: int = 200
     es_timeout: float = 30.0
+    es_wait: float = 60.0               # how long start-up waits for the cluster (health yellow)
+    es_index_type: str = "hnsw"         # dense_vector index_options.type (docs/elasticsearch.md)
+    es_hnsw_m: int = 16
+    es_hnsw_ef_construction: int = 100
+    es_api_key: str | None = None       # for a cluster with security enabled
+    es_ca_certs: str | None = None      # CA bundle for https:// with a private CA
 
     @property
     def uses_elasticsearch(self) -> bool:
@@ -104,6 +114,10 @@ class Settings:
         from backend.features import POOLINGS  # the list lives next to its implementations
         if pooling not in POOLINGS:
             raise ConfigError(f"LOOKALIKE_POOLING={pooling!r} is not valid: use one of {', '.join(POOLINGS)}")
+        es_index_type = get("ES_INDEX_TYPE", defaults.es_index_type)
+        if es_index_type not in ES_INDEX_TYPES:
+            raise ConfigError(f"LOOKALIKE_ES_INDEX_TYPE={es_index_type!r} is not valid: use one of "
+                              f"{', '.join(ES_INDEX_TYPES)}")
         api_key = get("API_KEY", None)
         cors = get("CORS_ORIGINS", "")
         return cls(
@@ -122,4 +136,10 @@ class Settings:
             es_index=get("ES_INDEX", defaults.es_index),
             es_num_candidates=get("ES_NUM_CANDIDATES", defaults.es_num_candidates),
             es_timeout=get("ES_TIMEOUT", defaults.es_timeout),
+            es_wait=get("ES_WAIT", defaults.es_wait),
+            es_index_type=es_index_type,
+            es_hnsw_m=get("ES_HNSW_M", defaults.es_hnsw_m),
+            es_hnsw_ef_construction=get("ES_HNSW_EF_CONSTRUCTION", defaults.es_hnsw_ef_construction),
+            es_api_key=get("ES_API_KEY", None),
+            es_ca_certs=get("ES_CA_CERTS", None),
         )
