@@ -96,3 +96,26 @@ def image_folder(tmp_path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         picture(i).save(folder / f"photo_{i}.{'jpg' if i % 3 else 'png'}")
     return root
+
+
+class CorelIndex:
+    """Corel-1k indexed once per test session by the real command line, with the default descriptor."""
+
+    def __init__(self, root: Path, env: dict, first_run: dict):
+        self.root, self.env, self.first_run = root, env, first_run
+        self.settings = Settings.from_env(env)
+
+
+@pytest.fixture(scope="session")
+def corel_index(tmp_path_factory) -> CorelIndex:
+    import json
+    import subprocess
+
+    weights, corel = require_real("corel1k")
+    data_dir = tmp_path_factory.mktemp("corel-data")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    env.update({"LOOKALIKE_VGG16_WEIGHTS": weights, "LOOKALIKE_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)})
+    result = subprocess.run([sys.executable, "-m", "indexer", "index", str(corel), "--tags-from-folders", "--json"],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return CorelIndex(corel, env, json.loads(result.stdout.strip().splitlines()[-1]))
