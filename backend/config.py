@@ -90,13 +90,8 @@ class Settings:
                     if value.lower() in ("0", "false", "no", "off"):
                         return False
                     raise ValueError(value)
-                if isinstance(default, int):
-                    number = int(value)
-                    if number <= 0:
-                        raise ValueError(value)
-                    return number
-                if isinstance(default, float):
-                    number = float(value)
+                if isinstance(default, (int, float)):
+                    number = type(default)(value)
                     if number <= 0:
                         raise ValueError(value)
                     return number
@@ -110,14 +105,16 @@ class Settings:
         if store != "embedded" and not store.startswith(("http://", "https://")):
             raise ConfigError(f"LOOKALIKE_STORE={store!r} is not valid: use 'embedded' or an "
                               "Elasticsearch URL such as http://localhost:9200")
-        pooling = get("POOLING", defaults.pooling)
+
+        def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+            value = get(name, default)
+            if value not in allowed:
+                raise ConfigError(f"LOOKALIKE_{name}={value!r} is not valid: use one of {', '.join(allowed)}")
+            return value
+
         from backend.features import POOLINGS  # the list lives next to its implementations
-        if pooling not in POOLINGS:
-            raise ConfigError(f"LOOKALIKE_POOLING={pooling!r} is not valid: use one of {', '.join(POOLINGS)}")
-        es_index_type = get("ES_INDEX_TYPE", defaults.es_index_type)
-        if es_index_type not in ES_INDEX_TYPES:
-            raise ConfigError(f"LOOKALIKE_ES_INDEX_TYPE={es_index_type!r} is not valid: use one of "
-                              f"{', '.join(ES_INDEX_TYPES)}")
+        pooling = choice("POOLING", defaults.pooling, POOLINGS)
+        es_index_type = choice("ES_INDEX_TYPE", defaults.es_index_type, ES_INDEX_TYPES)
         api_key = get("API_KEY", None)
         cors = get("CORS_ORIGINS", "")
         return cls(
