@@ -112,6 +112,9 @@ class FeatureExtractor:
 
 def _build_forward(weights: str, pooling: str):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow carries its own SQLite without FTS5; Python's sqlite3 must bind to the system one first,
+    # or the embedded store fails with "no such module: fts5" in any process that built a model before it.
+    import sqlite3  # noqa: F401
     import keras
     import tensorflow as tf
 
