@@ -1,0 +1,361 @@
+"""The Elasticsearch backend: the exact bodies it sends, its behaviour when the cluster is unreachable,
+the docker compose deployment, and --shard.
+
+No Elasticsearch server runs on the development machines and none is faked here: the mapping and the
+query bodies are built by pure functions and pinned literally below, so any change to them is deliberate
+(docs/elasticsearch.md says which documentation each was checked against). The behaviour of the store
+against a real cluster is covered by tests/test_stores.py (the shared contract) and by the tests at the
+end of this file, which run when ES_URL is set and are skipped, saying why, otherwise.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.config import ConfigError, Settings
+from backend.stores import Document, StoreError, StoreUnavailable, open_store
+from backend.stores.elastic import (ElasticStore, _hit_document, document_source, hash_body, ids_body,
+                                    index_body, index_name, keyword_body, knn_body, public_url,
+                                    score_to_cosine, swap_actions, tag_counts_body)
+from indexer.scan import Shard, scan
+
+from .conftest import ROOT, picture
+
+ES_URL = os.environ.get("ES_URL", "")
+NO_ES = ("ES_URL is not set: these tests need a real Elasticsearch server "
+         "(docker compose up -d elasticsearch; ES_URL=http://localhost:9200)")
+
+
+# -- the exact bodies ------------------------------------------------------------------------------
+
+def test_index_body_is_pinned():
+    words = {"type": "text", "analyzer": "words", "index_prefixes": {"min_chars": 1, "max_chars": 10}}
+    assert index_body("vgg16-imagenet-conv5-gem-ar448-512d", 512) == {
+        "settings": {"analysis": {
+            "tokenizer": {"words": {"type": "pattern", "pattern": "[^\\p{L}\\p{N}]+"}},
+            "analyzer": {"words": {"type": "custom", "tokenizer": "words", "filter": ["lowercase", "asciifolding"]}},
+            "normalizer": {"tag": {"type": "custom", "filter": ["lowercase"]}},
+        }},
+        "mappings": {
+            "dynamic": "strict",
+            "_meta": {"descriptor": "vgg16-imagenet-conv5-gem-ar448-512d", "dims": 512, "schema": 1},
+            "properties": {
+                "vector": {"type": "dense_vector", "dims": 512, "index": True, "similarity": "dot_product",
+                           "index_options": {"type": "hnsw", "m": 16, "ef_construction": 100}},
+                "filename": {**words, "fields": {"keyword": {"type": "keyword"}}},
+                "path": {"type": "keyword"},
+                "tags": {"type": "keyword", "normalizer": "tag", "fields": {"text": words}},
+                "width": {"type": "integer"},
+                "height": {"type": "integer"},
+                "bytes": {"type": "long"},
+                "content_hash": {"type": "keyword"},
+                "descriptor": {"type": "keyword"},
+                "indexed_at": {"type": "double"},
+                "modified_at": {"type": "double"},
+            },
+        },
+    }
+
+
+def test_hnsw_options_follow_the_settings():
+    settings = Settings.from_env({"LOOKALIKE_ES_INDEX_TYPE": "int8_hnsw", "LOOKALIKE_ES_HNSW_M": "32",
+                                  "LOOKALIKE_ES_HNSW_EF_CONSTRUCTION": "200"})
+    body = index_body("d", 512, settings.es_index_type, settings.es_hnsw_m, settings.es_hnsw_ef_construction)
+    assert body["mappings"]["properties"]["vector"]["index_options"] == {
+        "type": "int8_hnsw", "m": 32, "ef_construction": 200}
+    with pytest.raises(ConfigError, match="LOOKALIKE_ES_INDEX_TYPE"):
+        Settings.from_env({"LOOKALIKE_ES_INDEX_TYPE": "flat"})
+
+
+def test_knn_body_filters_inside_knn():
+    vector = np.array([0.6, 0.8], dtype=np.float32)
+    assert knn_body(vector, k=30, num_candidates=200, tags=["Horses", "brown "], exclude=["abc"],
+                    min_score=0.25) == {
+        "knn": {"field": "vector", "query_vector": [0.6000000238418579, 0.800000011920929], "k": 30,
+                "num_candidates": 200,
+                "filter": {"bool": {"filter": [{"term": {"tags": "brown"}}, {"term": {"tags": "horses"}}],
+                                    "must_not": [{"ids": {"values": ["abc"]}}]}},
+                "similarity": 0.25},
+        "size": 30,
+        "_source": {"excludes": ["vector"]},
+    }
+    # no filter when there is nothing to filter; num_candidates never below k nor above 10,000
+    assert knn_body(vector, k=500, num_candidates=200) == {
+        "knn": {"field": "vector", "query_vector": [0.6000000238418579, 0.800000011920929], "k": 500,
+                "num_candidates": 500},
+        "size": 500, "_source": {"excludes": ["vector"]}}
+    assert knn_body(vector, k=10_000, num_candidates=20_000)["knn"]["num_candidates"] == 10_000
+
+
+def test_keyword_body_every_word_as_word_or_prefix():
+    assert keyword_body("Horse_in FIELD", tags=["Animals"], offset=20, limit=10) == {
+        "from": 20, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector"]},
+        "query": {"bool": {
+            "must": [
+                {"multi_match": {"query": "horse", "type": "bool_prefix", "fields": ["filename^2", "tags.text"]}},
+                {"multi_match": {"query": "in", "type": "bool_prefix", "fields": ["filename^2", "tags.text"]}},
+                {"multi_match": {"query": "field", "type": "bool_prefix", "fields": ["filename^2", "tags.text"]}},
+            ],
+            "should": [{"multi_match": {"query": "horse in field", "fields": ["filename^2", "tags.text"]}}],
+            "filter": [{"term": {"tags": "animals"}}]}},
+        "sort": ["_score", {"filename.keyword": "asc"}, {"path": "asc"}],
+    }
+
+
+def test_keyword_body_tags_only_lists_by_name_and_nothing_is_none():
+    assert keyword_body("  ", tags=["a b", "A  B", "c"]) == {
+        "from": 0, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector"]},
+        "query": {"bool": {"filter": [{"term": {"tags": "a b"}}, {"term": {"tags": "c"}}]}},
+        "sort": [{"filename.keyword": "asc"}, {"path": "asc"}],
+    }
+    assert keyword_body("", tags=[]) is None
+    assert keyword_body("--- ...", tags=[]) is None
+
+
+def test_lookup_and_aggregation_bodies():
+    assert ids_body(["a1"], with_vector=False) == {
+        "query": {"ids": {"values": ["a1"]}}, "size": 1, "_source": {"excludes": ["vector"]}}
+    assert ids_body(["a1"], with_vector=True) == {
+        "query": {"ids": {"values": ["a1"]}}, "size": 1, "_source": {"excludes": ["vector"]}, "fields": ["vector"]}
+    assert hash_body(["h1", "h2"]) == {
+        "query": {"terms": {"content_hash": ["h1", "h2"]}}, "collapse": {"field": "content_hash"}, "size": 2,
+        "_source": ["content_hash"], "fields": ["vector"]}
+    assert tag_counts_body(50) == {"size": 0, "aggs": {"tags": {"terms": {
+        "field": "tags", "size": 50, "order": [{"_count": "desc"}, {"_key": "asc"}]}}}}
+
+
+def test_alias_swap_is_one_request_removing_the_old_and_adding_the_new():
+    assert swap_actions("lookalike", ["lookalike-v1-aaa"], "lookalike-v1-bbb") == [
+        {"remove": {"index": "lookalike-v1-aaa", "alias": "lookalike"}},
+        {"add": {"index": "lookalike-v1-bbb", "alias": "lookalike"}}]
+    assert swap_actions("lookalike", [], "lookalike-v1-bbb") == [
+        {"add": {"index": "lookalike-v1-bbb", "alias": "lookalike"}}]
+
+
+def test_index_names_are_versioned_per_descriptor():
+    a = index_name("lookalike", "vgg16-imagenet-conv5-gem-ar448-512d")
+    assert a == index_name("lookalike", "vgg16-imagenet-conv5-gem-ar448-512d")
+    assert a.startswith("lookalike-v1-") and len(a) == len("lookalike-v1-") + 10
+    assert a != index_name("lookalike", "vgg16-imagenet-conv5-gem-sq224-512d")
+
+
+def test_scores_convert_back_to_cosine():
+    # dot_product on float vectors: _score = (1 + dot) / 2
+    for cosine in (-1.0, -0.3, 0.0, 0.5, 1.0):
+        assert score_to_cosine((1 + cosine) / 2) == pytest.approx(cosine)
+
+
+def test_documents_round_trip_through_the_source_exactly():
+    vec = np.random.default_rng(1).normal(size=512).astype(np.float32)
+    vec /= np.linalg.norm(vec)
+    doc = Document(id="0123456789abcdef0123", vector=vec, filename="Pferd café.jpg", path="/p/Pferd café.jpg",
+                   tags=["Horses", "horses", " Brown  Coat "], width=640, height=480, bytes=1234,
+                   content_hash="ab" * 32, descriptor="d", indexed_at=1.7e9 + 0.123, modified_at=1.6e9 + 0.5)
+    src = json.loads(json.dumps(document_source(doc)))       # what Elasticsearch stores and returns
+    back = _hit_document({"_id": doc.id, "_source": src, "fields": {"vector": src["vector"]}}, vector=True)
+    assert back.metadata() == {**doc.metadata(), "tags": ["brown coat", "horses"]}
+    assert np.array_equal(back.vector, vec)                  # float32 survives JSON bit for bit
+    # `fields` may return the vector nested one level deeper: it is flattened either way
+    nested = _hit_document({"_id": doc.id, "_source": src, "fields": {"vector": [src["vector"]]}}, vector=True)
+    assert np.array_equal(nested.vector, vec)
+
+
+def test_public_url_drops_credentials():
+    assert public_url("https://elastic:s3cret@es.example.org:9200/") == "https://es.example.org:9200"
+    assert public_url("http://localhost:9200") == "http://localhost:9200"
+
+
+# -- an unreachable cluster -------------------------------------------------------------------------
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_start_up_waits_a_bounded_time_then_names_the_url():
+    url = f"http://elastic:s3cret@127.0.0.1:{closed_port()}"
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as caught:
+        open_store(Settings(store=url, es_wait=2))
+    took = time.monotonic() - started
+    message = str(caught.value)
+    assert 1.5 <= took < 10
+    assert "\n" not in message and f"http://127.0.0.1:{url.rsplit(':', 1)[1]}" in message
+    assert "s3cret" not in message and "not ready after 2 s" in message
+
+
+def test_a_cluster_that_went_away_gives_store_unavailable_and_ping_false():
+    from elasticsearch import Elasticsearch
+
+    url = f"http://127.0.0.1:{closed_port()}"
+    # wait=None: do not wait at start-up, as if the cluster had been up and then went away
+    store = ElasticStore(Elasticsearch(url, max_retries=1), url, "lookalike", wait=None)
+    assert store.ping() is False
+    doc = Document(id="x", vector=np.ones(4, np.float32) / 2, filename="a.jpg", path="/a.jpg", tags=[], width=1,
+                   height=1, bytes=1, content_hash="h", descriptor="d", indexed_at=0.0)
+    calls = [store.count, store.descriptor, lambda: list(store.entries()), lambda: store.get("x"),
+             lambda: store.knn(doc.vector, descriptor="d"), lambda: store.keyword("a"),
+             lambda: store.upsert([doc]), lambda: store.delete(["x"]), lambda: store.find_by_hash(["h"]),
+             store.tag_counts]
+    for call in calls:
+        with pytest.raises(StoreUnavailable, match=f"Elasticsearch at {url}"):
+            call()
+    assert store.ping() is False       # and still no exception
+    store.close()
+
+
+def test_bad_index_names_are_refused_in_one_line():
+    with pytest.raises(StoreError, match="LOOKALIKE_ES_INDEX='Photos'"):
+        open_store(Settings(store=f"http://127.0.0.1:{closed_port()}", es_index="Photos", es_wait=1))
+
+
+def cli(env: dict, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "indexer", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=str(ROOT))
+
+
+def test_cli_with_an_unreachable_cluster_is_one_line(fast_env, image_folder):
+    env = {**fast_env, "LOOKALIKE_STORE": f"http://127.0.0.1:{closed_port()}", "LOOKALIKE_ES_WAIT": "1"}
+    for args in (["stats"], ["index", str(image_folder)]):
+        result = cli(env, *args)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith("error: Elasticsearch at http://127.0.0.1:")
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+# -- scale-out: --shard I/N ---------------------------------------------------------------------------
+
+@pytest.fixture
+def many_images(tmp_path) -> Path:
+    root = tmp_path / "many"
+    for i in range(30):
+        folder = root / f"set{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        picture(i, size=(48, 40)).save(folder / f"img_{i}.png")
+    return root
+
+
+def test_shards_cover_every_file_exactly_once(many_images):
+    everything = sorted(f.id for f in scan([many_images]))
+    assert len(everything) == 30
+    for count in (1, 2, 3, 7):
+        parts = [sorted(f.id for f in scan([many_images], shard=Shard(i, count))) for i in range(count)]
+        flat = [doc_id for part in parts for doc_id in part]
+        assert sorted(flat) == everything                    # all of them, none twice
+        # deterministic: the same split every time, whatever the order of the roots
+        again = [sorted(f.id for f in scan([many_images, many_images / "set0"], shard=Shard(i, count)))
+                 for i in range(count)]
+        assert again == parts
+    halves = [len(list(scan([many_images], shard=Shard(i, 2)))) for i in range(2)]
+    assert min(halves) > 0
+
+
+def test_cli_shards_index_only_their_part_into_one_store(fast_env, many_images):
+    expected = {i: {str(f.path) for f in scan([many_images], shard=Shard(i, 2))} for i in range(2)}
+    stats = lambda: json.loads(cli(fast_env, "stats", "--json").stdout.strip().splitlines()[-1])
+
+    first = cli(fast_env, "index", str(many_images), "--shard", "0/2", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout.strip().splitlines()[-1])["indexed"] == len(expected[0])
+    assert stats()["count"] == len(expected[0])
+    found = json.loads(cli(fast_env, "search", "--text", "img", "-k", "100", "--json").stdout.splitlines()[-1])
+    assert {r["path"] for r in found["results"]} == expected[0]
+
+    second = cli(fast_env, "index", str(many_images), "--shard", "1/2", "--json")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout.strip().splitlines()[-1])["indexed"] == len(expected[1])
+    assert stats()["count"] == 30
+
+
+# -- docker compose ---------------------------------------------------------------------------------
+
+def compose_config() -> dict:
+    if shutil.which("docker") is None:
+        pytest.skip("the docker CLI is not installed")
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip("the docker compose plugin is not installed (docker compose version failed)")
+    result = subprocess.run(["docker", "compose", "--profile", "index", "config", "--format", "json"],
+                            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "IMAGES": "/srv/photos"})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_docker_compose_config_validates_and_keeps_elasticsearch_local():
+    config = compose_config()
+    es, app, indexer = (config["services"][name] for name in ("elasticsearch", "app", "indexer"))
+    assert es["image"].startswith("docker.elastic.co/elasticsearch/elasticsearch:8.19.")
+    assert es["environment"]["discovery.type"] == "single-node"
+    assert es["environment"]["xpack.security.enabled"] == "false"
+    assert "-Xms" in es["environment"]["ES_JAVA_OPTS"] and "-Xmx" in es["environment"]["ES_JAVA_OPTS"]
+    assert all(p["host_ip"] == "127.0.0.1" for p in es.get("ports", []) + app.get("ports", []))
+    assert "_cluster/health" in " ".join(es["healthcheck"]["test"])
+    assert any(v["type"] == "volume" and v["target"] == "/usr/share/elasticsearch/data" for v in es["volumes"])
+    for service in (app, indexer):
+        assert service["depends_on"]["elasticsearch"]["condition"] == "service_healthy"
+        assert service["environment"]["LOOKALIKE_STORE"] == "http://elasticsearch:9200"
+    assert indexer["profiles"] == ["index"] and indexer["restart"] == "no"
+    assert indexer["command"][:3] == ["python", "-m", "indexer"]
+    assert any(v["source"] == "/srv/photos" and v["target"] == "/images" for v in indexer["volumes"])
+
+
+# -- against a real cluster (ES_URL) ------------------------------------------------------------------
+
+@pytest.fixture
+def es_store():
+    if not ES_URL:
+        pytest.skip(NO_ES)
+    alias = f"lookalike-test-{uuid.uuid4().hex[:8]}"
+    store = open_store(Settings(store=ES_URL, es_index=alias))
+    yield store
+    client = store._client
+    for name in client.indices.get(index=f"{alias}*", expand_wildcards="all"):
+        client.indices.delete(index=name)
+    store.close()
+
+
+def unit_doc(i: int, descriptor: str, dims: int = 8) -> Document:
+    v = np.zeros(dims, np.float32)
+    v[0], v[1] = 1.0, i / 10
+    return Document(id=f"d{i}", vector=v / np.linalg.norm(v), filename=f"f{i}.jpg", path=f"/x/f{i}.jpg",
+                    tags=["t"], width=1, height=1, bytes=1, content_hash=f"h{i}", descriptor=descriptor,
+                    indexed_at=0.0)
+
+
+def test_real_cluster_index_layout_and_staged_rebuild(es_store):
+    client, alias = es_store._client, es_store.alias
+    es_store.upsert([unit_doc(i, "old") for i in range(3)])
+    old = index_name(alias, "old")
+    assert list(client.indices.get_alias(name=alias)) == [old]
+    mapping = client.indices.get_mapping(index=old)[old]["mappings"]
+    assert mapping["_meta"]["descriptor"] == "old"
+    assert mapping["properties"]["vector"]["similarity"] == "dot_product"
+
+    # rebuild: the new index fills beside the live one; readers keep the old until promote()
+    builder = open_store(Settings(store=ES_URL, es_index=alias))
+    builder.stage("new")
+    assert builder.count() == 0 and list(builder.entries()) == []
+    builder.upsert([unit_doc(i, "new") for i in range(2)])
+    assert es_store.descriptor() == "old" and es_store.count() == 3
+    assert builder.promote() == index_name(alias, "new")
+    assert list(client.indices.get_alias(name=alias)) == [index_name(alias, "new")]
+    assert es_store.descriptor() == "new" and es_store.count() == 2
+    assert client.indices.exists(index=old)                 # kept for going back
+    builder.close()
+
+
+def test_real_cluster_ping_and_health(es_store):
+    assert es_store.ping() is True
+    assert es_store.stats()["backend"] == "elasticsearch"
