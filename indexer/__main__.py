@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from backend.config import ConfigError, Settings
-from backend.features import FeatureExtractor, WeightsError
+from backend.features import DescriptorSpec, FeatureExtractor, WeightsError, weights_tag
 from backend.imaging import ImageError, Limits, read_file
 from backend.search import SearchService
 from backend.stores import StoreError, open_store
@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--prune", action="store_true", help="remove documents under PATH whose files are gone")
     index.add_argument("--shard", type=_shard, metavar="I/N",
                        help="take only slot I of N (0-based) of the files, for N indexers in parallel")
+    index.add_argument("--rebuild", action="store_true",
+                       help="Elasticsearch: fill a new index for the configured descriptor beside the live one, "
+                            "then switch the alias to it (not with --shard: run once more without it to switch)")
     _common(index)
     index.set_defaults(run=_index)
 
@@ -83,6 +86,11 @@ def _index(args, settings: Settings, store) -> int:
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         raise ValueError(f"no such file or folder: {', '.join(missing)}")
+    if args.rebuild:
+        if not hasattr(store, "stage"):
+            raise ValueError("--rebuild needs an Elasticsearch store (LOOKALIKE_STORE=http://...)")
+        spec = DescriptorSpec(settings.pooling, settings.image_size, settings.square)
+        store.stage(spec.descriptor_id(weights_tag(settings.vgg16_weights)))
     problems: list[tuple[str, str]] = []
     csv_tags = read_tags_csv(args.tags_csv) if args.tags_csv else None
     files = scan(args.paths, tags_from_folders=args.tags_from_folders, csv_tags=csv_tags, extra_tags=args.tag,
@@ -110,6 +118,8 @@ def _index(args, settings: Settings, store) -> int:
     print(f"indexed {summary.indexed} (reused {summary.reused} stored vectors), skipped {summary.skipped} "
           f"unchanged, failed {summary.failed}, pruned {summary.pruned} in {summary.seconds:.1f} s "
           f"({rate:.1f} images/s through the model); {store.count()} documents in {store.location()}")
+    if args.rebuild and not args.shard:
+        print(f"the alias now points at {store.promote()}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary.as_json(), ensure_ascii=False))
     return 0
