@@ -359,3 +359,34 @@ def test_real_cluster_index_layout_and_staged_rebuild(es_store):
 def test_real_cluster_ping_and_health(es_store):
     assert es_store.ping() is True
     assert es_store.stats()["backend"] == "elasticsearch"
+
+
+def test_cli_rebuild_needs_elasticsearch(fast_env, image_folder):
+    result = cli(fast_env, "index", str(image_folder), "--rebuild")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --rebuild needs an Elasticsearch store (LOOKALIKE_STORE=http://...)"
+
+
+def test_real_cluster_cli_rebuild_with_shards_then_switch(fast_env, many_images):
+    if not ES_URL:
+        pytest.skip(NO_ES)
+    alias = f"lookalike-test-{uuid.uuid4().hex[:8]}"
+    env = {**fast_env, "LOOKALIKE_STORE": ES_URL, "LOOKALIKE_ES_INDEX": alias}
+    stats = lambda e: json.loads(cli(e, "stats", "--json").stdout.strip().splitlines()[-1])
+    try:
+        assert cli(env, "index", str(many_images)).returncode == 0
+        before = stats(env)
+        assert before["count"] == 30 and "ar64" in before["descriptor"]
+        bigger = {**env, "LOOKALIKE_IMAGE_SIZE": "96"}
+        for i in range(2):                                   # two sharded rebuilds: the alias stays
+            assert cli(bigger, "index", str(many_images), "--rebuild", "--shard", f"{i}/2").returncode == 0
+            assert stats(env)["descriptor"] == before["descriptor"]
+        final = cli(bigger, "index", str(many_images), "--rebuild", "--json")   # nothing left to do: switch
+        assert final.returncode == 0 and json.loads(final.stdout.strip().splitlines()[-1])["indexed"] == 0
+        after = stats(env)
+        assert after["count"] == 30 and "ar96" in after["descriptor"]
+    finally:
+        from elasticsearch import Elasticsearch
+        client = Elasticsearch(ES_URL)
+        for name in client.indices.get(index=f"{alias}*", expand_wildcards="all"):
+            client.indices.delete(index=name)
