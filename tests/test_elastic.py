@@ -44,7 +44,6 @@ def test_index_body_is_pinned():
         "settings": {"analysis": {
             "tokenizer": {"words": {"type": "pattern", "pattern": "[^\\p{L}\\p{N}]+"}},
             "analyzer": {"words": {"type": "custom", "tokenizer": "words", "filter": ["lowercase", "asciifolding"]}},
-            "normalizer": {"tag": {"type": "custom", "filter": ["lowercase"]}},
         }},
         "mappings": {
             "dynamic": "strict",
@@ -54,7 +53,7 @@ def test_index_body_is_pinned():
                            "index_options": {"type": "hnsw", "m": 16, "ef_construction": 100}},
                 "filename": {**words, "fields": {"keyword": {"type": "keyword"}}},
                 "path": {"type": "keyword"},
-                "tags": {"type": "keyword", "normalizer": "tag", "fields": {"text": words}},
+                "tags": {"type": "keyword", "normalizer": "lowercase", "fields": {"text": words}},
                 "width": {"type": "integer"},
                 "height": {"type": "integer"},
                 "bytes": {"type": "long"},

@@ -60,7 +60,6 @@ def index_body(descriptor: str, dims: int, index_type: str = "hnsw", m: int = 16
                 "tokenizer": {"words": {"type": "pattern", "pattern": "[^\\p{L}\\p{N}]+"}},
                 "analyzer": {"words": {"type": "custom", "tokenizer": "words",
                                        "filter": ["lowercase", "asciifolding"]}},
-                "normalizer": {"tag": {"type": "custom", "filter": ["lowercase"]}},
             },
         },
         "mappings": {
@@ -71,7 +70,7 @@ def index_body(descriptor: str, dims: int, index_type: str = "hnsw", m: int = 16
                          "index_options": {"type": index_type, "m": m, "ef_construction": ef_construction}},
                 "filename": {**words, "fields": {"keyword": {"type": "keyword"}}},
                 "path": {"type": "keyword"},
-                "tags": {"type": "keyword", "normalizer": "tag", "fields": {"text": words}},
+                "tags": {"type": "keyword", "normalizer": "lowercase", "fields": {"text": words}},
                 "width": {"type": "integer"},
                 "height": {"type": "integer"},
                 "bytes": {"type": "long"},
