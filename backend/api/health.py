@@ -1,0 +1,44 @@
+"""Liveness, readiness, store statistics and the OpenAPI document."""
+from __future__ import annotations
+
+from flask import Blueprint
+
+from . import lookalike
+from .errors import error_response
+from .openapi import document
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/api/health")
+def health():
+    """The process answers; says nothing about the model or the store."""
+    return {"status": "ok"}
+
+
+@bp.get("/api/ready")
+def ready():
+    """200 when the model is loaded and the store answers; 503 saying which is not."""
+    ctx = lookalike()
+    checks = {"model": ctx.service.model_loaded, "store": ctx.store.ping()}
+    if all(checks.values()):
+        return {"status": "ready", "checks": checks}
+    problems = []
+    if not checks["model"]:
+        problems.append(f"the model is not loaded ({ctx.model_error})" if ctx.model_error
+                        else "the model is not loaded yet")
+    if not checks["store"]:
+        problems.append("the store does not answer")
+    return error_response(503, "not_ready", "; ".join(problems), checks=checks)
+
+
+@bp.get("/api/stats")
+def stats():
+    ctx = lookalike()
+    return {"count": ctx.store.count(), "descriptor": ctx.store.descriptor(), "backend": ctx.store.backend,
+            "model_loaded": ctx.service.model_loaded}
+
+
+@bp.get("/api/openapi.json")
+def openapi():
+    return document()

@@ -1,0 +1,264 @@
+"""The OpenAPI 3.1 document of the API, served at /api/openapi.json: the one description of every
+request and response shape (docs/api.md explains it in prose; tests check the API against it)."""
+from __future__ import annotations
+
+from functools import cache
+
+from .params import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_LENGTH
+
+VERSION = "1.0.0"
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str, headers: dict | None = None) -> dict:
+    out = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _error(description: str, headers: dict | None = None) -> dict:
+    return _json(_ref("Error"), description, headers)
+
+
+ERRORS = {
+    "400": _error("A malformed request or a bad parameter (the message names it)."),
+    "401": _error("The API key is missing or wrong.",
+                  {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}}),
+    "403": _error("Writes are disabled: the server has no LOOKALIKE_API_KEY."),
+    "404": _error("No image with this id (or no such route)."),
+    "409": _error("The store holds vectors of another descriptor than this server's model."),
+    "413": _error("Too many bytes, or too many pixels."),
+    "415": _error("Not an image type we accept (JPEG, PNG, GIF, BMP, WebP, TIFF), or a request body "
+                  "that is neither multipart/form-data nor JSON."),
+    "422": _error("An image that cannot be decoded."),
+    "503": _error("The store is unavailable, or (searching by image, uploading) the model is not loaded."),
+}
+
+
+def _errors(*codes: str) -> dict:
+    return {code: ERRORS[code] for code in codes}
+
+
+ID = {"name": "id", "in": "path", "required": True, "description": "An image id (20 hexadecimal digits).",
+      "schema": {"type": "string", "pattern": "^[0-9a-f]{20}$"}}
+LIMIT = {"name": "limit", "in": "query", "description": "How many results (default 24, at most 100).",
+         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}
+OFFSET = {"name": "offset", "in": "query", "description": "How many results to skip (paging).",
+          "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}}
+TAGS = {"name": "tags", "in": "query", "style": "form", "explode": True,
+        "description": "Only images with every one of these tags. Repeat the parameter or separate tags with commas.",
+        "schema": {"type": "array", "items": {"type": "string", "maxLength": 100}, "maxItems": 20}}
+MIN_SCORE = {"name": "min_score", "in": "query", "description": "Only results with at least this cosine similarity.",
+             "schema": {"type": "number", "minimum": -1, "maximum": 1}}
+TAGS_FIELD = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string", "maxLength": 100},
+                                             "maxItems": 20}],
+              "description": "Tags, as a list or separated by commas."}
+CACHE_HEADERS = {"ETag": {"schema": {"type": "string"}, "required": True},
+                 "Cache-Control": {"schema": {"type": "string"}, "required": True}}
+
+SCHEMAS = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message"],
+                                 "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
+    },
+    "Result": {
+        "type": "object",
+        "required": ["id", "filename", "tags", "score", "width", "height", "image_url", "thumbnail_url"],
+        "properties": {
+            "id": {"type": "string"}, "filename": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "score": {"type": "number", "description": "Cosine similarity in [-1, 1] for image searches; "
+                                                       "keyword relevance (higher is better) for text searches."},
+            "width": {"type": "integer"}, "height": {"type": "integer"},
+            "image_url": {"type": "string", "description": "Relative URL of the file."},
+            "thumbnail_url": {"type": "string", "description": "Relative URL of a JPEG thumbnail."},
+        },
+    },
+    "SearchResponse": {
+        "type": "object", "required": ["query", "results", "total", "took_ms"],
+        "properties": {
+            "query": {
+                "type": "object", "required": ["type", "tags", "limit", "offset"],
+                "description": "The search as understood: its type, the words (q) or the image id, and the options.",
+                "properties": {"type": {"enum": ["image", "text", "similar"]}, "q": {"type": "string"},
+                               "id": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}},
+                               "limit": {"type": "integer"}, "offset": {"type": "integer"},
+                               "min_score": {"type": ["number", "null"]}},
+            },
+            "results": {"type": "array", "items": _ref("Result"), "description": "Best first."},
+            "total": {"type": "integer", "minimum": 0,
+                      "description": "How many images matched in all (for paging)."},
+            "took_ms": {"type": "number", "minimum": 0},
+        },
+    },
+    "Image": {
+        "type": "object",
+        "required": ["id", "filename", "tags", "width", "height", "bytes", "content_hash", "descriptor",
+                     "indexed_at", "modified_at", "image_url", "thumbnail_url", "similar_url"],
+        "properties": {
+            "id": {"type": "string"}, "filename": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "width": {"type": "integer"}, "height": {"type": "integer"}, "bytes": {"type": "integer"},
+            "content_hash": {"type": "string", "description": "SHA-256 of the file's bytes."},
+            "descriptor": {"type": "string", "description": "Which model and pooling made the vector."},
+            "indexed_at": {"type": "number", "description": "Unix time."},
+            "modified_at": {"type": "number", "description": "The file's modification time when indexed."},
+            "image_url": {"type": "string"}, "thumbnail_url": {"type": "string"}, "similar_url": {"type": "string"},
+        },
+    },
+    "Tags": {
+        "type": "object", "required": ["tags"],
+        "properties": {"tags": {"type": "array", "items": {
+            "type": "object", "required": ["tag", "count"],
+            "properties": {"tag": {"type": "string"}, "count": {"type": "integer", "minimum": 1}}}}},
+    },
+    "Stats": {
+        "type": "object", "required": ["count", "descriptor", "backend", "model_loaded"],
+        "properties": {"count": {"type": "integer", "minimum": 0},
+                       "descriptor": {"type": ["string", "null"], "description": "null while the store is empty"},
+                       "backend": {"type": "string", "description": "embedded or elasticsearch"},
+                       "model_loaded": {"type": "boolean"}},
+    },
+}
+
+SEARCH_RESULTS = _json(_ref("SearchResponse"), "Results, best first.")
+
+
+def _image_body() -> dict:
+    options = {"limit": LIMIT["schema"], "offset": OFFSET["schema"], "tags": TAGS_FIELD,
+               "min_score": MIN_SCORE["schema"]}
+    return {"required": True, "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["image"],
+            "properties": {"image": {"type": "string", "format": "binary", "description": "The picture."},
+                           **options}}},
+        "application/json": {"schema": {
+            "type": "object", "required": ["image_base64"],
+            "properties": {"image_base64": {"type": "string", "contentEncoding": "base64",
+                                            "description": "The picture's bytes in base64 (a data: URL works too)."},
+                           **options}}},
+    }}
+
+
+PATHS = {
+    "/api/search/image": {"post": {
+        "operationId": "searchByImage", "tags": ["search"], "summary": "Images that look like an uploaded picture",
+        "description": "Send the picture as multipart field `image`, or as JSON `image_base64`. Options may "
+                       "also be given in the query string.",
+        "parameters": [LIMIT, OFFSET, TAGS, MIN_SCORE],
+        "requestBody": _image_body(),
+        "responses": {"200": SEARCH_RESULTS, **_errors("400", "409", "413", "415", "422", "503")},
+    }},
+    "/api/search": {"get": {
+        "operationId": "searchByText", "tags": ["search"], "summary": "Keyword search over file names and tags",
+        "description": "Case-insensitive; every word must match a whole word or a word's beginning. "
+                       "Give q, tags, or both (tags alone lists the tagged images).",
+        "parameters": [{"name": "q", "in": "query", "description": "Words.",
+                        "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH}},
+                       LIMIT, OFFSET, TAGS],
+        "responses": {"200": SEARCH_RESULTS, **_errors("400", "503")},
+    }},
+    "/api/images/{id}/similar": {"get": {
+        "operationId": "similarImages", "tags": ["search"], "summary": "More like an indexed image (refine)",
+        "description": "Uses the image's stored vector (no model call); the image itself is left out.",
+        "parameters": [ID, LIMIT, OFFSET, TAGS, MIN_SCORE],
+        "responses": {"200": SEARCH_RESULTS, **_errors("400", "404", "409", "503")},
+    }},
+    "/api/images": {"post": {
+        "operationId": "addImage", "tags": ["images"], "summary": "Add an image to the index",
+        "description": "Stores the file under the server's data directory (named by its content hash) and "
+                       "indexes it. Uploading the same bytes again replaces their tags.",
+        "security": [{"bearer": []}],
+        "parameters": [TAGS],
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["image"],
+            "properties": {"image": {"type": "string", "format": "binary"}, "tags": TAGS_FIELD}}}}},
+        "responses": {"201": _json(_ref("Image"), "Added.",
+                                   {"Location": {"schema": {"type": "string"}, "required": True}}),
+                      "200": _json(_ref("Image"), "The same bytes were already uploaded: tags updated."),
+                      **_errors("400", "401", "403", "409", "413", "415", "422", "503")},
+    }},
+    "/api/images/{id}": {
+        "get": {"operationId": "getImage", "tags": ["images"], "summary": "An image's metadata",
+                "parameters": [ID], "responses": {"200": _json(_ref("Image"), "Metadata."), **_errors("404", "503")}},
+        "delete": {"operationId": "deleteImage", "tags": ["images"], "summary": "Remove an image from the index",
+                   "description": "Uploaded files are deleted too; files indexed from folders stay on disk.",
+                   "security": [{"bearer": []}], "parameters": [ID],
+                   "responses": {"200": _json({"type": "object", "required": ["id", "deleted"],
+                                               "properties": {"id": {"type": "string"},
+                                                              "deleted": {"const": True}}}, "Removed."),
+                                 **_errors("401", "403", "404", "503")}},
+    },
+    "/api/images/{id}/file": {"get": {
+        "operationId": "getImageFile", "tags": ["images"], "summary": "The image file",
+        "parameters": [ID],
+        "responses": {"200": {"description": "The bytes, with the file's content type.", "headers": CACHE_HEADERS,
+                              "content": {"image/*": {"schema": {"type": "string", "format": "binary"}},
+                                          "application/octet-stream": {"schema": {"type": "string",
+                                                                                  "format": "binary"}}}},
+                      "304": {"description": "Not modified (If-None-Match matched the ETag)."},
+                      **_errors("404", "503")},
+    }},
+    "/api/images/{id}/thumbnail": {"get": {
+        "operationId": "getImageThumbnail", "tags": ["images"],
+        "summary": "A JPEG thumbnail (made once, then cached)",
+        "parameters": [ID],
+        "responses": {"200": {"description": "A JPEG no larger than LOOKALIKE_THUMBNAIL_SIZE on each side.",
+                              "headers": CACHE_HEADERS,
+                              "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+                      "304": {"description": "Not modified (If-None-Match matched the ETag)."},
+                      **_errors("404", "413", "415", "422", "503")},
+    }},
+    "/api/tags": {"get": {
+        "operationId": "listTags", "tags": ["images"], "summary": "The most used tags and their counts",
+        "parameters": [{"name": "limit", "in": "query", "description": "How many tags (default 50).",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}}],
+        "responses": {"200": _json(_ref("Tags"), "Most used first."), **_errors("400", "503")},
+    }},
+    "/api/health": {"get": {
+        "operationId": "health", "tags": ["service"], "summary": "The process is alive",
+        "responses": {"200": _json({"type": "object", "required": ["status"],
+                                    "properties": {"status": {"const": "ok"}}}, "Alive.")},
+    }},
+    "/api/ready": {"get": {
+        "operationId": "ready", "tags": ["service"], "summary": "The model is loaded and the store answers",
+        "responses": {
+            "200": _json({"type": "object", "required": ["status", "checks"],
+                          "properties": {"status": {"const": "ready"}, "checks": _ref("Checks")}}, "Ready."),
+            "503": _json({"allOf": [_ref("Error"), {"type": "object", "required": ["checks"],
+                                                    "properties": {"checks": _ref("Checks")}}]},
+                         "Not ready; the message and checks say what is missing."),
+        },
+    }},
+    "/api/stats": {"get": {
+        "operationId": "stats", "tags": ["service"], "summary": "Document count, descriptor and backend",
+        "responses": {"200": _json(_ref("Stats"), "Statistics."), **_errors("503")},
+    }},
+    "/api/openapi.json": {"get": {
+        "operationId": "openapi", "tags": ["service"], "summary": "This document",
+        "responses": {"200": _json({"type": "object"}, "The OpenAPI 3.1 document.")},
+    }},
+}
+
+SCHEMAS["Checks"] = {"type": "object", "required": ["model", "store"],
+                     "properties": {"model": {"type": "boolean"}, "store": {"type": "boolean"}}}
+
+
+@cache
+def document() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "lookalike", "version": VERSION,
+                 "description": "Content-based image search: find indexed images that look like a picture, "
+                                "by keywords, or like an indexed image. Every error is JSON "
+                                "{\"error\": {\"code\", \"message\"}}. See docs/api.md."},
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                      "description": "LOOKALIKE_API_KEY"}}},
+    }

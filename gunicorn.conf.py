@@ -1,0 +1,57 @@
+"""gunicorn settings, from the environment: `gunicorn -c gunicorn.conf.py "backend:create_app()"`.
+
+GUNICORN_BIND (e.g. 127.0.0.1:8000 or unix:/run/lookalike.sock), else HOST and PORT (127.0.0.1:8000);
+WEB_CONCURRENCY or GUNICORN_WORKERS (2), GUNICORN_THREADS (4), GUNICORN_TIMEOUT (120),
+GUNICORN_GRACEFUL_TIMEOUT (30), GUNICORN_KEEPALIVE (5), GUNICORN_LOG_LEVEL (info).
+
+Each worker imports the app after the fork and loads the model once at start-up (no preload: TensorFlow
+must not be initialised in the parent and shared across fork). Loading VGG16 takes several seconds
+while the worker cannot report to the arbiter, hence the long default timeout.
+"""
+import os
+import sys
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+        if number < 0:
+            raise ValueError
+        return number
+    except ValueError:
+        sys.exit(f"error: {name}={value!r} is not valid: expected a whole number")
+
+
+bind = os.environ.get("GUNICORN_BIND") or (
+    f"{os.environ.get('HOST') or '127.0.0.1'}:{os.environ.get('PORT') or '8000'}")
+workers = _int("GUNICORN_WORKERS", _int("WEB_CONCURRENCY", 2)) or 1
+threads = _int("GUNICORN_THREADS", 4) or 1
+worker_class = "gthread"
+timeout = _int("GUNICORN_TIMEOUT", 120)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+keepalive = _int("GUNICORN_KEEPALIVE", 5)
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+errorlog = "-"
+preload_app = False
+# Bounds on the request line and headers (gunicorn's own defaults, stated here on purpose).
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
+# A worker that leaks is replaced now and then (jitter keeps workers from restarting together).
+max_requests = _int("GUNICORN_MAX_REQUESTS", 0)
+max_requests_jitter = max(1, max_requests // 10) if max_requests else 0
+
+
+def on_starting(server):
+    """Check the settings once in the master: a bad LOOKALIKE_* value stops the server with one
+    readable line, instead of every worker failing to boot with a traceback."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from backend.config import ConfigError, Settings
+    try:
+        Settings.from_env()
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
