@@ -272,6 +272,14 @@ def test_keyword_search(client):
     assert client.get("/api/search?q=%22%27*%20OR%20NEAR(").status_code == 200  # FTS syntax is not ours to parse
 
 
+def test_unknown_query_parameters_are_400(client):
+    body = assert_error(client.get("/api/search?q=cats&tag=dogs"), 400, "bad_parameter")
+    assert "'tag'" in body["error"]["message"] and "tags" in body["error"]["message"]
+    assert_error(client.get("/api/health?x=1"), 400, "bad_parameter")
+    assert_error(client.post("/api/search/image?q=cats", data=upload(jpeg_bytes(1))), 400, "bad_parameter")
+    assert client.get("/?v=2").status_code in (200, 404)  # the page and static files take anything
+
+
 def test_keyword_search_errors(client):
     assert_error(client.get("/api/search"), 400, "missing_query")
     assert_error(client.get("/api/search?q=%20%20"), 400, "missing_query")

@@ -17,7 +17,7 @@ from backend.imaging import Limits
 from backend.search import SearchService
 from backend.stores import Store, open_store
 
-from . import errors
+from . import errors, params
 
 FRONTEND_DIR = Path(__file__).resolve().parent.parent.parent / "frontend"
 # Multipart framing and JSON's base64 (4/3 of the bytes) need room beyond the image byte limit;
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
     app.extensions["lookalike"] = Lookalike(settings, store, service, indexer, model_error)
 
     errors.register(app)
+    app.before_request(params.reject_unknown_parameters)
     from .health import bp as health_bp
     from .images import bp as images_bp
     from .search import bp as search_bp

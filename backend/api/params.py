@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from flask import request
+
 from backend.stores.base import normalise_tags
 
 from .errors import ApiError
@@ -19,6 +21,29 @@ MAX_OFFSET = 10_000
 MAX_TAGS = 20
 MAX_TAG_LENGTH = 100
 MAX_QUERY_LENGTH = 500
+
+
+# The query parameters each endpoint takes. Any other is a 400: a misspelt `tag=` must not silently
+# return unfiltered results. The page and static files are not checked (cache-busting parameters).
+QUERY_PARAMETERS = {
+    "search.by_text": ("q", "limit", "offset", "tags"),
+    "search.by_image": ("limit", "offset", "tags", "min_score"),
+    "search.similar": ("limit", "offset", "tags", "min_score"),
+    "search.tags": ("limit",),
+    "images.upload": ("tags",),
+}
+UNCHECKED = {"static", "index"}
+
+
+def reject_unknown_parameters() -> None:
+    """before_request: 400 for a query parameter the endpoint does not take."""
+    if request.endpoint is None or request.endpoint in UNCHECKED:
+        return
+    allowed = QUERY_PARAMETERS.get(request.endpoint, ())
+    unknown = sorted(set(request.args) - set(allowed))
+    if unknown:
+        takes = f"it takes {', '.join(allowed)}" if allowed else "it takes none"
+        raise bad(f"unknown query parameter {unknown[0][:40]!r} ({takes})")
 
 
 def bad(message: str) -> ApiError:
@@ -59,7 +84,7 @@ class Source:
 
 def integer(source: Source, name: str, default: int, low: int, high: int) -> int:
     value = source.one(name)
-    if value is None or value == "":
+    if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise bad(f"{name} must be an integer from {low} to {high}")
@@ -74,7 +99,7 @@ def integer(source: Source, name: str, default: int, low: int, high: int) -> int
 
 def _min_score(source: Source) -> float | None:
     value = source.one("min_score")
-    if value is None or value == "":
+    if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise bad("min_score must be a number from -1 to 1")
