@@ -65,11 +65,13 @@ def groups_of_four(labels: Sequence) -> bool:
     return bool(len(counts)) and bool(np.all(counts == 4))
 
 
-def evaluate_vectors(vectors: np.ndarray, labels: Sequence, ns: bool | None = None) -> dict:
+def evaluate_vectors(vectors: np.ndarray, labels: Sequence, ns: bool | None = None,
+                     queries: np.ndarray | None = None) -> dict:
     """Every item queried against all the others by cosine similarity (rows L2-normalised), in memory:
-    for descriptor studies that do not need a store. ns: report N-S (default: when groups are of 4)."""
+    for descriptor studies that do not need a store. queries: row i replaces item i as the query (query
+    expansion); ns: report N-S (default: when groups are of 4)."""
     labels = np.asarray(labels)
-    sims = vectors @ vectors.T
+    sims = (vectors if queries is None else queries) @ vectors.T
     np.fill_diagonal(sims, np.inf)                        # the query first: dropped, or kept for N-S
     order = np.argsort(-sims, axis=1, kind="stable")
     same = labels[order] == labels[:, None]

@@ -78,3 +78,14 @@ def test_read_labels(tmp_path):
         read_labels(tmp_path)
     with pytest.raises(ValueError, match="not found"):
         read_labels(tmp_path / "nowhere")
+
+
+def test_evaluate_vectors_with_separate_queries():
+    vectors = np.eye(4, dtype=np.float32)
+    labels = ["a", "a", "b", "b"]
+    # each query points at its partner: perfect; pointing at the other class: relevant item last
+    partner = vectors[[1, 0, 3, 2]]
+    assert evaluate_vectors(vectors, labels, queries=partner)["mAP"] == pytest.approx(1.0)
+    # pointing at the other class: the one relevant item comes third of three
+    other = vectors[[2, 3, 0, 1]] + 0.5 * vectors[[3, 2, 1, 0]]
+    assert evaluate_vectors(vectors, labels, queries=other)["mAP"] == pytest.approx(1 / 3)
