@@ -1,0 +1,78 @@
+"""The real server: gunicorn with gunicorn.conf.py on a free loopback port, searched over HTTP."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import requests
+from PIL import Image
+
+from benchmarks import malformed
+from benchmarks.server import gunicorn
+
+from .conftest import ROOT, picture
+
+KEY = "gunicorn-test-key"
+
+
+def jpeg(seed: int) -> bytes:
+    out = io.BytesIO()
+    picture(seed, (120, 80)).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def test_gunicorn_serves_the_api_and_survives_malformed_requests(tmp_path, fast_env, image_folder):
+    env = {**fast_env, "LOOKALIKE_API_KEY": KEY}
+    subprocess.run([sys.executable, "-m", "indexer", "index", str(image_folder), "--tags-from-folders"],
+                   env=env, cwd=ROOT, check=True, capture_output=True)
+    with gunicorn(env, tmp_path / "gunicorn.log", workers=2, threads=2) as server:
+        url = server.url
+        workers = server.workers
+        assert len(workers) == 2
+        assert requests.get(f"{url}/api/stats", timeout=10).json()["count"] == 12
+
+        # Search by image: the photo itself first.
+        data = (image_folder / "cats" / "photo_5.jpg").read_bytes()
+        body = requests.post(f"{url}/api/search/image", files={"image": ("q.jpg", data)}, timeout=30).json()
+        assert body["results"][0]["filename"] == "photo_5.jpg" and body["total"] == 12
+        top = body["results"][0]
+        # Keywords, refine, file and thumbnail.
+        cats = requests.get(f"{url}/api/search", params={"q": "cats"}, timeout=10).json()
+        assert cats["total"] == 6 and all(r["tags"] == ["cats"] for r in cats["results"])
+        similar = requests.get(f"{url}/api/images/{top['id']}/similar", timeout=10).json()
+        assert similar["total"] == 11 and top["id"] not in {r["id"] for r in similar["results"]}
+        file = requests.get(url + top["image_url"], timeout=10)
+        assert file.content == data and file.headers["Content-Type"] == "image/jpeg" and file.headers["ETag"]
+        thumb = requests.get(url + top["thumbnail_url"], timeout=10)
+        assert Image.open(io.BytesIO(thumb.content)).format == "JPEG"
+
+        # An upload through one worker is found by both (each request may land on either).
+        new = requests.post(f"{url}/api/images", files={"image": ("new.jpg", jpeg(77))}, data={"tags": "fresh"},
+                            headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+        assert new.status_code == 201, new.text
+        for _ in range(6):
+            hits = requests.post(f"{url}/api/search/image", files={"image": ("q.jpg", jpeg(77))}, timeout=30).json()
+            assert hits["results"][0]["id"] == new.json()["id"] and hits["total"] == 13
+
+        # Errors gunicorn answers itself (before the app) are JSON too.
+        huge = requests.get(f"{url}/api/health", headers={"X-Junk": "j" * 20_000}, timeout=10)
+        assert huge.status_code in (400, 431) and huge.json()["error"]["code"]
+
+        # Malformed requests: no 5xx, every error JSON, no worker lost, still ready.
+        outcome = malformed.run(url, count=150, clients=4, seed=7)
+        assert outcome.sent == 150 and not outcome.problems, outcome.problems
+        assert sum(n for status, n in outcome.statuses.items() if isinstance(status, int) and status >= 400) > 100
+        assert requests.get(f"{url}/api/ready", timeout=10).status_code == 200
+        assert server.workers == workers
+    assert server.process.returncode == 0  # stopped gracefully by SIGTERM
+
+
+def test_gunicorn_refuses_bad_settings_with_one_line(tmp_path, fast_env):
+    env = {**fast_env, "LOOKALIKE_IMAGE_SIZE": "big", "GUNICORN_BIND": "127.0.0.1:0"}
+    result = subprocess.run([str(ROOT / ".venv" / "bin" / "gunicorn") if (ROOT / ".venv").exists() else "gunicorn",
+                             "-c", "gunicorn.conf.py", "backend:create_app()"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "LOOKALIKE_IMAGE_SIZE='big' is not valid" in result.stderr
+    assert "Traceback" not in result.stderr
