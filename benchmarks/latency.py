@@ -1,0 +1,156 @@
+"""Latency of the three searches over HTTP, under concurrent clients, against gunicorn.
+
+    python -m benchmarks.latency --data-dir DIR --queries FOLDER [--index] [--url URL]
+        [--clients 4] [--image-requests 40] [--requests 200] [--workers 2] [--threads 4] [--json]
+
+--data-dir: the server's LOOKALIKE_DATA_DIR (an embedded store). --queries: a folder of pictures to
+search with (for example ../shared/data/corel1k); with --index it is first indexed into the data dir
+(with --tags-from-folders; incremental, so a second run skips it). Without --url the script starts
+gunicorn itself (gunicorn.conf.py, backend:create_app()) on a free loopback port with the settings
+of the environment (LOOKALIKE_VGG16_WEIGHTS etc.) and stops it at the end.
+
+Each search type is measured on its own: a warm-up, then requests sent by --clients threads, each
+with its own connection. Times are client-side wall times of whole HTTP requests (upload, decode,
+model, kNN, JSON). Prints p50/p95/p99/mean in milliseconds and throughput per type.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import requests
+
+from backend.imaging import is_image_path
+
+from .server import ROOT, gunicorn
+
+
+def percentiles(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {"n": len(a), "p50": round(float(np.percentile(a, 50)), 1), "p95": round(float(np.percentile(a, 95)), 1),
+            "p99": round(float(np.percentile(a, 99)), 1), "mean": round(float(a.mean()), 1)}
+
+
+def measure(send, payloads: list, clients: int) -> dict:
+    """Send every payload with `clients` threads (one HTTP session each); times in ms."""
+    local = threading.local()
+    times: list[float] = []
+    errors: list[str] = []
+
+    def one(payload):
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        started = time.perf_counter()
+        response = send(session, payload)
+        elapsed = (time.perf_counter() - started) * 1000
+        if response.status_code != 200:
+            errors.append(f"{response.status_code} {response.text[:120]}")
+        return elapsed
+
+    wall = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        times = list(pool.map(one, payloads))
+    wall = time.perf_counter() - wall
+    return {**percentiles(times), "throughput_rps": round(len(payloads) / wall, 2), "errors": len(errors),
+            "first_error": errors[0] if errors else None}
+
+
+def run(url: str, queries: Path, *, clients: int, image_requests: int, requests_per_type: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    pictures = sorted(p for p in queries.rglob("*") if is_image_path(p))
+    if not pictures:
+        raise SystemExit(f"error: no pictures under {queries}")
+    image_payloads = [p.read_bytes() for p in rng.choices(pictures, k=image_requests)]
+    tags = [t["tag"] for t in requests.get(f"{url}/api/tags", timeout=30).json()["tags"]]
+    if not tags:
+        raise SystemExit("error: the store has no tagged documents; index the queries folder (--index)")
+    ids = []
+    for tag in tags:
+        ids += [r["id"] for r in requests.get(f"{url}/api/search", params={"tags": tag, "limit": 100},
+                                               timeout=30).json()["results"]]
+    # Keyword queries: tags, tag prefixes and file-name words, as people type them.
+    words = tags + [t[:3] for t in tags] + [str(rng.randrange(1000)) for _ in range(10)]
+    text_payloads = [rng.choice(words) for _ in range(requests_per_type)]
+    similar_payloads = [rng.choice(ids) for _ in range(requests_per_type)]
+
+    def by_image(session, data):
+        return session.post(f"{url}/api/search/image", files={"image": ("q.jpg", data)}, timeout=300)
+
+    def by_text(session, q):
+        return session.get(f"{url}/api/search", params={"q": q}, timeout=60)
+
+    def similar(session, doc_id):
+        return session.get(f"{url}/api/images/{doc_id}/similar", timeout=60)
+
+    results = {}
+    for name, send, payloads in (("image", by_image, image_payloads), ("text", by_text, text_payloads),
+                                 ("similar", similar, similar_payloads)):
+        measure(send, payloads[:max(2, clients)], clients)  # warm-up: connections, caches, first model calls
+        results[name] = measure(send, payloads, clients)
+    stats = requests.get(f"{url}/api/stats", timeout=30).json()
+    return {"url": url, "documents": stats["count"], "descriptor": stats["descriptor"], "clients": clients,
+            "searches": results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, help="LOOKALIKE_DATA_DIR of the server (when it is started here)")
+    parser.add_argument("--queries", type=Path, required=True, help="a folder of pictures to search with")
+    parser.add_argument("--index", action="store_true", help="index --queries into --data-dir first")
+    parser.add_argument("--url", help="a running server (loopback); default: start gunicorn here")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--image-requests", type=int, default=40)
+    parser.add_argument("--requests", type=int, default=200, help="text and similar requests each")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.queries.is_dir():
+        parser.error(f"--queries {args.queries}: no such folder")
+    if not args.url and not args.data_dir:
+        parser.error("give --url of a running server, or --data-dir to start one here")
+    env = dict(os.environ)
+    if args.data_dir:
+        env["LOOKALIKE_DATA_DIR"] = str(args.data_dir.resolve())
+    if args.index:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "indexer", "index", str(args.queries), "--tags-from-folders"],
+                       env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, check=True)
+        print(f"indexed in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    options = dict(clients=args.clients, image_requests=args.image_requests, requests_per_type=args.requests,
+                   seed=args.seed)
+    if args.url:
+        report = run(args.url.rstrip("/"), args.queries, **options)
+    else:
+        with tempfile.TemporaryDirectory() as tmp, \
+                gunicorn(env, Path(tmp) / "gunicorn.log", workers=args.workers, threads=args.threads) as server:
+            report = run(server.url, args.queries, **options)
+            report.update(gunicorn_workers=args.workers, gunicorn_threads=args.threads)
+    report.update(machine=f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+                  date=time.strftime("%Y-%m-%d %H:%M %Z"), load_average=[round(x, 2) for x in os.getloadavg()])
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['documents']} documents ({report['descriptor']}), {args.clients} concurrent clients")
+        print(f"{'search':8} {'n':>5} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'req/s':>7} errors")
+        for name, r in report["searches"].items():
+            print(f"{name:8} {r['n']:>5} {r['p50']:>9} {r['p95']:>9} {r['p99']:>9} {r['mean']:>9} "
+                  f"{r['throughput_rps']:>7} {r['errors']}")
+        print(f"load average at the end: {report['load_average']}")
+    return 0 if all(r["errors"] == 0 for r in report["searches"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
