@@ -482,3 +482,21 @@ def test_openapi_describes_every_route(app, client):
             path = rule.rule.replace("<doc_id>", "{id}")
             served |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
     assert served == documented
+
+
+# -- the checks, with the real weights on Corel-1k (skipped, saying why, without them) --------
+
+@pytest.mark.real_weights
+@pytest.mark.real_data
+def test_corel_checks_through_the_api(corel_index):
+    client = create_app(corel_index.settings).test_client()
+    assert client.get("/api/ready").status_code == 200
+    data = (corel_index.root / "horses" / "700.jpg").read_bytes()
+    top = client.post("/api/search/image?limit=10", data=upload(data, "700.jpg")).get_json()["results"]
+    assert sum("horses" in r["tags"] for r in top) >= 8, [(r["filename"], r["tags"]) for r in top]
+    horses = client.get("/api/search?q=horses&limit=100").get_json()
+    assert horses["total"] == 100 and all(r["tags"] == ["horses"] for r in horses["results"])
+    similar = client.get(f"/api/images/{top[0]['id']}/similar?limit=100").get_json()
+    assert similar["total"] == 999 and top[0]["id"] not in {r["id"] for r in similar["results"]}
+    app_store = client.application.extensions["lookalike"].store
+    app_store.close()
