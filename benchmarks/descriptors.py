@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+import backend.features as features
 from backend.features import POOLINGS, DescriptorSpec, FeatureExtractor, pool_maps
 from backend.imaging import Limits, decode, read_file
 
@@ -74,10 +75,30 @@ def extract(weights: str, folder: Path, tag: str, cache: Path, batch_size: int =
     return out
 
 
-def load(cache_file: Path) -> dict:
+def load(cache_file: Path, gem_ps: tuple[float, ...] = ()) -> dict:
+    """Cached descriptors; each p of gem_ps adds a 'gem p=P' entry, pooled from the cached raw maps."""
     data = np.load(cache_file)
-    return {"paths": data["paths"], "labels": data["labels"], "info": json.loads(str(data["info"])),
-            **{p: data[p] for p in POOLINGS}}
+    out = {"paths": data["paths"], "labels": data["labels"], "info": json.loads(str(data["info"])),
+           **{p: data[p] for p in POOLINGS}}
+    for p in gem_ps:
+        out[f"gem p={p:g}"] = gem_from_maps(cache_file, p)
+    return out
+
+
+def gem_from_maps(cache_file: Path, p: float) -> np.ndarray:
+    """GeM with another p than the product's, from the cached maps (float16), with the product's code."""
+    out = cache_file.with_name(cache_file.stem + f"-gem{p:g}.npy")
+    if out.exists():
+        return np.load(out)
+    maps = np.load(cache_file.with_name(cache_file.stem + "-maps.npz"))
+    saved = features.GEM_P
+    features.GEM_P = p   # _pool reads it at call time
+    try:
+        vectors = np.stack([pool_maps(maps[str(i)][None].astype(np.float32), "gem")[0] for i in range(len(maps))])
+    finally:
+        features.GEM_P = saved
+    np.save(out, vectors)
+    return vectors
 
 
 def machine() -> str:
@@ -87,7 +108,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {ram:.0f} GB RAM, {date.today().isoformat()}"
 
 
-def table(results: list[tuple[str, str, dict]]) -> str:
+def table(results: list[tuple[str, str, dict]], extra: tuple[str, ...] = ()) -> str:
     """results: (set, size tag, cached data) -> markdown: one row per (size, pooling), sets side by side."""
     sets = sorted({s for s, _, _ in results})
     sizes = list(dict.fromkeys(t for _, t, _ in results))
@@ -98,7 +119,7 @@ def table(results: list[tuple[str, str, dict]]) -> str:
     head += [f"{s} model s/img" for s in sets]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in sizes:
-        for p in POOLINGS:
+        for p in POOLINGS + extra:
             row = [t, p]
             for s in sets:
                 d = by.get((s, t))
@@ -121,23 +142,27 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", nargs="+", default=["sq224", "ar336", "ar448"])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/lookalike-descriptors"))
     parser.add_argument("--table", type=Path, default=Path("/tmp/descriptor_table.md"))
+    parser.add_argument("--gem-p", type=float, nargs="*", default=[], metavar="P",
+                        help=f"also GeM with these p (the product uses {features.GEM_P:g}), from the cached maps")
     args = parser.parse_args(argv)
+    extra = tuple(f"gem p={p:g}" for p in args.gem_p)
+    command = (f"python -m benchmarks.descriptors --datasets {' '.join(args.datasets)} --sizes {' '.join(args.sizes)}"
+               + (f" --gem-p {' '.join(f'{p:g}' for p in args.gem_p)}" if args.gem_p else ""))
     results = []
     for tag in args.sizes:
         for name in args.datasets:
             cache_file = extract(args.weights, args.data / name, tag, args.cache)
-            data = load(cache_file)
+            data = load(cache_file, tuple(args.gem_p))
             results.append((name, tag, data))
             print(f"{name} {tag}: {json.dumps(data['info'])}", flush=True)
-            text = (f"# Descriptor study (rows arrive as computed)\n\nMachine: {machine()}\n"
-                    f"Command: `python -m benchmarks.descriptors --datasets {' '.join(args.datasets)} "
-                    f"--sizes {' '.join(args.sizes)}`\nmAP: query left out; N-S: top 4 with the query. "
-                    "model s/img: conv5 forward, batch 16, under the shared load noted below.\n\n"
-                    + table(results) + "\n\nLoad average (1 min) before/after each run: "
-                    + "; ".join(f"{s} {t}: {d['info']['loadavg'][0]:.1f}/{d['info']['loadavg'][1]:.1f}"
-                                for s, t, d in results) + "\n")
-            args.table.write_text(text)
-            print(table(results), flush=True)
+            loads = "; ".join(f"{s} {t}: {d['info']['loadavg'][0]:.1f}/{d['info']['loadavg'][1]:.1f}"
+                              for s, t, d in results)
+            args.table.write_text(
+                f"# Descriptor study (rows arrive as computed)\n\nMachine: {machine()}\nCommand: `{command}`\n"
+                "mAP: query left out; N-S: top 4 with the query. model s/img: conv5 forward, batch 16, under the "
+                f"shared load noted below.\n\n{table(results, extra)}\n\n"
+                f"Load average (1 min) before/after each run: {loads}\n")
+            print(table(results, extra), flush=True)
     return 0
 
 
