@@ -40,11 +40,12 @@ class Outcome:
     sent: int = 0
     statuses: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)   # 5xx, non-JSON errors, hangs
+    accepted: Counter = field(default_factory=Counter)  # kinds of request answered 2xx (odd but valid)
     seconds: float = 0.0
 
     def as_json(self) -> dict:
         return {"sent": self.sent, "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-                "problems": self.problems[:20], "problem_count": len(self.problems), "seconds": round(self.seconds, 1)}
+                "accepted": dict(self.accepted.most_common()), "problems": self.problems[:20], "problem_count": len(self.problems), "seconds": round(self.seconds, 1)}
 
 
 # -- bodies ---------------------------------------------------------------------------------------------
@@ -98,7 +99,7 @@ def _bad_image(rng: random.Random, sample: bytes, big: bytes) -> tuple[str, byte
     if kind == "claims":
         make = rng.choice([_png_claiming, _jpeg_claiming, _gif_claiming, _bmp_claiming])
         width, height = rng.choice([(65_535, 65_535), (50_000, 1_001), (20_000, 20_000), (1, 65_535)])
-        return f"claims-{make.__name__.split('_')[-1]}", make(width, height)
+        return f"claims-{make.__name__.split('_')[1]}", make(width, height)
     if kind == "flipped":
         data = bytearray(sample)
         for _ in range(rng.randrange(1, 40)):
@@ -170,6 +171,8 @@ def make_request(rng: random.Random, sample: bytes, big: bytes, doc_id: str) -> 
 
 def _check(response: requests.Response, what: str, outcome: Outcome) -> None:
     outcome.statuses[response.status_code] += 1
+    if response.status_code < 300:
+        outcome.accepted[what] += 1
     if response.status_code >= 500:
         outcome.problems.append(f"{what}: {response.status_code} {response.text[:200]}")
     elif response.status_code >= 400 and response.headers.get("Content-Type", "").startswith("application/json"):
@@ -248,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"{outcome.sent} malformed requests in {outcome.seconds:.1f} s; statuses: "
               f"{dict(sorted(outcome.statuses.items(), key=str))}")
+        print(f"answered 2xx: {dict(outcome.accepted.most_common())}")
         for problem in outcome.problems[:20]:
             print(f"  problem: {problem}")
         print(f"/api/ready after: {ready}")

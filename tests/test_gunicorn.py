@@ -23,7 +23,7 @@ def jpeg(seed: int) -> bytes:
 
 
 def test_gunicorn_serves_the_api_and_survives_malformed_requests(tmp_path, fast_env, image_folder):
-    env = {**fast_env, "LOOKALIKE_API_KEY": KEY}
+    env = {**fast_env, "LOOKALIKE_API_KEY": KEY, "LOOKALIKE_MAX_IMAGE_BYTES": "1000000"}
     subprocess.run([sys.executable, "-m", "indexer", "index", str(image_folder), "--tags-from-folders"],
                    env=env, cwd=ROOT, check=True, capture_output=True)
     with gunicorn(env, tmp_path / "gunicorn.log", workers=2, threads=2) as server:
@@ -54,6 +54,10 @@ def test_gunicorn_serves_the_api_and_survives_malformed_requests(tmp_path, fast_
         for _ in range(6):
             hits = requests.post(f"{url}/api/search/image", files={"image": ("q.jpg", jpeg(77))}, timeout=30).json()
             assert hits["results"][0]["id"] == new.json()["id"] and hits["total"] == 13
+
+        # A body over the limit is refused with JSON, not a dropped connection.
+        big = requests.post(f"{url}/api/search/image", files={"image": ("big.jpg", b"\xff" * 3_000_000)}, timeout=30)
+        assert big.status_code == 413 and big.json()["error"]["code"] == "too_large"
 
         # Errors gunicorn answers itself (before the app) are JSON too.
         huge = requests.get(f"{url}/api/health", headers={"X-Junk": "j" * 20_000}, timeout=10)
