@@ -50,13 +50,13 @@ LIMIT = {"name": "limit", "in": "query", "description": "How many results (defau
 OFFSET = {"name": "offset", "in": "query", "description": "How many results to skip (paging).",
           "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}}
 TAGS = {"name": "tags", "in": "query", "style": "form", "explode": True,
-        "description": "Only images with every one of these tags. Repeat the parameter or separate tags with commas.",
-        "schema": {"type": "array", "items": {"type": "string", "maxLength": 100}, "maxItems": 20}}
+        "description": "Only images with every one of these tags (case-insensitive). Repeat the parameter or "
+                       "separate tags with commas; at most 20 tags of at most 100 characters.",
+        "schema": {"type": "array", "items": {"type": "string"}, "maxItems": 20}}
 MIN_SCORE = {"name": "min_score", "in": "query", "description": "Only results with at least this cosine similarity.",
              "schema": {"type": "number", "minimum": -1, "maximum": 1}}
-TAGS_FIELD = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string", "maxLength": 100},
-                                             "maxItems": 20}],
-              "description": "Tags, as a list or separated by commas."}
+TAGS_FIELD = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 20}],
+              "description": "Tags, as a list or separated by commas; at most 20 of at most 100 characters."}
 CACHE_HEADERS = {"ETag": {"schema": {"type": "string"}, "required": True},
                  "Cache-Control": {"schema": {"type": "string"}, "required": True}}
 
@@ -129,19 +129,22 @@ SCHEMAS = {
 SEARCH_RESULTS = _json(_ref("SearchResponse"), "Results, best first.")
 
 
+# A form field is text: tags there are one comma-separated string (JSON may also send a list).
+FORM_TAGS = {"type": "string", "description": "Tags separated by commas; at most 20 of at most 100 characters."}
+
+
 def _image_body() -> dict:
-    options = {"limit": LIMIT["schema"], "offset": OFFSET["schema"], "tags": TAGS_FIELD,
-               "min_score": MIN_SCORE["schema"]}
+    options = {"limit": LIMIT["schema"], "offset": OFFSET["schema"], "min_score": MIN_SCORE["schema"]}
     return {"required": True, "content": {
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["image"],
             "properties": {"image": {"type": "string", "format": "binary", "description": "The picture."},
-                           **options}}},
+                           "tags": FORM_TAGS, **options}}},
         "application/json": {"schema": {
             "type": "object", "required": ["image_base64"],
             "properties": {"image_base64": {"type": "string", "contentEncoding": "base64",
                                             "description": "The picture's bytes in base64 (a data: URL works too)."},
-                           **options}}},
+                           "tags": TAGS_FIELD, **options}}},
     }}
 
 
@@ -177,7 +180,7 @@ PATHS = {
         "parameters": [TAGS],
         "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
             "type": "object", "required": ["image"],
-            "properties": {"image": {"type": "string", "format": "binary"}, "tags": TAGS_FIELD}}}}},
+            "properties": {"image": {"type": "string", "format": "binary"}, "tags": FORM_TAGS}}}}},
         "responses": {"201": _json(_ref("Image"), "Added.",
                                    {"Location": {"schema": {"type": "string"}, "required": True}}),
                       "200": _json(_ref("Image"), "The same bytes were already uploaded: tags updated."),

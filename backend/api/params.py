@@ -118,6 +118,8 @@ def tags(source: Source) -> list[str]:
     values = []
     for value in source.values("tags"):
         values.extend(value if isinstance(value, list) else [value])
+    if len(values) > MAX_TAGS:  # even empty ones: the request is not what the client meant
+        raise bad(f"at most {MAX_TAGS} tags can be given")
     for value in values:
         if not isinstance(value, str):
             raise bad("tags must be strings")
