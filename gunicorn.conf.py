@@ -57,13 +57,15 @@ max_requests_jitter = max(1, max_requests // 10) if max_requests else 0
 
 
 def on_starting(server):
-    """Check the settings once in the master: a bad LOOKALIKE_* value stops the server with one
-    readable line, instead of every worker failing to boot with a traceback."""
+    """Check the settings and the store once in the master: a bad LOOKALIKE_* value or an unreachable
+    Elasticsearch (after LOOKALIKE_ES_WAIT seconds) stops the server with one readable line, instead of
+    every worker failing to boot with a traceback. (No model here: TensorFlow stays out of the master.)"""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from backend.config import ConfigError, Settings
+    from backend.stores import StoreError, open_store
     try:
-        Settings.from_env()
-    except ConfigError as exc:
+        open_store(Settings.from_env()).close()
+    except (ConfigError, StoreError, OSError) as exc:
         sys.exit(f"error: {exc}")
 
 

@@ -27,6 +27,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import requests
@@ -132,7 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     options = dict(clients=args.clients, image_requests=args.image_requests, requests_per_type=args.requests,
                    seed=args.seed)
     if args.url:
-        report = run(args.url.rstrip("/"), args.queries, **options)
+        host = urlsplit(args.url).hostname or ""
+        if not (host.startswith("127.") or host in ("localhost", "::1")):
+            parser.error(f"--url: only loopback servers may be measured (got {host!r})")
+        try:
+            report = run(args.url.rstrip("/"), args.queries, **options)
+        except requests.RequestException as exc:
+            print(f"error: cannot reach {args.url}: {exc}", file=sys.stderr)
+            return 1
     else:
         with tempfile.TemporaryDirectory() as tmp, \
                 gunicorn(env, Path(tmp) / "gunicorn.log", workers=args.workers, threads=args.threads) as server:

@@ -4,12 +4,13 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import requests
 from PIL import Image
 
 from benchmarks import malformed
-from benchmarks.server import gunicorn
+from benchmarks.server import free_port, gunicorn
 
 from .conftest import ROOT, picture
 
@@ -72,11 +73,22 @@ def test_gunicorn_serves_the_api_and_survives_malformed_requests(tmp_path, fast_
     assert server.process.returncode == 0  # stopped gracefully by SIGTERM
 
 
-def test_gunicorn_refuses_bad_settings_with_one_line(tmp_path, fast_env):
-    env = {**fast_env, "LOOKALIKE_IMAGE_SIZE": "big", "GUNICORN_BIND": "127.0.0.1:0"}
-    result = subprocess.run([str(ROOT / ".venv" / "bin" / "gunicorn") if (ROOT / ".venv").exists() else "gunicorn",
-                             "-c", "gunicorn.conf.py", "backend:create_app()"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+def start_failing(env: dict) -> subprocess.CompletedProcess:
+    gunicorn_bin = Path(sys.executable).with_name("gunicorn")
+    return subprocess.run([str(gunicorn_bin) if gunicorn_bin.exists() else "gunicorn", "-c", "gunicorn.conf.py",
+                           "backend:create_app()"], cwd=ROOT, env={**env, "GUNICORN_BIND": "127.0.0.1:0"},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_gunicorn_refuses_bad_settings_with_one_line(fast_env):
+    result = start_failing({**fast_env, "LOOKALIKE_IMAGE_SIZE": "big"})
     assert result.returncode != 0
-    assert "LOOKALIKE_IMAGE_SIZE='big' is not valid" in result.stderr
+    assert "error: LOOKALIKE_IMAGE_SIZE='big' is not valid" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_gunicorn_stops_with_one_line_when_elasticsearch_is_unreachable(fast_env):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = start_failing({**fast_env, "LOOKALIKE_STORE": url, "LOOKALIKE_ES_WAIT": "1"})
+    assert result.returncode != 0
+    assert f"error: Elasticsearch at {url}" in result.stderr and "Traceback" not in result.stderr

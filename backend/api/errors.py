@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from backend.features import WeightsError
 from backend.imaging import ImageError
 from backend.search import NotFound
-from backend.stores.base import DescriptorMismatch, StoreUnavailable
+from backend.stores.base import DescriptorMismatch, StoreError, StoreUnavailable
 
 log = logging.getLogger("lookalike.api")
 
@@ -69,6 +69,11 @@ def register(app: Flask) -> None:
     def _unavailable(exc: Exception):
         log.warning("store unavailable: %s", exc)
         return error_response(503, "store_unavailable", f"the search store is unavailable: {exc}")
+
+    @app.errorhandler(StoreError)  # any other refusal by the store (e.g. Elasticsearch credentials)
+    def _store_error(exc: StoreError):
+        log.error("store error: %s", exc)
+        return error_response(503, "store_error", f"the search store refused the request: {exc}")
 
     @app.errorhandler(WeightsError)
     def _no_model(exc: WeightsError):
