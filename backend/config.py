@@ -33,7 +33,7 @@ class Settings:
     vgg16_weights: str = "imagenet"
     # The descriptor: how conv5 is pooled and at what input size (see docs/benchmarks.md).
     pooling: str = "gem"
-    image_size: int = 448
+    image_size: int = 336
     square: bool = False
     batch_size: int = 16
     # Safety limits for decoding files and uploads.

@@ -38,8 +38,8 @@ def test_descriptor_id_names_everything_that_changes_the_vector():
     ids = {DescriptorSpec(p, s, q).descriptor_id("imagenet")
            for p in ("avg", "gem") for s in (224, 448) for q in (True, False)}
     assert len(ids) == 8
-    assert DescriptorSpec("gem", 448, False).descriptor_id("imagenet") == "vgg16-imagenet-conv5-gem-ar448-512d"
-    assert FeatureExtractor("random", FAST_SPEC).descriptor_id == "vgg16-random-conv5-gem-ar64-512d"
+    assert DescriptorSpec("gem", 448, False).descriptor_id("imagenet") == "vgg16-imagenet-conv5-gem1.5-ar448-512d"
+    assert FeatureExtractor("random", FAST_SPEC).descriptor_id == "vgg16-random-conv5-gem1.5-ar64-512d"
 
 
 @pytest.mark.parametrize("pooling", ["avg", "max", "rmac"])
