@@ -69,7 +69,7 @@ def extract(weights: str, folder: Path, tag: str, cache: Path, batch_size: int =
     np.savez(cache / f"{folder.name}-{tag}-maps.npz", **maps)
     info = {"images": len(paths), "model_seconds": model_seconds, "decode_seconds": decode_seconds,
             "shapes": {str(k): len(v) for k, v in by_shape.items()}, "loadavg": [load_before, os.getloadavg()[0]],
-            "batch_size": batch_size, "descriptor": extractor.descriptor_id}
+            "batch_size": batch_size, "descriptor": extractor.descriptor_id, "gem_p": features.GEM_P}
     np.savez(out, paths=np.array(paths), labels=np.array([labels[p] for p in paths]),
              info=json.dumps(info), **{p: v for p, v in pooled.items()})
     return out
@@ -77,6 +77,7 @@ def extract(weights: str, folder: Path, tag: str, cache: Path, batch_size: int =
 
 def load(cache_file: Path, gem_ps: tuple[float, ...] = ()) -> dict:
     """Cached descriptors; each p of gem_ps adds a 'gem p=P' entry, pooled from the cached raw maps."""
+    cache_file = Path(cache_file)
     data = np.load(cache_file)
     out = {"paths": data["paths"], "labels": data["labels"], "info": json.loads(str(data["info"])),
            **{p: data[p] for p in POOLINGS}}
@@ -120,7 +121,10 @@ def table(results: list[tuple[str, str, dict]], extra: tuple[str, ...] = ()) -> 
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in sizes:
         for p in POOLINGS + extra:
-            row = [t, p]
+            d0 = next(d for (s, tt), d in by.items() if tt == t)
+            if p in extra and p == f"gem p={d0['info']['gem_p']:g}":
+                continue  # the same as the "gem" row
+            row = [t, p if p != "gem" else f"gem p={d0['info']['gem_p']:g}"]
             for s in sets:
                 d = by.get((s, t))
                 m = evaluate_vectors(d[p], d["labels"]) if d else None
