@@ -18,10 +18,13 @@ from .conftest import require_real
 
 pytestmark = [pytest.mark.real_weights, pytest.mark.real_data]
 
-# measured: Corel-1k mAP MEASURED_COREL; UKBench first 200 images N-S MEASURED_UKB, mAP MEASURED_UKB_MAP
-COREL_MAP_MIN = 0.0
-UKBENCH_200_NS_MIN = 0.0
-UKBENCH_200_MAP_MIN = 0.0
+# Measured with the default descriptor (GeM p=1.5, longer side 336): Corel-1k mAP 0.895, P@1 0.973;
+# UKBench first 200 images N-S 3.925, mAP 0.987. The previous defaults fall under these lines: GeM p=3
+# at 448 gave Corel mAP 0.868, average pooling at 224 square 0.857.
+COREL_MAP_MIN = 0.88
+COREL_P1_MIN = 0.95
+UKBENCH_200_NS_MIN = 3.85
+UKBENCH_200_MAP_MIN = 0.97
 
 
 def test_corel_map_of_the_default_descriptor(corel_index):
@@ -31,7 +34,7 @@ def test_corel_map_of_the_default_descriptor(corel_index):
     print(f"Corel-1k, {corel_index.settings.pooling} {corel_index.settings.image_size}: {result}")
     assert result["queries"] == 1000
     assert result["mAP"] >= COREL_MAP_MIN
-    assert result["P@1"] >= COREL_MAP_MIN          # the nearest neighbour is right more often than mAP
+    assert result["P@1"] >= COREL_P1_MIN
 
 
 def test_ukbench_ns_of_the_default_descriptor(tmp_path):
