@@ -66,6 +66,8 @@ function explain(status, body) {
     case 415: return `That file isn't a picture this search can read. Use a ${IMAGE_TYPES} image.`;
     case 422: return "That picture could not be read: the file seems damaged or incomplete. Try another one.";
     case 404: return "That picture is no longer in the collection. Start a new search.";
+    case 409: return "The collection was indexed with other model settings than the server now uses, so " +
+                     "pictures cannot be compared. Whoever runs this service needs to index it again.";
     case 503: return "The search service isn't ready yet (it may still be starting). Try again in a moment.";
   }
   if (status >= 500) return "Something went wrong on the server. Try again in a moment.";
@@ -182,6 +184,8 @@ async function describeSimilar(query) {
 // ---- rendering --------------------------------------------------------------------------------------
 
 const pasteKey = /Mac|iPhone|iPad/.test(navigator.platform) ? "⌘V" : "Ctrl+V";
+// On touch screens there is nothing to drag from and no paste key: say "tap" instead.
+const touch = window.matchMedia("(pointer: coarse)").matches;
 
 function renderQuery(query) {
   el.keyword.value = query.kind === "text" ? query.q : "";
@@ -197,11 +201,15 @@ function renderQuery(query) {
   } else if (query.kind === "similar") {
     el.dropTitle.textContent = `Pictures like ${query.name || "this one"}`;
   } else {
-    el.dropTitle.textContent = "Drop a picture here";
+    el.dropTitle.textContent = touch ? "Tap to choose a picture" : "Drop a picture here";
   }
-  el.dropHint.textContent = src
-    ? `Drop, paste (${pasteKey}) or click to search with another picture`
-    : `or click to choose one, or paste with ${pasteKey}`;
+  if (touch) {
+    el.dropHint.textContent = src ? "Tap to search with another picture" : "and find the ones that look like it";
+  } else {
+    el.dropHint.textContent = src
+      ? `Drop, paste (${pasteKey}) or click to search with another picture`
+      : `or click to choose one, or paste with ${pasteKey}`;
+  }
 }
 
 function thumbUrl(id) {
@@ -275,7 +283,8 @@ function renderResults(results, query, offset) {
 
 function formatScore(score, visual) {
   if (typeof score !== "number") return "";
-  if (visual) return `${Math.round(Math.max(0, Math.min(1, score)) * 100)}% similar`;
+  // Rounded down, so only the same picture (cosine 1, give or take float error) says 100%.
+  if (visual) return `${Math.floor(Math.max(0, Math.min(1, score + 0.0005)) * 100)}% similar`;
   return score > 0 ? `relevance ${score.toFixed(1)}` : "";
 }
 
@@ -292,9 +301,11 @@ function summarise(query, tookMs) {
     setStatus(`No pictures found ${what}${withTags}.${tip}`.replace(/\s+/g, " "), "empty");
     return;
   }
-  const seconds = typeof tookMs === "number" ? ` in ${(tookMs / 1000).toFixed(2)} s` : "";
-  setStatus(`Showing ${count.toLocaleString()} of ${total.toLocaleString()}${seconds}. ` +
-            "Click a picture to find more like it.");
+  let took = "";
+  if (typeof tookMs === "number") took = tookMs < 1000 ? ` in ${Math.max(1, Math.round(tookMs))} ms`
+                                                       : ` in ${(tookMs / 1000).toFixed(1)} s`;
+  setStatus(`Showing ${count.toLocaleString()} of ${total.toLocaleString()}${took}. ` +
+            `${touch ? "Tap" : "Click"} a picture to find more like it.`);
 }
 
 function clearResults() {
@@ -303,7 +314,8 @@ function clearResults() {
 }
 
 async function intro() {
-  setStatus(`Drop a picture, paste one (${pasteKey}), or type a word to start.`);
+  const how = touch ? "Choose a picture or type a word" : `Drop a picture, paste one (${pasteKey}), or type a word`;
+  setStatus(`${how} to start.`);
   const mine = run;
   try {
     const stats = await api("/api/stats");
@@ -311,7 +323,7 @@ async function intro() {
     if (mine !== run || typeof count !== "number") return;
     setStatus(count === 0
       ? "The collection is empty: index some pictures first (see the README), then search here."
-      : `${count.toLocaleString()} pictures to search. Drop a picture, paste one (${pasteKey}), or type a word.`);
+      : `${count.toLocaleString()} pictures to search. ${how}.`);
   } catch { /* the intro text above is enough */ }
 }
 
