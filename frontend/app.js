@@ -111,6 +111,7 @@ window.addEventListener("popstate", (event) => show(event.state || {query: query
 function show(state) {
   current = state;
   const {query} = state;
+  document.title = query.kind === "none" ? "lookalike: image search" : `${describe(query)} · lookalike`;
   renderQuery(query);
   renderTrail(state.trail, query);
   renderChipsSelection(query.tags || []);
@@ -120,6 +121,8 @@ function show(state) {
 async function search(state, offset = 0) {
   const {query} = state;
   const mine = ++run;
+  // "Load more" from the keyboard: carry on from the first new result (read before the button is disabled).
+  const focusNew = offset > 0 && document.activeElement === el.more;
   if (inflight) inflight.abort();
   inflight = null;
   if (offset === 0) { shown = []; total = 0; }
@@ -132,7 +135,7 @@ async function search(state, offset = 0) {
   if (query.kind === "image" && !uploads.has(query.key)) {
     clearResults();
     if (state.snapshot) {
-      renderResults(state.snapshot.results, query, 0);
+      renderResults(state.snapshot.results, query, false);
       setStatus("These are the earlier results for your picture. The picture itself is not kept after the " +
                 "page reloads: drop it again to search more.");
     } else {
@@ -161,7 +164,7 @@ async function search(state, offset = 0) {
   if (mine !== run) return;
   inflight = null;
   total = body.total;
-  renderResults(body.results, query, offset);
+  renderResults(body.results, query, focusNew);
   shown = shown.concat(body.results);
   summarise(query, body.took_ms);
   if (query.kind === "image" && history.state && history.state.query.key === query.key) {
@@ -246,7 +249,7 @@ function renderTrail(trail, query) {
   }
 }
 
-function renderResults(results, query, offset) {
+function renderResults(results, query, focusFirst) {
   const visual = query.kind !== "text";
   const fragment = document.createDocumentFragment();
   for (const hit of results) {
@@ -277,8 +280,7 @@ function renderResults(results, query, offset) {
   }
   const first = fragment.firstElementChild;
   el.grid.append(fragment);
-  // After "load more", keyboard users continue from the first new result.
-  if (offset > 0 && first && document.activeElement === el.more) first.querySelector("a").focus();
+  if (focusFirst && first) first.querySelector("a").focus();
 }
 
 function formatScore(score, visual) {
@@ -316,11 +318,11 @@ function clearResults() {
 async function intro() {
   const how = touch ? "Choose a picture or type a word" : `Drop a picture, paste one (${pasteKey}), or type a word`;
   setStatus(`${how} to start.`);
-  const mine = run;
+  const mine = statusVersion;
   try {
     const stats = await api("/api/stats");
     const count = stats.count ?? (stats.store && stats.store.count);
-    if (mine !== run || typeof count !== "number") return;
+    if (mine !== statusVersion || typeof count !== "number") return;  // something else was said meanwhile
     setStatus(count === 0
       ? "The collection is empty: index some pictures first (see the README), then search here."
       : `${count.toLocaleString()} pictures to search. ${how}.`);
@@ -328,7 +330,9 @@ async function intro() {
 }
 
 // kind: "" (plain), "loading", "empty" or "error"; retry adds a "Try again" button.
+let statusVersion = 0;
 function setStatus(text, kind = "", retry = null) {
+  statusVersion += 1;
   el.status.className = `status ${kind}`;
   el.status.setAttribute("role", kind === "error" ? "alert" : "status");
   el.status.replaceChildren(span("", text));

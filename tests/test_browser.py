@@ -180,9 +180,11 @@ def test_drop_an_image_finds_it_first_and_loads_more(page, site):
     expect(page.locator("#status")).to_contain_text(f"Showing 24 of {TOTAL}")
     shot(page, "desktop-image-results")
 
-    page.locator("#more").click()
+    page.locator("#more").focus()
+    page.keyboard.press("Enter")
     wait_for_results(page, TOTAL)
     expect(page.locator("#more")).to_be_hidden()
+    expect(page.locator("#grid .card a").nth(24)).to_be_focused()   # keyboard users carry on from there
     assert len(set(names(page))) == TOTAL
 
 
@@ -215,6 +217,7 @@ def test_keyword_refine_trail_back_and_forward(page, site):
     page.locator("#keyword").press("Enter")
     wait_for_results(page, PER_TAG)
     assert page.url.endswith("/?q=beach")
+    expect(page).to_have_title("“beach” · lookalike")
     keyword_results = names(page)
     assert all(name.startswith("beach_") for name in keyword_results)
     expect(page.locator("#trail")).to_be_hidden()
