@@ -291,6 +291,11 @@ def test_back_to_an_uploaded_picture_runs_it_again(page, site):
     expect(page.locator("#status")).to_contain_text("earlier results for your picture")
     assert names(page) == uploaded
 
+    # Shared elsewhere, such a link cannot carry the picture: the page says so.
+    page.goto(base + "/?image=abc123")
+    expect(page.locator("#status")).to_contain_text("pictures are not kept in links")
+    expect(page.locator("#grid .card")).to_have_count(0)
+
 
 def test_tag_chips_filter_words_and_pictures(page, site):
     base, images = site
