@@ -45,7 +45,13 @@ def ns_score(hits_with_query: Sequence[bool]) -> int:
 def summarise(rankings: Sequence[tuple[Sequence[bool], int]],
               ranked_with_query: Sequence[Sequence[bool]] | None = None) -> dict:
     """Means over queries. rankings: (hits without the query, number of relevant items other than the
-    query) per query; ranked_with_query: hits of the rankings that include the query (for N-S)."""
+    query) per query; ranked_with_query: hits of the rankings that include the query (for N-S). Queries
+    with nothing relevant to find (a label with one image) cannot be scored and are left out."""
+    if ranked_with_query is not None:
+        ranked_with_query = [w for w, (_, n) in zip(ranked_with_query, rankings) if n > 0]
+    rankings = [(h, n) for h, n in rankings if n > 0]
+    if not rankings:
+        raise ValueError("no query has another image of its label: nothing to evaluate")
     out = {
         "queries": len(rankings),
         "mAP": float(np.mean([average_precision(h, n) for h, n in rankings])),

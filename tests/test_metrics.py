@@ -89,3 +89,10 @@ def test_evaluate_vectors_with_separate_queries():
     # pointing at the other class: the one relevant item comes third of three
     other = vectors[[2, 3, 0, 1]] + 0.5 * vectors[[3, 2, 1, 0]]
     assert evaluate_vectors(vectors, labels, queries=other)["mAP"] == pytest.approx(1 / 3)
+
+
+def test_queries_without_relevant_images_are_left_out():
+    out = summarise([([1, 0], 1), ([0, 0], 0)], [[1, 1], [1, 0]])
+    assert out["queries"] == 1 and out["mAP"] == 1.0 and out["N-S"] == 2.0
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        summarise([([0], 0)])
