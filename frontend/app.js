@@ -99,10 +99,11 @@ function fetchPage(query, offset, signal) {
 
 // ---- navigation -------------------------------------------------------------------------------------
 
-function go(query, trail, {replace = false} = {}) {
+// Every new query is a history entry of its own: back/forward walk through them.
+function go(query, trail) {
   if (query.kind === "text" && !query.q && !(query.tags || []).length) query = {kind: "none"};
   const state = {query, trail: query.kind === "none" ? [] : trail};
-  history[replace ? "replaceState" : "pushState"](state, "", urlFor(query));
+  history.pushState(state, "", urlFor(query));
   show(state);
 }
 
