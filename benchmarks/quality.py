@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from backend.config import ConfigError, Settings
@@ -57,26 +58,22 @@ def subset(labels: dict[str, str], limit: int | None) -> dict[str, str]:
 def evaluate_store(store: Store, labels: dict[str, str], search: SearchService) -> dict:
     """Query every labelled document of the store against all the others; documents of the store that
     are not in `labels` are left out of the rankings."""
-    docs = {}
-    for entry in store.entries():
-        if entry.path in labels:
-            docs[entry.id] = labels[entry.path]
+    docs = {entry.id: labels[entry.path] for entry in store.entries() if entry.path in labels}
     if len(docs) < 2:
         raise ValueError("fewer than 2 labelled images are indexed: nothing to evaluate")
-    counts: dict[str, int] = {}
-    for label in docs.values():
-        counts[label] = counts.get(label, 0) + 1
+    counts = Counter(docs.values())
     ns = groups_of_four(list(docs.values()))
     total = store.count()
+    unlabelled = total - len(docs)      # fetched too, then dropped, so that 4 labelled ones remain
     rankings, with_query = [], []
     for doc_id, label in docs.items():
         page = search.similar(doc_id, limit=total)
-        rankings.append(([docs.get(h.document.id) == label for h in page.hits if h.document.id in docs],
+        rankings.append(([docs[h.document.id] == label for h in page.hits if h.document.id in docs],
                          counts[label] - 1))
         if ns:
             doc = store.get(doc_id, with_vector=True)
-            top = store.knn(doc.vector, descriptor=doc.descriptor, limit=4 + total - len(docs)).hits
-            with_query.append([docs.get(h.document.id) == label for h in top if h.document.id in docs][:4])
+            top = store.knn(doc.vector, descriptor=doc.descriptor, limit=4 + unlabelled).hits
+            with_query.append([docs[h.document.id] == label for h in top if h.document.id in docs][:4])
     return summarise(rankings, with_query if ns else None)
 
 

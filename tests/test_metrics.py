@@ -96,3 +96,15 @@ def test_queries_without_relevant_images_are_left_out():
     assert out["queries"] == 1 and out["mAP"] == 1.0 and out["N-S"] == 2.0
     with pytest.raises(ValueError, match="nothing to evaluate"):
         summarise([([0], 0)])
+
+
+def test_subset_keeps_every_class_or_whole_groups():
+    from benchmarks.quality import subset
+
+    classes = {f"/c{c}/{i}.jpg": f"class{c}" for c in range(10) for i in range(100)}
+    small = subset(classes, 200)                       # 20 of each class
+    assert len(small) == 200 and set(small.values()) == set(classes.values())
+    groups = {f"/u/{i:05d}.jpg": str(i // 4) for i in range(600)}
+    first = subset(groups, 200)                        # whole groups of 4, in order
+    assert list(first) == list(groups)[:200] and groups_of_four(list(first.values()))
+    assert subset(groups, None) is groups and subset(groups, 10_000) is groups
