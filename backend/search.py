@@ -5,8 +5,12 @@ search by an uploaded image; "similar" reads the stored vector.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
+from collections import OrderedDict
 from typing import Callable, Sequence
+
+import numpy as np
 
 from .features import FeatureExtractor
 from .imaging import Limits, decode
@@ -18,12 +22,19 @@ class NotFound(LookupError):
 
 
 class SearchService:
+    # Query vectors of recent uploads, by content: "load more" and a changed tag filter send the same
+    # picture again, and the model pass (~0.3 s per picture, more under load) is the whole cost of it.
+    QUERY_CACHE_SIZE = 128   # 2 KB each
+
     def __init__(self, store: Store, extractor: Callable[[], FeatureExtractor] | FeatureExtractor,
                  limits: Limits = Limits()):
         self.store = store
         self.limits = limits
         self._extractor = extractor
         self._lock = threading.Lock()
+        self._query_vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.query_cache_hits = 0
 
     @classmethod
     def from_settings(cls, settings, store: Store) -> "SearchService":
@@ -45,10 +56,25 @@ class SearchService:
                  min_score: float | None = None, source: str = "upload") -> Page:
         """Raises ImageError for bytes that are not an image we can decode."""
         extractor = self.extractor
-        picture = decode(data, self.limits, source=source, draft_size=extractor.spec.image_size).image
-        vector = extractor.embed_picture(picture)
+        vector = self._query_vector(data, source, extractor)
         return self.store.knn(vector, descriptor=extractor.descriptor_id, tags=tags, offset=offset, limit=limit,
                               min_score=min_score)
+
+    def _query_vector(self, data: bytes, source: str, extractor: FeatureExtractor) -> np.ndarray:
+        key = hashlib.sha256(data).digest()
+        with self._cache_lock:
+            vector = self._query_vectors.get(key)
+            if vector is not None:
+                self._query_vectors.move_to_end(key)
+                self.query_cache_hits += 1
+                return vector
+        picture = decode(data, self.limits, source=source, draft_size=extractor.spec.image_size).image
+        vector = extractor.embed_picture(picture)
+        with self._cache_lock:
+            self._query_vectors[key] = vector
+            while len(self._query_vectors) > self.QUERY_CACHE_SIZE:
+                self._query_vectors.popitem(last=False)
+        return vector
 
     def by_text(self, text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 24) -> Page:
         return self.store.keyword(text, tags=tags, offset=offset, limit=limit)

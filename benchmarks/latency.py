@@ -11,7 +11,9 @@ of the environment (LOOKALIKE_VGG16_WEIGHTS etc.) and stops it at the end.
 
 Each search type is measured on its own: a warm-up, then requests sent by --clients threads, each
 with its own connection. Times are client-side wall times of whole HTTP requests (upload, decode,
-model, kNN, JSON). Prints p50/p95/p99/mean in milliseconds and throughput per type.
+model, kNN, JSON). Image searches use distinct pictures; "image_more" then asks for their second
+pages, as the web page's "load more" does (the query vector comes from the worker's cache when the
+same worker answers). Prints p50/p95/p99/mean in milliseconds and throughput per type.
 """
 from __future__ import annotations
 
@@ -72,7 +74,9 @@ def run(url: str, queries: Path, *, clients: int, image_requests: int, requests_
     pictures = sorted(p for p in queries.rglob("*") if is_image_path(p))
     if not pictures:
         raise SystemExit(f"error: no pictures under {queries}")
-    image_payloads = [p.read_bytes() for p in rng.choices(pictures, k=image_requests)]
+    # distinct pictures, the warm-up's apart: a repeated picture would be answered from the query cache
+    drawn = rng.sample(pictures, k=min(len(pictures), image_requests + clients))
+    image_warmup, image_payloads = ([p.read_bytes() for p in part] for part in (drawn[:clients], drawn[clients:]))
     tags = [t["tag"] for t in requests.get(f"{url}/api/tags", timeout=30).json()["tags"]]
     if not tags:
         raise SystemExit("error: the store has no tagged documents; index the queries folder (--index)")
@@ -88,6 +92,9 @@ def run(url: str, queries: Path, *, clients: int, image_requests: int, requests_
     def by_image(session, data):
         return session.post(f"{url}/api/search/image", files={"image": ("q.jpg", data)}, timeout=300)
 
+    def more_by_image(session, data):  # "load more": the same picture again, the next page
+        return session.post(f"{url}/api/search/image?offset=24", files={"image": ("q.jpg", data)}, timeout=300)
+
     def by_text(session, q):
         return session.get(f"{url}/api/search", params={"q": q}, timeout=60)
 
@@ -95,9 +102,11 @@ def run(url: str, queries: Path, *, clients: int, image_requests: int, requests_
         return session.get(f"{url}/api/images/{doc_id}/similar", timeout=60)
 
     results = {}
-    for name, send, payloads in (("image", by_image, image_payloads), ("text", by_text, text_payloads),
+    for name, send, payloads in (("image", by_image, image_payloads), ("image_more", more_by_image, image_payloads),
+                                 ("text", by_text, text_payloads),
                                  ("similar", similar, similar_payloads)):
-        measure(send, payloads[:max(2, clients)], clients)  # warm-up: connections, caches, first model calls
+        warmup = image_warmup if name.startswith("image") else payloads[:max(2, clients)]
+        measure(send, warmup, clients)  # warm-up: connections, caches, first model calls
         results[name] = measure(send, payloads, clients)
     stats = requests.get(f"{url}/api/stats", timeout=30).json()
     return {"url": url, "documents": stats["count"], "descriptor": stats["descriptor"], "clients": clients,
@@ -152,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
     else:
         print(f"{report['documents']} documents ({report['descriptor']}), {args.clients} concurrent clients")
-        print(f"{'search':8} {'n':>5} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'req/s':>7} errors")
+        print(f"{'search':10} {'n':>5} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'req/s':>7} errors")
         for name, r in report["searches"].items():
-            print(f"{name:8} {r['n']:>5} {r['p50']:>9} {r['p95']:>9} {r['p99']:>9} {r['mean']:>9} "
+            print(f"{name:10} {r['n']:>5} {r['p50']:>9} {r['p95']:>9} {r['p99']:>9} {r['mean']:>9} "
                   f"{r['throughput_rps']:>7} {r['errors']}")
         print(f"load average at the end: {report['load_average']}")
     return 0 if all(r["errors"] == 0 for r in report["searches"].values()) else 1

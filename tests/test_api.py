@@ -190,6 +190,21 @@ def test_search_by_image_options_page_and_filter(client, image_folder):
     assert [r["filename"] for r in best["results"]] == ["photo_1.jpg"] and best["total"] == 1
 
 
+def test_load_more_after_an_upload_reuses_its_query_vector(app, client, image_folder):
+    """The page sends the picture again for "load more"; the second page must not run the model again,
+    and must continue the first page exactly."""
+    service = app.extensions["lookalike"].service
+    data = (image_folder / "dogs" / "photo_2.jpg").read_bytes()
+    first = client.post("/api/search/image?limit=5", data=upload(data)).get_json()
+    hits = service.query_cache_hits
+    more = client.post("/api/search/image?limit=5&offset=5", data=upload(data)).get_json()
+    assert service.query_cache_hits == hits + 1
+    everything = client.post("/api/search/image?limit=10", data=upload(data)).get_json()
+    assert [r["id"] for r in first["results"] + more["results"]] == [r["id"] for r in everything["results"]]
+    client.post("/api/search/image?limit=5", data=upload(jpeg_bytes(7)))
+    assert service.query_cache_hits == hits + 2          # a new picture is a miss
+
+
 @pytest.mark.parametrize("query, message", [
     ("limit=0", "limit"), ("limit=101", "limit"), ("limit=ten", "limit"), ("offset=-1", "offset"),
     ("offset=10001", "offset"), ("min_score=1.5", "min_score"), ("min_score=nan", "min_score"),
