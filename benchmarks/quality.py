@@ -4,11 +4,12 @@
         [--weights W] [--batch-size N] [--json]
 
 DATASET_DIR holds images and a labels.csv of `path,label` (relevant = same class) or `path,group`
-(relevant = same object). The images are indexed into a temporary embedded store by the product's own
-indexer (indexer.scan + indexer.pipeline.Indexer), then every image is a query through the product's
-"similar" search (SearchService.similar: the stored vector, kNN in the store, the query left out).
-Prints mAP, P@1, P@10, recall@100, nDCG@10 and, when every group has 4 images, the UKBench N-S score
-(top 4 of a kNN that includes the query). Settings not given as options come from LOOKALIKE_* variables.
+(relevant = same object); it may also be the CSV file itself (format: benchmarks/datasets.py). The
+images are indexed into a temporary embedded store by the product's own indexer (indexer.scan +
+indexer.pipeline.Indexer), then every image is a query through the product's "similar" search
+(SearchService.similar: the stored vector, kNN in the store, the query left out). Prints mAP, P@1,
+P@10, recall@100, nDCG@10 and, when every group has 4 images, the UKBench N-S score (top 4 of a kNN
+that includes the query). Settings not given as options come from LOOKALIKE_* variables.
 """
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+
+from tqdm import tqdm
 
 from backend.config import ConfigError, Settings
 from backend.features import FeatureExtractor, WeightsError
@@ -55,7 +59,8 @@ def subset(labels: dict[str, str], limit: int | None) -> dict[str, str]:
     return {p: label for p, label in labels.items() if p in keep}
 
 
-def evaluate_store(store: Store, labels: dict[str, str], search: SearchService) -> dict:
+def evaluate_store(store: Store, labels: dict[str, str], search: SearchService,
+                   progress: Callable[[int], object] = lambda n: None) -> dict:
     """Query every labelled document of the store against all the others; documents of the store that
     are not in `labels` are left out of the rankings."""
     docs = {entry.id: labels[entry.path] for entry in store.entries() if entry.path in labels}
@@ -74,6 +79,7 @@ def evaluate_store(store: Store, labels: dict[str, str], search: SearchService) 
             doc = store.get(doc_id, with_vector=True)
             top = store.knn(doc.vector, descriptor=doc.descriptor, limit=4 + unlabelled).hits
             with_query.append([docs[h.document.id] == label for h in top if h.document.id in docs][:4])
+        progress(1)
     return summarise(rankings, with_query if ns else None)
 
 
@@ -85,9 +91,13 @@ def run(folder: Path, settings: Settings, limit: int | None = None) -> dict:
     limits = Limits(settings.max_image_bytes, settings.max_image_pixels)
     with tempfile.TemporaryDirectory(prefix="lookalike-quality-") as tmp, \
             EmbeddedStore(Path(tmp) / "index.sqlite3") as store:
-        summary = Indexer(store, extractor, limits, settings.batch_size).run(files, failures=problems)
+        # progress bars (rate, ETA) on a terminal only: big sets take a while
+        with tqdm(total=len(files), unit="img", desc="indexing", disable=None, file=sys.stderr) as bar:
+            summary = Indexer(store, extractor, limits, settings.batch_size).run(
+                files, failures=problems, progress=bar.update)
         started = time.perf_counter()
-        metrics = evaluate_store(store, labels, SearchService(store, extractor, limits))
+        with tqdm(total=summary.indexed, unit="query", desc="querying", disable=None, file=sys.stderr) as bar:
+            metrics = evaluate_store(store, labels, SearchService(store, extractor, limits), bar.update)
         query_seconds = time.perf_counter() - started
     return {"dataset": str(folder), "descriptor": extractor.descriptor_id, "images": len(labels),
             "indexed": summary.indexed, "failed": summary.failed, "index_seconds": round(summary.seconds, 1),

@@ -73,7 +73,16 @@ def test_read_labels(tmp_path):
     (tmp_path / "labels.csv").write_text("path,group\nx/a.jpg,1\nb.jpg, 2 \n\n")
     labels = read_labels(tmp_path)
     assert labels == {str((tmp_path / "x/a.jpg").resolve()): "1", str((tmp_path / "b.jpg").resolve()): "2"}
-    (tmp_path / "labels.csv").write_text("a.jpg\n")
+    # another header's names, extra columns, CRLF, a byte-order mark, quoting; the CSV file given directly
+    (tmp_path / "x" / "a.jpg").parent.mkdir()
+    for name in ("x/a.jpg", "b, c.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "other.csv").write_text('\ufefffilename,class,source\r\nx/a.jpg,cat,web\r\n"b, c.jpg",dog,\r\n')
+    assert list(read_labels(tmp_path / "other.csv").values()) == ["cat", "dog"]
+    # no header: the first row names a file, so it is kept
+    (tmp_path / "labels.csv").write_text("x/a.jpg,cat\nb.jpg,dog\n")
+    assert list(read_labels(tmp_path).values()) == ["cat", "dog"]
+    (tmp_path / "labels.csv").write_text("x/a.jpg\n")
     with pytest.raises(ValueError, match="row 1"):
         read_labels(tmp_path)
     with pytest.raises(ValueError, match="not found"):
