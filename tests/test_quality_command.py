@@ -64,3 +64,34 @@ def test_quality_bad_input_is_one_line(tmp_path, fast_env):
     (tmp_path / "labels.csv").write_text("path,label\nonly-one-column\n")
     result = quality(fast_env, str(tmp_path))
     assert result.returncode == 2 and "row 1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_store_evaluation_ranks_deep_enough_to_be_exact(tmp_path):
+    """evaluate_store stops ranking once every relevant image is found; its figures must equal those
+    of the full in-memory ranking, including a class scattered so that its members rank deep."""
+    import numpy as np
+    import pytest
+
+    from backend.search import SearchService
+    from backend.stores.base import Document
+    from backend.stores.embedded import EmbeddedStore
+    from benchmarks.metrics import evaluate_vectors
+    from benchmarks.quality import evaluate_store
+
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((8, 512))
+    labels = [i % 8 for i in range(1200)]
+    vectors = np.array([centres[c] * (0.0 if c == 7 else 1.0) + rng.standard_normal(512) * 1.2 for c in labels],
+                       dtype=np.float32)                 # class 7: no centre, its members anywhere
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with EmbeddedStore(tmp_path / "s.sqlite3") as store:
+        store.upsert([Document(id=f"{i:020d}", vector=vectors[i], filename=f"{i}.jpg", path=f"/set/{i}.jpg",
+                               tags=[], width=1, height=1, bytes=1, content_hash=str(i), descriptor="test",
+                               indexed_at=0.0, modified_at=0.0) for i in range(len(labels))])
+        by_path = {f"/set/{i}.jpg": str(c) for i, c in enumerate(labels)}
+        got = evaluate_store(store, by_path, SearchService(store, extractor=None))
+    want = evaluate_vectors(vectors, labels)
+    assert got["queries"] == want["queries"] == 1200
+    for name in ("mAP", "P@1", "P@10", "recall@100", "nDCG@10"):
+        assert got[name] == pytest.approx(want[name], abs=1e-6), name   # float32 near-ties
+    assert got["mAP"] < 0.95        # not trivially perfect: the scattered class ranks deep
