@@ -79,6 +79,7 @@ class FeatureExtractor:
                 "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5, or to 'imagenet' to download them")
         self.descriptor_id = spec.descriptor_id(weights_tag(weights))
         self._forward = _build_forward(weights, spec.pooling)
+        self.model = self._forward.model   # the Keras conv5 model (raw maps from mean-centred BGR input)
 
     @classmethod
     def from_settings(cls, settings) -> "FeatureExtractor":
@@ -149,6 +150,7 @@ def _build_forward(weights: str, pooling: str):
         vectors = forward(tf.constant(batch)).numpy().astype(np.float32)
         return l2_normalise(vectors)
     run.maps = lambda batch: maps(tf.constant(batch)).numpy()
+    run.model = conv5
     return run
 
 
