@@ -1,0 +1,40 @@
+"""The speed benchmarks' documented commands still run, on small inputs and the fast descriptor.
+
+They assert what each script promises beside its timings (docs/benchmarks.md), not the timings:
+timings are measured by running the scripts, never by tests.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .conftest import picture
+
+
+def run(env: dict, *args: str) -> dict:
+    result = subprocess.run([sys.executable, "-m", *args, "--json"], env=env, cwd=env["PYTHONPATH"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_indexing_benchmark_four_modes_same_vectors(tmp_path, fast_env):
+    for i in range(10):
+        picture(i, size=(120, 90)).save(tmp_path / f"p{i}.jpg", quality=90)
+    out = run(fast_env, "benchmarks.indexing", str(tmp_path), "--chunk", "5", "--batch-size", "4")
+    assert out["images"] == 10 and out["descriptor"].startswith("vgg16-random-conv5-gem1.5-ar64")
+    # the four ways compute one descriptor: the comparison is between pipelines, not descriptors
+    assert out["min_cosine_a_to_c_d"] > 0.9999
+    for mode in "abcd":
+        assert out[f"{mode}_img_s"] > 0 and out[f"{mode}_gflop_s"] > 0
+    assert out["matmul_gflop_s"] > 0
+
+
+def test_store_size_benchmark_small_store(tmp_path, fast_env):
+    out = run(fast_env, "benchmarks.store_size", "--sizes", "500", "--queries", "5", "--dir", str(tmp_path))
+    assert out["documents"] == 500 and out["queries"] == 5
+    assert 0 < out["knn_p50_ms"] <= out["knn_p95_ms"] and 0 < out["refine_p50_ms"] <= out["refine_p95_ms"]
+    assert out["rss_mib_after_load"] > 0 and out["load_seconds"] > 0
+    again = run(fast_env, "benchmarks.store_size", "--sizes", "500", "--queries", "5", "--dir", str(tmp_path))
+    assert again["fill_seconds"] == 0.0          # the filled store is reused
