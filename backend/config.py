@@ -70,6 +70,10 @@ class Settings:
     def thumbnails_dir(self) -> Path:
         return self.data_dir / "thumbnails"
 
+    @property
+    def query_cache_dir(self) -> Path:
+        return self.data_dir / "query-vectors"
+
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
 

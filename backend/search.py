@@ -6,35 +6,78 @@ search by an uploaded image; "similar" reads the stored vector.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import threading
-from collections import OrderedDict
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .features import FeatureExtractor
+from .features import DIMS, FeatureExtractor
 from .imaging import Limits, decode
 from .stores.base import Page, Store
+
+
+log = logging.getLogger(__name__)
 
 
 class NotFound(LookupError):
     """No document has that id."""
 
 
-class SearchService:
-    # Query vectors of recent uploads, by content: "load more" and a changed tag filter send the same
-    # picture again, and the model pass (~0.3 s per picture, more under load) is the whole cost of it.
-    QUERY_CACHE_SIZE = 128   # 2 KB each
+class QueryVectorCache:
+    """Query vectors of recent uploads, by descriptor and content hash, in files that every worker of
+    a server shares. "Load more" and a changed tag filter send the same picture again, to any worker,
+    and the model pass (~0.3 s per picture, more under load) is the whole cost of such a search."""
 
+    def __init__(self, folder: Path, keep: int = 2000):
+        self.folder = Path(folder)
+        self.keep = keep            # files kept (2 KB each); older ones are removed now and then
+        self.hits = 0               # in this process, for tests and logs
+        self._writes = 0
+
+    def _path(self, descriptor: str, data: bytes) -> Path:
+        return self.folder / descriptor / f"{hashlib.sha256(data).hexdigest()}.f32"
+
+    def get(self, descriptor: str, data: bytes) -> np.ndarray | None:
+        path = self._path(descriptor, data)
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            return None
+        if len(raw) != DIMS * 4:       # not ours: ignore it
+            return None
+        self.hits += 1
+        return np.frombuffer(raw, dtype=np.float32).copy()
+
+    def put(self, descriptor: str, data: bytes, vector: np.ndarray) -> None:
+        path = self._path(descriptor, data)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+            tmp.write_bytes(np.asarray(vector, dtype=np.float32).tobytes())
+            os.replace(tmp, path)       # readers see the whole file or none
+            self._writes += 1
+            if self._writes % 100 == 0:
+                self._prune(path.parent)
+        except OSError as exc:          # a full or read-only disk costs speed, never a search
+            log.warning("query vector cache: cannot write %s: %s", path, exc)
+
+    def _prune(self, folder: Path) -> None:
+        entries = sorted(os.scandir(folder), key=lambda e: e.stat().st_mtime, reverse=True)
+        for entry in entries[self.keep:]:
+            Path(entry.path).unlink(missing_ok=True)
+
+
+class SearchService:
     def __init__(self, store: Store, extractor: Callable[[], FeatureExtractor] | FeatureExtractor,
-                 limits: Limits = Limits()):
+                 limits: Limits = Limits(), query_cache: QueryVectorCache | None = None):
         self.store = store
         self.limits = limits
+        self.query_cache = query_cache
         self._extractor = extractor
         self._lock = threading.Lock()
-        self._query_vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        self.query_cache_hits = 0
 
     @classmethod
     def from_settings(cls, settings, store: Store) -> "SearchService":
@@ -61,19 +104,13 @@ class SearchService:
                               min_score=min_score)
 
     def _query_vector(self, data: bytes, source: str, extractor: FeatureExtractor) -> np.ndarray:
-        key = hashlib.sha256(data).digest()
-        with self._cache_lock:
-            vector = self._query_vectors.get(key)
-            if vector is not None:
-                self._query_vectors.move_to_end(key)
-                self.query_cache_hits += 1
-                return vector
-        picture = decode(data, self.limits, source=source, draft_size=extractor.spec.image_size).image
-        vector = extractor.embed_picture(picture)
-        with self._cache_lock:
-            self._query_vectors[key] = vector
-            while len(self._query_vectors) > self.QUERY_CACHE_SIZE:
-                self._query_vectors.popitem(last=False)
+        cache, descriptor = self.query_cache, extractor.descriptor_id
+        vector = cache.get(descriptor, data) if cache else None
+        if vector is None:
+            picture = decode(data, self.limits, source=source, draft_size=extractor.spec.image_size).image
+            vector = extractor.embed_picture(picture)
+            if cache:
+                cache.put(descriptor, data, vector)
         return vector
 
     def by_text(self, text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 24) -> Page:

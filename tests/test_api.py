@@ -13,12 +13,14 @@ import sys
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from backend import create_app
 from backend.config import Settings
 from backend.features import DescriptorSpec, FeatureExtractor
+from backend.search import QueryVectorCache
 from backend.stores import open_store
 from indexer.pipeline import Indexer
 from indexer.scan import scan
@@ -190,19 +192,34 @@ def test_search_by_image_options_page_and_filter(client, image_folder):
     assert [r["filename"] for r in best["results"]] == ["photo_1.jpg"] and best["total"] == 1
 
 
-def test_load_more_after_an_upload_reuses_its_query_vector(app, client, image_folder):
-    """The page sends the picture again for "load more"; the second page must not run the model again,
-    and must continue the first page exactly."""
-    service = app.extensions["lookalike"].service
+def test_load_more_after_an_upload_reuses_its_query_vector(app, client, indexed, fast_extractor, image_folder):
+    """The page sends the picture again for "load more", to whichever worker; the second page must not
+    run the model again, and must continue the first page exactly."""
     data = (image_folder / "dogs" / "photo_2.jpg").read_bytes()
     first = client.post("/api/search/image?limit=5", data=upload(data)).get_json()
-    hits = service.query_cache_hits
-    more = client.post("/api/search/image?limit=5&offset=5", data=upload(data)).get_json()
-    assert service.query_cache_hits == hits + 1
+    # another worker of the same server: its own process state, the same data dir
+    other_worker = create_app(indexed, extractor=fast_extractor)
+    cache = other_worker.extensions["lookalike"].service.query_cache
+    more = other_worker.test_client().post("/api/search/image?limit=5&offset=5", data=upload(data)).get_json()
+    assert cache.hits == 1
     everything = client.post("/api/search/image?limit=10", data=upload(data)).get_json()
     assert [r["id"] for r in first["results"] + more["results"]] == [r["id"] for r in everything["results"]]
-    client.post("/api/search/image?limit=5", data=upload(jpeg_bytes(7)))
-    assert service.query_cache_hits == hits + 2          # a new picture is a miss
+    other_worker.test_client().post("/api/search/image?limit=5", data=upload(jpeg_bytes(7)))
+    assert cache.hits == 1                       # a new picture is a miss
+    # a damaged cache file is a miss, never an error
+    for path in indexed.query_cache_dir.rglob("*.f32"):
+        path.write_bytes(b"junk")
+    again = other_worker.test_client().post("/api/search/image?limit=5", data=upload(data)).get_json()
+    assert cache.hits == 1 and [r["id"] for r in again["results"]] == [r["id"] for r in first["results"]]
+
+
+def test_query_vector_cache_stays_bounded(tmp_path):
+    cache = QueryVectorCache(tmp_path, keep=3)
+    for i in range(100):                         # the 100th write prunes
+        cache.put("some-descriptor", bytes([i]), np.full(512, i, dtype=np.float32))
+    assert len(list((tmp_path / "some-descriptor").iterdir())) == 3
+    cache.put("some-descriptor", b"new", np.full(512, 7, dtype=np.float32))
+    assert cache.get("some-descriptor", b"new")[0] == 7 and cache.get("other-descriptor", b"new") is None
 
 
 @pytest.mark.parametrize("query, message", [

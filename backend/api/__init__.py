@@ -14,7 +14,7 @@ from flask import Flask, current_app, request, send_from_directory
 from backend.config import Settings
 from backend.features import FeatureExtractor, WeightsError
 from backend.imaging import Limits
-from backend.search import SearchService
+from backend.search import QueryVectorCache, SearchService
 from backend.stores import Store, open_store
 
 from . import errors, params
@@ -61,7 +61,9 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
     _use_gunicorn_logging()
     store = open_store(settings)
     limits = Limits(settings.max_image_bytes, settings.max_image_pixels)
-    service = SearchService(store, extractor or (lambda: FeatureExtractor.from_settings(settings)), limits)
+    query_cache = QueryVectorCache(settings.query_cache_dir)
+    service = SearchService(store, extractor or (lambda: FeatureExtractor.from_settings(settings)), limits,
+                            query_cache)
     model_error = None
     if load_model:
         try:
@@ -72,7 +74,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
 
             def fail_again():
                 raise WeightsError(model_error)
-            service = SearchService(store, fail_again, limits)
+            service = SearchService(store, fail_again, limits, query_cache)
     # The indexer shares the service's extractor: one model per process.
     indexer = Indexer(store, lambda: service.extractor, limits, batch_size=1, decode_threads=1)
 
