@@ -25,3 +25,14 @@ def read_labels(folder: Path) -> dict[str, str]:
     if not labels:
         raise ValueError(f"{csv_path} has no rows")
     return labels
+
+
+def check_inputs(parser, weights: str, data: Path, sets) -> None:
+    """Stop a benchmark's command line with one line when its weights or labelled sets are missing."""
+    if weights not in ("imagenet", "random") and not Path(weights).is_file():
+        parser.error(f"--weights {weights}: no such file (set LOOKALIKE_VGG16_WEIGHTS or --weights to the "
+                     "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 file)")
+    missing = [name for name in sets if not (Path(data) / name / "labels.csv").is_file()]
+    if missing:
+        parser.error(f"--data {data}: no {', '.join(f'{m}/labels.csv' for m in missing)} (set LOOKALIKE_SAMPLE_DATA "
+                     "or --data to the folder holding the labelled sets)")

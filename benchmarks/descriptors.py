@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 import backend.features as features
-from backend.features import POOLINGS, DescriptorSpec, FeatureExtractor, pool_maps
+from backend.features import POOLINGS, DescriptorSpec, FeatureExtractor, pool_maps, weights_tag
 from backend.imaging import Limits, decode, read_file
 
-from .datasets import read_labels
+from .datasets import check_inputs, read_labels
 from .metrics import evaluate_vectors, groups_of_four
 
 
@@ -36,8 +36,9 @@ def spec_of(tag: str, pooling: str = "gem") -> DescriptorSpec:
 def extract(weights: str, folder: Path, tag: str, cache: Path, batch_size: int = 16) -> Path:
     """Pool every image of a set at one size four ways; cache the result; return the cache file."""
     out = cache / f"{folder.name}-{tag}.npz"
-    if out.exists():
-        return out
+    if out.exists() and json.loads(str(np.load(out)["info"]))["descriptor"] == \
+            spec_of(tag).descriptor_id(weights_tag(weights)):
+        return out                      # computed before with the same weights (and GeM p)
     labels = read_labels(folder)
     paths = list(labels)
     extractor = FeatureExtractor(weights, spec_of(tag))
@@ -149,6 +150,7 @@ def main(argv=None) -> int:
     parser.add_argument("--gem-p", type=float, nargs="*", default=[], metavar="P",
                         help=f"also GeM with these p (the product uses {features.GEM_P:g}), from the cached maps")
     args = parser.parse_args(argv)
+    check_inputs(parser, args.weights, args.data, args.datasets)
     extra = tuple(f"gem p={p:g}" for p in args.gem_p)
     command = (f"python -m benchmarks.descriptors --datasets {' '.join(args.datasets)} --sizes {' '.join(args.sizes)}"
                + (f" --gem-p {' '.join(f'{p:g}' for p in args.gem_p)}" if args.gem_p else ""))

@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,8 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from backend.config import Settings
-from backend.features import FeatureExtractor, pool_maps
+from backend.config import ConfigError, Settings
+from backend.features import FeatureExtractor, WeightsError, pool_maps
 from backend.imaging import Limits, decode, read_file
 from backend.stores.base import Document
 from backend.stores.embedded import EmbeddedStore
@@ -131,10 +132,19 @@ def main(argv=None) -> int:
                  ("IMAGE_SIZE", args.image_size), ("VGG16_WEIGHTS", args.weights)) if v is not None}
     if args.square:
         overrides["LOOKALIKE_SQUARE"] = "true"
-    settings = Settings.from_env({**os.environ, **overrides})
-    limits = Limits(settings.max_image_bytes, settings.max_image_pixels)
+    if not args.dataset.is_dir():
+        parser.error(f"{args.dataset}: no such folder (give a folder of images, such as "
+                     "$LOOKALIKE_SAMPLE_DATA/ukbench-600)")
     files = list(scan([args.dataset]))[:args.limit]
-    extractor = FeatureExtractor.from_settings(settings)
+    if not files:
+        parser.error(f"no images under {args.dataset}")
+    try:
+        settings = Settings.from_env({**os.environ, **overrides})
+        extractor = FeatureExtractor.from_settings(settings)
+    except (ConfigError, WeightsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    limits = Limits(settings.max_image_bytes, settings.max_image_pixels)
     # warm-up: trace every shape of the set for a full batch, a batch of one and Keras' predict
     shapes, flops = {}, 0.0
     for f in files:

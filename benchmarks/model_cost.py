@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .datasets import check_inputs
+
+SETS = ("ukbench-600", "corel1k")
 CONFIGS = {  # process -> (environment, [(size tag, precision)])
     "onednn-on": ({"TF_ENABLE_ONEDNN_OPTS": "1"},
                   [("sq224", "float32"), ("ar336", "float32"), ("ar448", "float32"), ("ar448", "bfloat16")]),
@@ -36,7 +39,7 @@ def worker(name: str, weights: str, data: Path, images: int, rounds: int, out: P
     from backend.imaging import Limits, decode, read_file
 
     limits = Limits()
-    paths = [p for s in ("ukbench-600", "corel1k") for p in list(read_labels(data / s))[:images]]
+    paths = [p for s in SETS for p in list(read_labels(data / s))[:images]]
     extractors = {}
     for tag, precision in CONFIGS[name][1]:
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
@@ -72,6 +75,7 @@ def main(argv=None) -> int:
         print(json.dumps(worker(args.worker, args.weights, args.data, args.images, args.rounds,
                                 args.out / f"{args.worker}.npz")))
         return 0
+    check_inputs(parser, args.weights, args.data, SETS)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name, (env, _) in CONFIGS.items():

@@ -38,3 +38,18 @@ def test_store_size_benchmark_small_store(tmp_path, fast_env):
     assert out["rss_mib_after_load"] > 0 and out["load_seconds"] > 0
     again = run(fast_env, "benchmarks.store_size", "--sizes", "500", "--queries", "5", "--dir", str(tmp_path))
     assert again["fill_seconds"] == 0.0          # the filled store is reused
+
+
+def test_benchmark_commands_explain_bad_input_in_one_line(tmp_path, fast_env):
+    cases = [
+        (["benchmarks.indexing", str(tmp_path / "nowhere")], "no such folder"),
+        (["benchmarks.indexing", str(tmp_path)], "no images under"),
+        (["benchmarks.descriptors", "--weights", str(tmp_path / "w.h5")], "no such file"),
+        (["benchmarks.descriptors", "--weights", "random", "--data", str(tmp_path)], "corel1k/labels.csv"),
+        (["benchmarks.model_cost", "--weights", "random", "--data", str(tmp_path)], "ukbench-600/labels.csv"),
+    ]
+    for args, message in cases:
+        result = subprocess.run([sys.executable, "-m", *args], env=fast_env, cwd=fast_env["PYTHONPATH"],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
