@@ -36,6 +36,7 @@ class QueryVectorCache:
         self.keep = keep            # files kept (2 KB each); older ones are removed now and then
         self.hits = 0               # in this process, for tests and logs
         self._writes = 0
+        self._warned = False            # one warning per process, not one per search
 
     def _path(self, descriptor: str, data: bytes) -> Path:
         return self.folder / descriptor / f"{hashlib.sha256(data).hexdigest()}.f32"
@@ -62,7 +63,10 @@ class QueryVectorCache:
             if self._writes % 100 == 0:
                 self._prune(path.parent)
         except OSError as exc:          # a full or read-only disk costs speed, never a search
-            log.warning("query vector cache: cannot write %s: %s", path, exc)
+            if not self._warned:
+                self._warned = True
+                log.warning("query vector cache: cannot write %s: %s (next pages of image searches will "
+                            "run the model again)", path, exc)
 
     def _prune(self, folder: Path) -> None:
         entries = sorted(os.scandir(folder), key=lambda e: e.stat().st_mtime, reverse=True)

@@ -222,6 +222,20 @@ def test_query_vector_cache_stays_bounded(tmp_path):
     assert cache.get("some-descriptor", b"new")[0] == 7 and cache.get("other-descriptor", b"new") is None
 
 
+def test_query_vector_cache_on_an_unwritable_disk_still_searches(tmp_path, indexed, fast_extractor, image_folder,
+                                                                   caplog):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    app = create_app(indexed, extractor=fast_extractor)
+    app.extensions["lookalike"].service.query_cache.folder = blocked
+    data = (image_folder / "cats" / "photo_1.jpg").read_bytes()
+    for _ in range(3):
+        response = app.test_client().post("/api/search/image?limit=3", data=upload(data))
+        assert response.status_code == 200 and response.get_json()["results"][0]["filename"] == "photo_1.jpg"
+    assert app.extensions["lookalike"].service.query_cache.hits == 0
+    assert sum("query vector cache" in r.getMessage() for r in caplog.records) == 1   # once, not per search
+
+
 @pytest.mark.parametrize("query, message", [
     ("limit=0", "limit"), ("limit=101", "limit"), ("limit=ten", "limit"), ("offset=-1", "offset"),
     ("offset=10001", "offset"), ("min_score=1.5", "min_score"), ("min_score=nan", "min_score"),
