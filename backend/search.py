@@ -36,13 +36,13 @@ class QueryVectorCache:
         self.keep = keep            # files kept (2 KB each); older ones are removed now and then
         self.hits = 0               # in this process, for tests and logs
         self._writes = 0
-        self._warned = False            # one warning per process, not one per search
+        self._warned = False        # one warning per process, not one per search
 
-    def _path(self, descriptor: str, data: bytes) -> Path:
+    def path(self, descriptor: str, data: bytes) -> Path:
+        """Where the vector of these bytes under this descriptor is kept: the key of get and put."""
         return self.folder / descriptor / f"{hashlib.sha256(data).hexdigest()}.f32"
 
-    def get(self, descriptor: str, data: bytes) -> np.ndarray | None:
-        path = self._path(descriptor, data)
+    def get(self, path: Path) -> np.ndarray | None:
         try:
             raw = path.read_bytes()
         except OSError:
@@ -52,8 +52,7 @@ class QueryVectorCache:
         self.hits += 1
         return np.frombuffer(raw, dtype=np.float32).copy()
 
-    def put(self, descriptor: str, data: bytes, vector: np.ndarray) -> None:
-        path = self._path(descriptor, data)
+    def put(self, path: Path, vector: np.ndarray) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
@@ -108,13 +107,14 @@ class SearchService:
                               min_score=min_score)
 
     def _query_vector(self, data: bytes, source: str, extractor: FeatureExtractor) -> np.ndarray:
-        cache, descriptor = self.query_cache, extractor.descriptor_id
-        vector = cache.get(descriptor, data) if cache else None
+        cache = self.query_cache
+        key = cache.path(extractor.descriptor_id, data) if cache else None
+        vector = cache.get(key) if cache else None
         if vector is None:
             picture = decode(data, self.limits, source=source, draft_size=extractor.spec.image_size).image
             vector = extractor.embed_picture(picture)
             if cache:
-                cache.put(descriptor, data, vector)
+                cache.put(key, vector)
         return vector
 
     def by_text(self, text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 24) -> Page:

@@ -216,10 +216,11 @@ def test_load_more_after_an_upload_reuses_its_query_vector(app, client, indexed,
 def test_query_vector_cache_stays_bounded(tmp_path):
     cache = QueryVectorCache(tmp_path, keep=3)
     for i in range(100):                         # the 100th write prunes
-        cache.put("some-descriptor", bytes([i]), np.full(512, i, dtype=np.float32))
+        cache.put(cache.path("some-descriptor", bytes([i])), np.full(512, i, dtype=np.float32))
     assert len(list((tmp_path / "some-descriptor").iterdir())) == 3
-    cache.put("some-descriptor", b"new", np.full(512, 7, dtype=np.float32))
-    assert cache.get("some-descriptor", b"new")[0] == 7 and cache.get("other-descriptor", b"new") is None
+    cache.put(cache.path("some-descriptor", b"new"), np.full(512, 7, dtype=np.float32))
+    assert cache.get(cache.path("some-descriptor", b"new"))[0] == 7
+    assert cache.get(cache.path("other-descriptor", b"new")) is None
 
 
 def test_query_vector_cache_on_an_unwritable_disk_still_searches(tmp_path, indexed, fast_extractor, image_folder,
