@@ -109,11 +109,11 @@ class SearchService:
     def _query_vector(self, data: bytes, source: str, extractor: FeatureExtractor) -> np.ndarray:
         cache = self.query_cache
         key = cache.path(extractor.descriptor_id, data) if cache else None
-        vector = cache.get(key) if cache else None
+        vector = cache.get(key) if key else None
         if vector is None:
             picture = decode(data, self.limits, source=source, draft_size=extractor.spec.image_size).image
             vector = extractor.embed_picture(picture)
-            if cache:
+            if key:
                 cache.put(key, vector)
         return vector
 

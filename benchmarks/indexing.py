@@ -110,9 +110,8 @@ def per_image_loop(extractor, files, limits, batch_size, store) -> float:
     return time.perf_counter() - started
 
 
-MODES = {"a": full_indexer, "b": bare_forward, "c": naive_loop, "d": per_image_loop}
-NAMES = {"a": "indexer", "b": "bare batched forward", "c": "naive loop (model.predict)",
-         "d": "per-image loop (compiled call)"}
+MODES = {"a": ("indexer", full_indexer), "b": ("bare batched forward", bare_forward),
+         "c": ("naive loop (model.predict)", naive_loop), "d": ("per-image loop (compiled call)", per_image_loop)}
 
 
 def main(argv=None) -> int:
@@ -164,7 +163,7 @@ def main(argv=None) -> int:
             chunk = files[start:start + args.chunk]
             order = "bacd"[number % 4:] + "bacd"[:number % 4]
             for mode in order:
-                seconds[mode] += MODES[mode](extractor, chunk, limits, settings.batch_size, stores[mode])
+                seconds[mode] += MODES[mode][1](extractor, chunk, limits, settings.batch_size, stores[mode])
             loads.append(os.getloadavg()[0])
             if not args.json:
                 done = start + len(chunk)
@@ -191,8 +190,8 @@ def main(argv=None) -> int:
         return 0
     print(f"{n} images, {extractor.descriptor_id}, batch {settings.batch_size}, "
           f"load avg {min(loads):.1f} to {max(loads):.1f}; same vectors (min cosine {agreement:.6f})")
-    for m in MODES:
-        print(f"  ({m}) {NAMES[m]:<32} {n / seconds[m]:6.2f} img/s  {flops / seconds[m] / 1e9:6.1f} GFLOP/s")
+    for m, (name, _) in MODES.items():
+        print(f"  ({m}) {name:<32} {n / seconds[m]:6.2f} img/s  {flops / seconds[m] / 1e9:6.1f} GFLOP/s")
     print(f"  float32 matrix product on the same cores: {max(ceilings):.1f} GFLOP/s (the practical ceiling)")
     print(f"  a/b = {result['a_over_b']:.3f} (target >= 0.9), a/c = {result['a_over_c']:.2f} (target >= 3), "
           f"a/d = {result['a_over_d']:.2f}")
