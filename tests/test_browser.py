@@ -154,7 +154,13 @@ def names(page) -> list[str]:
     return page.locator("#grid .name").all_inner_texts()
 
 
-def wait_for_results(page, count: int) -> None:
+def wait_for_results(page, count: int, url: str | None = None) -> None:
+    """Wait for `count` result cards of a finished search; with `url` (a regex), of the search at that URL.
+
+    An upload reads the picture before it searches, so right after a drop the grid can still show the
+    previous search's cards: giving the new URL waits for the new search, not the old one."""
+    if url:
+        expect(page).to_have_url(re.compile(url))
     expect(page.locator("#grid .card")).to_have_count(count)
     expect(page.locator("#status")).to_contain_text("Showing")
 
@@ -306,8 +312,8 @@ def test_tag_chips_filter_words_and_pictures(page, site):
     expect(page.locator(".chip", has_text="city")).to_have_attribute("aria-pressed", "true")
 
     drop(page, images / "forest" / "forest_05.jpg", "forest_05.jpg", "image/jpeg")
-    wait_for_results(page, PER_TAG)   # the tag stays: only city pictures, even for a forest picture
-    assert re.search(r"/\?image=\w+&tags=city$", page.url)
+    # The tag stays: only city pictures, even for a forest picture.
+    wait_for_results(page, PER_TAG, url=r"/\?image=\w+&tags=city$")
     assert all(tags == "city" for tags in page.locator("#grid .card-tags").all_inner_texts())
 
     page.locator(".chip", has_text="forest").click()
