@@ -2,16 +2,22 @@
 
     python -m benchmarks.store_size [--sizes 10000 100000 1000000] [--queries 200] [--dir DIR] [--json]
 
-For each size: fill a store (kept under DIR and reused by later runs), then in a FRESH process (as a
-gunicorn worker would be): open it and run the first search (the load time: the worker reads every vector
-into its in-memory matrix), then time `queries` kNN searches (a random unit vector, top 24) and as many
-"refine" searches (SearchService.similar on a random document, top 24), and read the process's memory.
+For each size: fill a store (kept under DIR and reused by later runs), then in FRESH processes, one after
+the other, as gunicorn workers would be:
+  private: the baseline with vector snapshots off: the worker reads every vector into memory of its own;
+  first:   the first worker with snapshots on: it writes the shared snapshot file, then maps it;
+  next:    a later worker: it maps the snapshot the first one wrote.
+Each opens the store and runs the first search (the load time), then times `queries` kNN searches (a
+random unit vector, top 24) and as many "refine" searches (SearchService.similar on a random document,
+top 24), beside a bare numpy product on an in-memory matrix of the same shape, and reads its memory:
+private (RssAnon, each worker's own) and file-backed (RssFile: the page cache, shared by all workers).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -29,6 +35,10 @@ DIMS = 512
 
 def doc_id(i: int) -> str:
     return f"{i:020x}"
+
+
+def snapshot_folder(path: Path) -> Path:
+    return path.with_name(path.name + ".vectors")
 
 
 def fill(path: Path, n: int, chunk: int = 20_000) -> float:
@@ -54,17 +64,20 @@ def fill(path: Path, n: int, chunk: int = 20_000) -> float:
 
 def _memory() -> dict:
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return {k: int(status[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM")}   # MiB
+    return {k: int(status[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}   # MiB
 
 
 def _no_model():
     raise RuntimeError("the store-size benchmark never embeds an image")
 
 
-def measure(path: Path, queries: int) -> dict:
+WORKERS = ("private", "first", "next")
+
+
+def measure(path: Path, queries: int, worker: str) -> dict:
     """Runs in a fresh process: load time, kNN and refine latencies, memory."""
     started = time.perf_counter()
-    store = EmbeddedStore(path)
+    store = EmbeddedStore(path, snapshot_min_rows=None if worker == "private" else 1000)
     n = store.count()
     rng = np.random.default_rng(1)
     query = rng.standard_normal(DIMS).astype(np.float32)
@@ -92,7 +105,9 @@ def measure(path: Path, queries: int) -> dict:
         refine.append(time.perf_counter() - t0)
         assert len(page.hits) == 24 and all(h.document.id != target for h in page.hits)
     ms = lambda xs, q: round(1000 * float(np.percentile(xs, q)), 2)  # noqa: E731
-    return {"documents": n, "load_seconds": round(load, 2), "rss_mib_after_load": round(after_load["VmRSS"]),
+    return {"documents": n, "worker": worker, "snapshot": store.vector_snapshot, "load_seconds": round(load, 2),
+            "rss_mib_after_load": round(after_load["VmRSS"]), "private_mib": round(after_load["RssAnon"]),
+            "file_backed_mib": round(after_load["RssFile"]),
             "peak_rss_mib_during_load": round(after_load["VmHWM"]), "bare_numpy_p50_ms": ms(bare, 50),
             "knn_p50_ms": ms(knn, 50), "knn_p95_ms": ms(knn, 95), "refine_p50_ms": ms(refine, 50),
             "refine_p95_ms": ms(refine, 95), "queries": queries, "file_mib": round(path.stat().st_size / 2 ** 20)}
@@ -105,27 +120,32 @@ def main(argv=None) -> int:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/lookalike-store-size"))
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)   # the fresh process's entry point
+    parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(args.measure, args.queries)))
+        print(json.dumps(measure(args.measure, args.queries, args.worker)))
         return 0
     args.dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in args.sizes:
         path = args.dir / f"store-{n}.sqlite3"
         fill_seconds = fill(path, n)
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "benchmarks.store_size", "--measure", str(path),
-                              "--queries", str(args.queries)], check=True, capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-        row = {**json.loads(out.stdout), "fill_seconds": round(fill_seconds, 1),
-               "process_seconds": round(time.perf_counter() - t0, 2), "loadavg": round(os.getloadavg()[0], 1)}
-        rows.append(row)
-        print(json.dumps(row) if args.json else
-              f"{n:>9,} docs: load {row['load_seconds']} s, RSS {row['rss_mib_after_load']} MiB "
-              f"(peak {row['peak_rss_mib_during_load']}), kNN p50/p95 {row['knn_p50_ms']}/{row['knn_p95_ms']} ms, "
-              f"refine p50/p95 {row['refine_p50_ms']}/{row['refine_p95_ms']} ms, bare numpy p50 {row['bare_numpy_p50_ms']} ms "
-              f"(fill {row['fill_seconds']} s, load avg {row['loadavg']})", flush=True)
+        shutil.rmtree(snapshot_folder(path), ignore_errors=True)   # so that "first" writes it
+        for worker in WORKERS:
+            t0 = time.perf_counter()
+            out = subprocess.run([sys.executable, "-m", "benchmarks.store_size", "--measure", str(path),
+                                  "--worker", worker, "--queries", str(args.queries)], check=True,
+                                 capture_output=True, text=True,
+                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+            row = {**json.loads(out.stdout), "fill_seconds": round(fill_seconds, 1),
+                   "process_seconds": round(time.perf_counter() - t0, 2), "loadavg": round(os.getloadavg()[0], 1)}
+            rows.append(row)
+            print(json.dumps(row) if args.json else
+                  f"{n:>9,} docs, {worker:>7} worker: load {row['load_seconds']} s, private "
+                  f"{row['private_mib']} MiB + file-backed {row['file_backed_mib']} MiB "
+                  f"(peak RSS {row['peak_rss_mib_during_load']}), kNN p50/p95 {row['knn_p50_ms']}/"
+                  f"{row['knn_p95_ms']} ms, refine p50/p95 {row['refine_p50_ms']}/{row['refine_p95_ms']} ms, "
+                  f"bare numpy p50 {row['bare_numpy_p50_ms']} ms (load avg {row['loadavg']})", flush=True)
     return 0
 
 

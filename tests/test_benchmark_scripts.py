@@ -13,10 +13,15 @@ from .conftest import picture
 
 
 def run(env: dict, *args: str) -> dict:
+    """The command's last JSON line."""
+    return run_all(env, *args)[-1]
+
+
+def run_all(env: dict, *args: str) -> list[dict]:
     result = subprocess.run([sys.executable, "-m", *args, "--json"], env=env, cwd=env["PYTHONPATH"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return [json.loads(line) for line in result.stdout.strip().splitlines() if line.startswith("{")]
 
 
 def test_indexing_benchmark_four_modes_same_vectors(tmp_path, fast_env):
@@ -32,11 +37,16 @@ def test_indexing_benchmark_four_modes_same_vectors(tmp_path, fast_env):
 
 
 def test_store_size_benchmark_small_store(tmp_path, fast_env):
-    out = run(fast_env, "benchmarks.store_size", "--sizes", "500", "--queries", "5", "--dir", str(tmp_path))
-    assert out["documents"] == 500 and out["queries"] == 5
-    assert 0 < out["knn_p50_ms"] <= out["knn_p95_ms"] and 0 < out["refine_p50_ms"] <= out["refine_p95_ms"]
-    assert out["rss_mib_after_load"] > 0 and out["load_seconds"] > 0
-    again = run(fast_env, "benchmarks.store_size", "--sizes", "500", "--queries", "5", "--dir", str(tmp_path))
+    rows = run_all(fast_env, "benchmarks.store_size", "--sizes", "2000", "--queries", "5", "--dir", str(tmp_path))
+    assert [r["worker"] for r in rows] == ["private", "first", "next"]
+    for out in rows:
+        assert out["documents"] == 2000 and out["queries"] == 5
+        assert 0 < out["knn_p50_ms"] <= out["knn_p95_ms"] and 0 < out["refine_p50_ms"] <= out["refine_p95_ms"]
+        assert out["rss_mib_after_load"] > 0 and out["load_seconds"] > 0
+    # the baseline holds its own vectors; the first worker writes the snapshot and the next one maps it
+    private, first, nxt = rows
+    assert private["snapshot"] is None and first["snapshot"] and nxt["snapshot"] == first["snapshot"]
+    again = run(fast_env, "benchmarks.store_size", "--sizes", "2000", "--queries", "5", "--dir", str(tmp_path))
     assert again["fill_seconds"] == 0.0          # the filled store is reused
 
 

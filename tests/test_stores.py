@@ -23,8 +23,15 @@ NO_ES = ("ES_URL is not set: the Elasticsearch contract tests need a real server
          "(docker compose up -d elasticsearch; ES_URL=http://localhost:9200)")
 
 
-@pytest.fixture(params=["embedded", "elastic"])
+@pytest.fixture(params=["embedded", "embedded-snapshots", "elastic"])
 def store(request, tmp_path):
+    if request.param == "embedded-snapshots":
+        # a new vector snapshot at (nearly) every change: the shared-file path taken as often as it can be
+        from backend.stores.embedded import EmbeddedStore
+        store = EmbeddedStore(tmp_path / "index.sqlite3", snapshot_min_rows=0)
+        yield store
+        store.close()
+        return
     if request.param == "embedded":
         settings = Settings(data_dir=tmp_path)
     else:
@@ -202,9 +209,11 @@ def test_an_emptied_store_accepts_a_new_descriptor(store):
 
 # -- embedded store: several processes, crashes ------------------------------------------------
 
-def test_embedded_reader_sees_other_writers_without_restart(tmp_path):
-    settings = Settings(data_dir=tmp_path)
-    reader, writer = open_store(settings), open_store(settings)
+@pytest.mark.parametrize("snapshot_min_rows", [1000, 0])
+def test_embedded_reader_sees_other_writers_without_restart(tmp_path, snapshot_min_rows):
+    from backend.stores.embedded import EmbeddedStore
+    reader = EmbeddedStore(tmp_path / "index.sqlite3", snapshot_min_rows=snapshot_min_rows)
+    writer = EmbeddedStore(tmp_path / "index.sqlite3", snapshot_min_rows=snapshot_min_rows)
     writer.upsert([doc(i) for i in range(3)])
     assert len(reader.knn(unit(1), descriptor=DESC, limit=10).hits) == 3
     writer.upsert([doc(3, vector=unit(0, 1))])
@@ -256,10 +265,12 @@ def test_embedded_kill_9_mid_write_loses_nothing_committed(tmp_path):
     store.close()
 
 
-def test_embedded_concurrent_threads_read_while_writing(tmp_path):
+@pytest.mark.parametrize("snapshot_min_rows", [1000, 0])
+def test_embedded_concurrent_threads_read_while_writing(tmp_path, snapshot_min_rows):
     from concurrent.futures import ThreadPoolExecutor
 
-    store = open_store(Settings(data_dir=tmp_path))
+    from backend.stores.embedded import EmbeddedStore
+    store = EmbeddedStore(tmp_path / "index.sqlite3", snapshot_min_rows=snapshot_min_rows)
     store.upsert([doc(i) for i in range(50)])
 
     def search(_):

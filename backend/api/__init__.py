@@ -49,8 +49,9 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
                extractor: FeatureExtractor | None = None) -> Flask:
     """Build the application.
 
-    settings: defaults to Settings.from_env(). load_model: build the VGG16 extractor now (what a
-    gunicorn worker does at start-up); False builds it on the first search by image or upload.
+    settings: defaults to Settings.from_env(). load_model: build the VGG16 extractor and load the
+    store's vectors now (what a gunicorn worker does at start-up, so its first search is not slow);
+    False builds the extractor on the first search by image or upload.
     extractor: use this one instead of building one (tests share a single model this way).
     A model that cannot be loaded does not stop the server: /api/ready answers 503 saying why,
     searches by image and uploads answer 503, and everything else works.
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
             def fail_again():
                 raise WeightsError(model_error)
             service = SearchService(store, fail_again, limits, query_cache)
+        store.warm_up()
     # The indexer shares the service's extractor: one model per process.
     indexer = Indexer(store, lambda: service.extractor, limits, batch_size=1, decode_threads=1)
 

@@ -147,6 +147,9 @@ class Store(ABC):
     def tag_counts(self, limit: int = 50) -> list[tuple[str, int]]:
         """The most used tags and their counts, most used first."""
 
+    def warm_up(self) -> None:
+        """Load what searches need now (the embedded store's vectors), so the first search is not slow."""
+
     def close(self) -> None:
         pass
 

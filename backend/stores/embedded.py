@@ -1,16 +1,18 @@
-"""The embedded store: one SQLite file (WAL mode) holds everything; kNN runs on an in-memory matrix.
+"""The embedded store: one SQLite file (WAL mode) holds everything; kNN runs on a shared mapped matrix.
 
 Why this shape (docs/architecture.md has the full decision):
 - SQLite in WAL mode lets many reader processes (gunicorn workers) read while one writer (the
   indexer) commits, and a crash or kill -9 loses nothing committed and never corrupts the file.
 - FTS5 gives word and prefix keyword search with BM25 ranking, in the same transaction as the vectors.
-- kNN is exact: a float32 matrix product in numpy (about 80 ms for 1M x 512 on 2 cores). Each
-  process keeps the matrix in memory and follows the writer incrementally: every write bumps a
-  sequence number, and a reader applies only the rows (and removals) newer than the last it saw.
+- kNN is exact: a float32 matrix product in numpy (about 80 ms for 1M x 512 on 2 cores). The vectors
+  are mapped from a snapshot file that all processes share (matrix.py), and each process follows the
+  writer incrementally: every write bumps a sequence number, and a reader applies only the rows (and
+  removals) newer than the last it saw.
 """
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import threading
@@ -20,6 +22,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from .base import DescriptorMismatch, Document, Entry, Hit, Page, Store, normalise_tags
+from .matrix import Snapshots, Vectors, decode_meta, encode_meta
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,66 +54,27 @@ CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(filename, tags, tokenize=
 _META_COLUMNS = "rowid, id, filename, path, tags, width, height, bytes, content_hash, descriptor, " \
                 "indexed_at, modified_at"
 _WORD = re.compile(r"\w+", re.UNICODE)
-
-
-class _Matrix:
-    """This process's copy of the vectors, kept in step with the database by sequence number."""
-
-    def __init__(self, dims: int = 512):
-        self.vectors = np.empty((0, dims), dtype=np.float32)
-        self.rowids = np.empty(0, dtype=np.int64)
-        self.position: dict[int, int] = {}
-        self.seq = 0
-        self.data_version = None
-
-    def apply(self, removed: list[int], rows: Iterable[tuple[int, bytes]], seq: int, count: int) -> None:
-        """rows: at most `count` (rowid, vector) pairs, read one by one into one preallocated array (a list
-        of a million small arrays, stacked, took 3x the time and twice the memory of the matrix)."""
-        # Build new arrays rather than editing in place, so a search running in another
-        # thread keeps a consistent snapshot.
-        vectors, rowids = self.vectors, self.rowids
-        if removed:
-            drop = [self.position[r] for r in removed if r in self.position]
-            if drop:
-                keep = np.ones(len(rowids), dtype=bool)
-                keep[drop] = False
-                vectors, rowids = vectors[keep], rowids[keep]
-        position = {int(r): i for i, r in enumerate(rowids)} if removed else dict(self.position)
-        new_ids, new_vecs, replaced = [], None, {}
-        for rowid, blob in rows:
-            vec = np.frombuffer(blob, dtype=np.float32)
-            if rowid in position:
-                replaced[position[rowid]] = vec
-            else:
-                if new_vecs is None:
-                    new_vecs = np.empty((count, len(vec)), dtype=np.float32)
-                position[rowid] = len(rowids) + len(new_ids)
-                new_vecs[len(new_ids)] = vec
-                new_ids.append(rowid)
-        if replaced:
-            vectors = vectors.copy()
-            for i, vec in replaced.items():
-                vectors[i] = vec
-        if new_ids:
-            new_vecs = new_vecs[:len(new_ids)]
-            if vectors.shape[1] != new_vecs.shape[1]:
-                vectors = np.empty((0, new_vecs.shape[1]), dtype=np.float32)
-            vectors = np.concatenate([vectors, new_vecs]) if len(vectors) else new_vecs
-            rowids = np.concatenate([rowids, np.asarray(new_ids, dtype=np.int64)])
-        self.vectors, self.rowids, self.position, self.seq = vectors, rowids, position, seq
+log = logging.getLogger(__name__)
 
 
 class EmbeddedStore(Store):
     backend = "embedded"
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, snapshot_min_rows: int | None = 1000):
+        """snapshot_min_rows: a process writes a new vector snapshot once it holds more than this many
+        rows beside the current one (and more than an eighth of it); None: no snapshots, every process
+        reads all vectors into memory of its own (the benchmarks' baseline)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable against process crashes; see docs
-        self._matrix = _Matrix()
+        self._vectors = Vectors.empty()
+        self._data_version = None
+        self._snapshots = Snapshots(self.path.with_name(self.path.name + ".vectors"))
+        self._snapshot_min_rows = snapshot_min_rows
+        self._snapshots_off = snapshot_min_rows is None   # also set when the folder cannot be written
         if not self._has_schema():
             with self._write():
                 for statement in _SCHEMA.split(";"):
@@ -134,7 +98,7 @@ class EmbeddedStore(Store):
                 try:
                     store._db.execute("ROLLBACK" if exc_type else "COMMIT")
                     # data_version only moves for other connections' commits: resync after our own.
-                    store._matrix.data_version = None
+                    store._data_version = None
                 finally:
                     store._lock.release()
         return _Txn()
@@ -250,45 +214,112 @@ class EmbeddedStore(Store):
                 (*tags, len(tags)))]
 
     def sync(self) -> None:
-        """Bring this process's matrix up to date with what writers have committed."""
+        """Bring this process's vectors up to date with what writers have committed."""
         with self._lock:
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
-            matrix = self._matrix
-            if version == matrix.data_version and matrix.seq:
+            if version == self._data_version:
                 return
-            self._db.execute("BEGIN")  # one consistent snapshot for both queries
+            followed = self._follow(self._vectors, snapshot_if_large=True)
+            if followed is None:
+                self._write_snapshot()
+            else:
+                self._vectors = followed
+            self._data_version = version
+
+    def _needs_snapshot(self, vectors: Vectors, changes: int) -> bool:
+        """Whether this process would hold so many rows beside its snapshot that a new one is better."""
+        return not self._snapshots_off and changes > max(self._snapshot_min_rows, len(vectors.base_rowids) // 8)
+
+    def _follow(self, vectors: Vectors, snapshot_if_large: bool) -> Vectors | None:
+        """`vectors` moved to the database's current state: onto the snapshot the database names, if it is
+        not the one in use, then the rows written and removed since. With snapshot_if_large: None instead
+        when that means holding many rows privately (a new snapshot is cheaper)."""
+        for attempt in range(3):
+            self._db.execute("BEGIN")  # one consistent read for the snapshot's name and the changes
             try:
+                named = decode_meta(self._meta("snapshot"))
+                if (named and named[0] != vectors.snapshot and not self._snapshots_off
+                        and named[0] not in self._snapshots.damaged):
+                    opened = self._snapshots.open(*named)
+                    if opened is not None:
+                        vectors = opened
+                    elif attempt < 2 and named[0] not in self._snapshots.damaged:
+                        continue   # replaced between reading its name and opening it: read the name again
+                    # else go on from what this process holds (reading every vector if it holds none)
                 seq = int(self._meta("seq") or 0)
-                if seq != matrix.seq:
-                    removed = [r[0] for r in self._db.execute(
-                        "SELECT rowid FROM removed WHERE seq > ?", (matrix.seq,))]
-                    count = self._db.execute("SELECT count(*) FROM docs WHERE seq > ?", (matrix.seq,)).fetchone()[0]
-                    rows = self._db.execute("SELECT rowid, vector FROM docs WHERE seq > ?", (matrix.seq,))
-                    matrix.apply(removed, rows, seq, count)
+                if seq == vectors.seq:
+                    return vectors
+                removed = [r for (r,) in self._db.execute("SELECT rowid FROM removed WHERE seq > ?", (vectors.seq,))]
+                count = self._db.execute("SELECT count(*) FROM docs WHERE seq > ?", (vectors.seq,)).fetchone()[0]
+                if snapshot_if_large and self._needs_snapshot(vectors, vectors.changes + len(removed) + count):
+                    return None
+                rows = self._db.execute("SELECT rowid, vector FROM docs WHERE seq > ?", (vectors.seq,))
+                return vectors.apply(removed, rows, seq, count)
             finally:
                 self._db.execute("COMMIT")
-            matrix.data_version = version
+        raise AssertionError("unreachable: the last attempt always returns")
+
+    def _write_snapshot(self) -> None:
+        """Write all vectors, straight from the database, to a new snapshot file for every process to map
+        (one process at a time: the others wait, then map it instead of each reading every vector)."""
+        with self._snapshots.lock():
+            followed = self._follow(self._vectors, snapshot_if_large=True)  # one may have been written meanwhile
+            if followed is not None:
+                self._vectors = followed
+                return
+            self._db.execute("BEGIN")
+            try:
+                seq = int(self._meta("seq") or 0)
+                count = self._db.execute("SELECT count(*) FROM docs").fetchone()[0]
+                first = self._db.execute("SELECT vector FROM docs LIMIT 1").fetchone()
+                dims = len(first[0]) // 4 if first else self._vectors.extra.shape[1]
+                token = self._snapshots.write(count, dims, self._db.execute(
+                    "SELECT rowid, vector FROM docs ORDER BY rowid"))
+            finally:
+                self._db.execute("COMMIT")
+            if token is not None:
+                try:
+                    with self._write():
+                        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('snapshot', ?)",
+                                         (encode_meta(token, seq),))
+                    self._snapshots.remove_all_but(token)
+                except sqlite3.Error as exc:   # a read-only database
+                    log.warning("cannot record the vector snapshot in %s (%s): each process keeps its own "
+                                "copy of the vectors", self.path, exc)
+                    token = None
+            if token is None:
+                self._snapshots_off = True
+            # onto the new snapshot; or, with snapshots off, every vector read into this process's memory
+            self._vectors = self._follow(self._vectors, snapshot_if_large=False)
+
+    def warm_up(self) -> None:
+        self.sync()
+
+    @property
+    def vector_snapshot(self) -> str | None:
+        """The token of the vector snapshot this process maps; None while it holds every vector itself."""
+        return self._vectors.snapshot
 
     def knn(self, vector, *, descriptor, tags=(), offset=0, limit=10, exclude=(), min_score=None) -> Page:
         bound = self.descriptor()
         if bound is not None and descriptor != bound:
             raise DescriptorMismatch(f"the query is a {descriptor} vector; this store holds {bound} vectors")
         self.sync()
-        matrix = self._matrix
-        vectors, rowids, position = matrix.vectors, matrix.rowids, matrix.position
-        if len(rowids) == 0:
+        vectors = self._vectors
+        if len(vectors) == 0:
             return Page([], 0)
-        scores = vectors @ np.asarray(vector, dtype=np.float32)
-        eligible = np.ones(len(rowids), dtype=bool)
+        scores = vectors.scores(np.asarray(vector, dtype=np.float32))
+        eligible = vectors.live.copy()
         if tags:
-            eligible[:] = False
-            eligible[[position[r] for r in self._tagged_rowids(tags) if r in position]] = True
+            tagged = np.zeros(len(vectors), dtype=bool)
+            tagged[vectors.positions(self._tagged_rowids(tags))] = True
+            eligible &= tagged
         if exclude:
             with self._lock:
                 marks = ",".join("?" * len(exclude))
-                for (rowid,) in self._db.execute(f"SELECT rowid FROM docs WHERE id IN ({marks})", list(exclude)):
-                    if rowid in position:
-                        eligible[position[rowid]] = False
+                excluded = [r for (r,) in self._db.execute(f"SELECT rowid FROM docs WHERE id IN ({marks})",
+                                                           list(exclude))]
+            eligible[vectors.positions(excluded)] = False
         if min_score is not None:
             eligible &= scores >= min_score
         total = int(eligible.sum())
@@ -298,6 +329,7 @@ class EmbeddedStore(Store):
         masked = np.where(eligible, scores, -np.inf)
         top = np.argpartition(-masked, want - 1)[:want] if want < len(masked) else np.arange(len(masked))
         top = top[np.argsort(-masked[top], kind="stable")][offset:want]
+        rowids = vectors.rowids
         docs = self._documents_by_rowid([int(rowids[i]) for i in top])
         hits = [Hit(docs[int(rowids[i])], float(scores[i])) for i in top if int(rowids[i]) in docs]
         return Page(hits, total)

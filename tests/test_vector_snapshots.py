@@ -1,0 +1,201 @@
+"""The embedded store's shared vector snapshot (backend/stores/matrix.py): every search process maps one
+file, follows later changes privately, and falls back to the database whenever the file is missing,
+damaged, from another history, or cannot be written. Each test checks results against brute force."""
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.stores.base import Document
+from backend.stores.embedded import EmbeddedStore
+
+ROOT = Path(__file__).resolve().parent.parent
+DESC = "synthetic-32d"
+DIMS = 32
+MIN_ROWS = 50   # a new snapshot after more than 50 changed rows (and an eighth of the snapshot)
+
+
+def vectors(n: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, DIMS)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def docs(start: int, vecs: np.ndarray, descriptor: str = DESC) -> list[Document]:
+    return [Document(id=f"d{start + i:05d}", vector=v, filename=f"{start + i}.jpg", path=f"/p/{start + i}.jpg",
+                     tags=["even" if (start + i) % 2 == 0 else "odd"], width=1, height=1, bytes=1,
+                     content_hash=f"h{start + i}", descriptor=descriptor, indexed_at=0.0)
+            for i, v in enumerate(vecs)]
+
+
+def open_store(path: Path) -> EmbeddedStore:
+    return EmbeddedStore(path / "index.sqlite3", snapshot_min_rows=MIN_ROWS)
+
+
+def folder(path: Path) -> Path:
+    return path / "index.sqlite3.vectors"
+
+
+def snapshot_dirs(path: Path) -> list[str]:
+    return sorted(p.name for p in folder(path).iterdir() if p.is_dir())
+
+
+def expected(current: dict[str, np.ndarray], query: np.ndarray, k: int, tag: str | None = None) -> list[str]:
+    ids = [i for i in current if tag is None or (int(i[1:]) % 2 == 0) == (tag == "even")]
+    scores = np.array([current[i] @ query for i in ids])
+    return [ids[j] for j in np.argsort(-scores, kind="stable")[:k]]
+
+
+def check(store: EmbeddedStore, current: dict[str, np.ndarray], seed: int) -> None:
+    for q in vectors(5, seed):
+        assert [h.document.id for h in store.knn(q, descriptor=DESC, limit=10).hits] == expected(current, q, 10)
+        tagged = store.knn(q, descriptor=DESC, limit=10, tags=["even"])
+        assert [h.document.id for h in tagged.hits] == expected(current, q, 10, "even")
+        assert tagged.total == len(expected(current, q, len(current), "even"))
+
+
+def test_workers_share_one_mapped_file_and_follow_changes(tmp_path):
+    first = vectors(400, 1)
+    current = {d.id: d.vector for d in docs(0, first)}
+    writer = open_store(tmp_path)
+    writer.upsert(docs(0, first))
+
+    a, b = open_store(tmp_path), open_store(tmp_path)
+    a.warm_up()
+    b.warm_up()
+    (token,) = snapshot_dirs(tmp_path)          # the first worker wrote it, the second mapped it
+    for store in (a, b):
+        assert isinstance(store._vectors.base, np.memmap)
+        assert Path(store._vectors.base.filename) == folder(tmp_path) / token / "vectors.npy"
+        assert store._vectors.changes == 0
+    check(a, current, 10)
+
+    # A few changes stay private to each reader: no new file.
+    few = vectors(20, 2)
+    writer.upsert(docs(390, few))               # 10 replaced, 10 new
+    writer.delete(["d00000", "d00001"])
+    current.update({d.id: d.vector for d in docs(390, few)})
+    del current["d00000"], current["d00001"]
+    check(a, current, 11)
+    # 20 private rows, and 12 dead ones in the file (10 replaced, 2 removed)
+    assert a._vectors.changes == 32 and snapshot_dirs(tmp_path) == [token]
+
+    # Many: the next search writes a new snapshot and removes the old one; b still maps the old file
+    # (deleted, but readable while mapped) until its next search moves it on.
+    many = vectors(200, 3)
+    writer.upsert(docs(1000, many))
+    current.update({d.id: d.vector for d in docs(1000, many)})
+    check(a, current, 12)
+    (newer,) = snapshot_dirs(tmp_path)
+    assert newer != token and a._vectors.snapshot == newer and a._vectors.changes == 0
+    assert b._vectors.snapshot == token
+    check(b, current, 13)
+    assert b._vectors.snapshot == newer
+    for store in (a, b, writer):
+        store.close()
+
+
+CHILD = """
+import sys
+sys.path.insert(0, sys.argv[2])
+import numpy as np
+from backend.stores.embedded import EmbeddedStore
+store = EmbeddedStore(sys.argv[1], snapshot_min_rows=50)
+hit = store.knn(np.eye(32, dtype=np.float32)[0], descriptor="synthetic-32d", limit=1).hits[0]
+maps = open("/proc/self/maps").read()
+print(hit.document.id, sum("vectors.npy" in line for line in maps.splitlines()) > 0)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc to see the mappings")
+def test_another_process_maps_the_same_file(tmp_path):
+    store = open_store(tmp_path)
+    vecs = vectors(300, 4)
+    store.upsert(docs(0, vecs))
+    store.warm_up()
+    best = f"d{int(np.argmax(vecs[:, 0])):05d}"
+    out = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "index.sqlite3"), str(ROOT)],
+                         capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    assert out == [best, "True"]
+    assert len(snapshot_dirs(tmp_path)) == 1    # the child mapped the file; it did not write its own
+    store.close()
+
+
+def test_damaged_or_missing_snapshot_falls_back_to_the_database(tmp_path, caplog):
+    vecs = vectors(300, 5)
+    current = {d.id: d.vector for d in docs(0, vecs)}
+    with open_store(tmp_path) as store:
+        store.upsert(docs(0, vecs))
+        store.warm_up()
+    (token,) = snapshot_dirs(tmp_path)
+    path = folder(tmp_path) / token / "vectors.npy"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])   # cut short, as by a full disk
+    with caplog.at_level(logging.WARNING), open_store(tmp_path) as store:
+        check(store, current, 20)
+        assert "damaged" in caplog.text
+        assert snapshot_dirs(tmp_path) != [token]                      # and it wrote a good one
+    shutil.rmtree(folder(tmp_path))
+    with open_store(tmp_path) as store:
+        check(store, current, 21)
+        assert len(snapshot_dirs(tmp_path)) == 1
+
+
+def test_a_snapshot_of_another_history_is_never_used(tmp_path):
+    # A backup of the database, then more writes (and a newer snapshot), then the backup restored:
+    # the restored database must not take vectors from the newer snapshot.
+    before = vectors(300, 6)
+    store = open_store(tmp_path)
+    store.upsert(docs(0, before))
+    store.warm_up()
+    backup = tmp_path / "backup.sqlite3"
+    with sqlite3.connect(backup) as copy:
+        store._db.backup(copy)
+    store.upsert(docs(0, vectors(300, 7)))      # every vector replaced
+    store.warm_up()
+    store.close()
+    for suffix in ("-wal", "-shm"):
+        Path(str(tmp_path / "index.sqlite3") + suffix).unlink(missing_ok=True)
+    shutil.copy(backup, tmp_path / "index.sqlite3")
+    with open_store(tmp_path) as restored:
+        check(restored, {d.id: d.vector for d in docs(0, before)}, 30)
+
+    # A new database beside an old snapshot folder: the folder is not its own.
+    (tmp_path / "index.sqlite3").unlink()
+    fresh = vectors(100, 8)
+    with open_store(tmp_path) as store:
+        store.upsert(docs(0, fresh))
+        check(store, {d.id: d.vector for d in docs(0, fresh)}, 31)
+
+
+def test_unwritable_snapshot_folder_warns_once_and_searches_go_on(tmp_path, caplog):
+    folder(tmp_path).write_text("not a folder")   # so no snapshot can be written (tests run as root)
+    vecs = vectors(300, 9)
+    current = {d.id: d.vector for d in docs(0, vecs)}
+    with caplog.at_level(logging.WARNING), open_store(tmp_path) as store:
+        store.upsert(docs(0, vecs))
+        check(store, current, 40)
+        more = vectors(100, 10)
+        store.upsert(docs(300, more))
+        current.update({d.id: d.vector for d in docs(300, more)})
+        check(store, current, 41)
+        assert not isinstance(store._vectors.base, np.memmap)
+    assert caplog.text.count("cannot write vector snapshots") == 1
+
+
+def test_emptied_and_refilled_with_another_descriptor(tmp_path):
+    store = open_store(tmp_path)
+    store.upsert(docs(0, vectors(300, 11)))
+    store.warm_up()
+    store.delete([f"d{i:05d}" for i in range(300)])
+    assert store.knn(vectors(1, 12)[0], descriptor=DESC, limit=5).total == 0
+    other = np.random.default_rng(13).standard_normal((80, 8)).astype(np.float32)
+    store.upsert(docs(0, other, descriptor="other-8d"))
+    hits = store.knn(other[3], descriptor="other-8d", limit=80)
+    assert hits.total == 80 and hits.hits[0].document.id == "d00003"
+    store.close()
