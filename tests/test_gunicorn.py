@@ -4,8 +4,10 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import requests
 from PIL import Image
 
@@ -71,6 +73,40 @@ def test_gunicorn_serves_the_api_and_survives_malformed_requests(tmp_path, fast_
         assert requests.get(f"{url}/api/ready", timeout=10).status_code == 200
         assert server.workers == workers
     assert server.process.returncode == 0  # stopped gracefully by SIGTERM
+
+
+def test_gunicorn_workers_map_one_shared_copy_of_the_vectors(tmp_path, fast_env, fast_settings):
+    """Two workers, 1,500 vectors: both map the same snapshot file (one copy in the page cache), having
+    loaded it before taking requests; a refine over HTTP gives the brute-force nearest neighbours."""
+    from backend.features import weights_tag
+    from backend.stores import Document, open_store
+
+    from .conftest import FAST_SPEC
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((1500, 512)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"{i:020x}" for i in range(len(vectors))]
+    with open_store(fast_settings) as store:
+        store.upsert([Document(id=ids[i], vector=v, filename=f"{i}.jpg", path=f"/x/{i}.jpg", tags=[], width=1,
+                               height=1, bytes=1, content_hash=f"{i:064x}",
+                               descriptor=FAST_SPEC.descriptor_id(weights_tag("random")), indexed_at=0.0)
+                      for i, v in enumerate(vectors)])
+    def mapped(pid: int) -> set[str]:
+        return {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+                if line.endswith("vectors.npy")}
+
+    with gunicorn(fast_env, tmp_path / "gunicorn.log", workers=2, threads=1) as server:
+        # "ready" may have come from one worker while the other still loads its model: give it time
+        deadline = time.monotonic() + 120
+        while not all(mapped(pid) for pid in server.workers) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        snapshots = [p for p in (fast_settings.data_dir / "index.sqlite3.vectors").iterdir() if p.is_dir()]
+        assert len(snapshots) == 1
+        files = {pid: mapped(pid) for pid in server.workers}
+        assert len(files) == 2 and all(f == {str(snapshots[0] / "vectors.npy")} for f in files.values()), files
+        body = requests.get(f"{server.url}/api/images/{ids[7]}/similar", params={"limit": 5}, timeout=30).json()
+        nearest = [ids[i] for i in np.argsort(-(vectors @ vectors[7]))[1:6]]
+        assert [r["id"] for r in body["results"]] == nearest
 
 
 def start_failing(env: dict) -> subprocess.CompletedProcess:
