@@ -199,3 +199,12 @@ def test_emptied_and_refilled_with_another_descriptor(tmp_path):
     hits = store.knn(other[3], descriptor="other-8d", limit=80)
     assert hits.total == 80 and hits.hits[0].document.id == "d00003"
     store.close()
+
+
+def test_the_snapshot_name_read_from_the_database_is_a_folder_name_only():
+    from backend.stores.matrix import decode_meta, encode_meta
+    token = "0123456789abcdef0123456789abcdef"
+    assert decode_meta(encode_meta(token, 7)) == (token, 7)
+    for bad in (encode_meta("../../etc", 7), encode_meta(token.upper(), 7), '{"token": "%s"}' % token, "[1]",
+                "not json", None, ""):
+        assert decode_meta(bad) is None

@@ -18,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -233,9 +234,10 @@ def decode_meta(value: str | None) -> tuple[str, int] | None:
         return None
     try:
         data = json.loads(value)
-        return str(data["token"]), int(data["seq"])
+        token, seq = str(data["token"]), int(data["seq"])
     except (ValueError, KeyError, TypeError):
         return None
+    return (token, seq) if re.fullmatch(r"[0-9a-f]{32}", token) else None   # a folder name, never a path
 
 
 def encode_meta(token: str, seq: int) -> str:
