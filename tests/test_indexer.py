@@ -135,6 +135,32 @@ def test_cli_index_is_idempotent_and_answers_in_json(fast_env, image_folder):
     assert similar["results"][0]["score"] > 0.999
 
 
+def test_two_indexers_at_once_on_one_store(fast_env, tmp_path):
+    """Concurrent writers: two command-line indexers fill one embedded store at the same time, over
+    overlapping folders. SQLite takes their batches in turn; both finish, nothing is doubled or lost."""
+    root = tmp_path / "many"
+    for i in range(60):
+        folder = root / f"set{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        picture(100 + i, size=(80, 60)).save(folder / f"p{i}.jpg", quality=90)
+    command = [sys.executable, "-m", "indexer", "index", "--batch-size", "4", "--json"]
+    procs = [subprocess.Popen(command + [str(root / a), str(root / b)], env=fast_env, cwd=fast_env["PYTHONPATH"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for a, b in (("set0", "set1"), ("set2", "set1"))]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        summary = last_json(out)
+        assert summary["failed"] == 0 and summary["indexed"] + summary["skipped"] == 40
+    stats = last_json(cli(fast_env, "stats", "--json").stdout)
+    assert stats["count"] == 60
+    again = last_json(cli(fast_env, "index", str(root), "--json").stdout)
+    assert (again["indexed"], again["skipped"]) == (0, 60)
+    store = EmbeddedStore(Path(fast_env["LOOKALIKE_DATA_DIR"]) / "index.sqlite3")
+    assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    store.close()
+
+
 def test_cli_fatal_errors_are_one_line(fast_env, image_folder, tmp_path):
     cases = [
         ({"LOOKALIKE_VGG16_WEIGHTS": str(tmp_path / "missing.h5")}, ["index", str(image_folder)], 1,
