@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.batch_size:
             settings = settings.with_(batch_size=args.batch_size)
+        if args.run is not _index and not settings.uses_elasticsearch and not settings.embedded_path.exists():
+            print(f"error: no index at {settings.embedded_path} yet: index a folder first (python -m indexer "
+                  "index FOLDER), or set LOOKALIKE_DATA_DIR to the folder that holds it", file=sys.stderr)
+            return 1
         with open_store(settings) as store:
             return args.run(args, settings, store)
     except KeyboardInterrupt:
@@ -41,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="folders or files")
     index.add_argument("--tags-from-folders", action="store_true",
                        help="tag each image with its sub-folder names relative to PATH")
-    index.add_argument("--tags-csv", type=Path, metavar="FILE",
+    index.add_argument("--tags-csv", type=_existing_file, metavar="FILE",
                        help="CSV of path,tags rows (paths relative to the CSV's folder)")
     index.add_argument("--tag", action="append", default=[], metavar="TAG", help="a tag for every file (repeat)")
     index.add_argument("--prune", action="store_true", help="remove documents under PATH whose files are gone")
@@ -59,13 +63,20 @@ def _parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", help="search by an image file or by keywords")
     query = search.add_mutually_exclusive_group(required=True)
-    query.add_argument("--image", type=Path, metavar="FILE")
+    query.add_argument("--image", type=_existing_file, metavar="FILE")
     query.add_argument("--text", metavar="WORDS")
-    search.add_argument("-k", type=int, default=10, metavar="N", help="how many results (default 10)")
+    search.add_argument("-k", type=_positive, default=10, metavar="N", help="how many results (default 10, at most 1000)")
     search.add_argument("--tag", action="append", default=[], metavar="TAG", help="only results with this tag")
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.set_defaults(run=_search, batch_size=None)
     return parser
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
 
 
 def _shard(text: str) -> Shard:
@@ -75,8 +86,18 @@ def _shard(text: str) -> Shard:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more (got {text!r})")
+    return value
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, metavar="N", help="images per model call (default 16)")
+    parser.add_argument("--batch-size", type=_positive, metavar="N", help="images per model call (default 16)")
     parser.add_argument("--json", action="store_true", help="end with one JSON summary line on standard output")
 
 
@@ -93,8 +114,13 @@ def _index(args, settings: Settings, store) -> int:
         store.stage(spec.descriptor_id(weights_tag(settings.vgg16_weights)))
     problems: list[tuple[str, str]] = []
     csv_tags = read_tags_csv(args.tags_csv) if args.tags_csv else None
-    files = scan(args.paths, tags_from_folders=args.tags_from_folders, csv_tags=csv_tags, extra_tags=args.tag,
-                 shard=args.shard, problems=problems)
+    files = list(scan(args.paths, tags_from_folders=args.tags_from_folders, csv_tags=csv_tags,
+                      extra_tags=args.tag, shard=args.shard, problems=problems))
+    if csv_tags:
+        unused = sorted(set(csv_tags) - {str(f.path) for f in files})
+        if unused and not args.shard:
+            print(f"warning: {len(unused)} rows of {args.tags_csv} name no image under the given paths, "
+                  f"such as {unused[0]}", file=sys.stderr)
     indexer = Indexer(store, lambda: FeatureExtractor.from_settings(settings),
                       Limits(settings.max_image_bytes, settings.max_image_pixels), settings.batch_size)
     bar = None
@@ -105,8 +131,10 @@ def _index(args, settings: Settings, store) -> int:
         bar = tqdm(total=total, unit="img", desc="indexing", disable=None, file=sys.stderr, dynamic_ncols=True)
 
     try:
+        # With no tag option, tags already given are kept: a plain re-run must not strip them.
+        keep_tags = not (args.tags_from_folders or args.tags_csv or args.tag)
         summary = indexer.run(files, prune_under=args.paths if args.prune else (), on_plan=on_plan,
-                              progress=lambda n: bar.update(n), failures=problems)
+                              progress=lambda n: bar.update(n), failures=problems, keep_tags=keep_tags)
     finally:
         if bar is not None:
             bar.close()
@@ -136,8 +164,10 @@ def _stats(args, settings: Settings, store) -> int:
 
 
 def _search(args, settings: Settings, store) -> int:
+    if args.text is not None and not args.text.strip():
+        raise ValueError("--text needs at least one word")
     service = SearchService.from_settings(settings, store)
-    limit = max(1, min(args.k, 1000))
+    limit = min(args.k, 1000)
     if args.image:
         data = read_file(args.image, service.limits)
         page = service.by_image(data, tags=args.tag, limit=limit, source=str(args.image))

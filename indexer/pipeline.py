@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
@@ -69,13 +69,15 @@ class Indexer:
             self._extractor = self._extractor()
         return self._extractor
 
-    def plan(self, files: Iterable[FileToIndex]) -> tuple[list[FileToIndex], list[tuple[FileToIndex, Entry]],
-                                                          int, dict[str, Entry]]:
+    def plan(self, files: Iterable[FileToIndex], keep_tags: bool = False) -> tuple[
+            list[FileToIndex], list[tuple[FileToIndex, Entry]], int, dict[str, Entry]]:
         """Split files into (to index, metadata-only updates, unchanged count, known entries by id)."""
         known = {entry.id: entry for entry in self.store.entries()}
         todo, retag, unchanged = [], [], 0
         for item in files:
             entry = known.get(item.id)
+            if entry and keep_tags:
+                item = replace(item, tags=entry.tags)
             if entry and entry.bytes == item.bytes and entry.modified_at == item.modified_at:
                 if normalise_tags(item.tags) == normalise_tags(entry.tags):
                     unchanged += 1
@@ -87,11 +89,13 @@ class Indexer:
 
     def run(self, files: Iterable[FileToIndex], *, prune_under: Iterable[Path] = (),
             progress: Callable[[int], None] | None = None, on_plan: Callable[[int], None] | None = None,
-            failures: list[tuple[str, str]] | None = None) -> Summary:
+            failures: list[tuple[str, str]] | None = None, keep_tags: bool = False) -> Summary:
+        """Index what is new or changed. failures: problems met before (the scan's), reported with the
+        rest. keep_tags: documents already indexed keep their tags (a run given no tag options)."""
         started = time.perf_counter()
+        files = list(files)   # first: a lazy scan appends its problems to `failures` as it goes
         summary = Summary(failures=list(failures or []))
-        files = list(files)
-        todo, retag, summary.skipped, known = self.plan(files)
+        todo, retag, summary.skipped, known = self.plan(files, keep_tags)
         if on_plan:
             on_plan(len(todo))
         self._retag(retag, summary)

@@ -170,12 +170,61 @@ def test_cli_fatal_errors_are_one_line(fast_env, image_folder, tmp_path):
         ({}, ["index", str(tmp_path / "nowhere")], 2, "no such file or folder"),
         ({}, ["index", str(image_folder), "--shard", "5/2"], 2, "--shard"),
         ({}, ["search", "--image", str(tmp_path / "nowhere.jpg")], 2, "nowhere.jpg"),
+        ({}, ["index", str(image_folder), "--batch-size", "0"], 2, "--batch-size"),
+        ({}, ["index", str(image_folder), "--batch-size=-1"], 2, "--batch-size"),
+        ({}, ["index", str(image_folder), "--tags-csv", str(tmp_path / "no.csv")], 2, "no such file"),
+        ({}, ["search", "--text", "cats", "-k", "0"], 2, "-k"),
     ]
+    nothing = cli(fast_env, "stats")                   # before anything made an index: it makes none
+    assert nothing.returncode == 1 and nothing.stderr.startswith("error: no index at")
+    assert not Path(fast_env["LOOKALIKE_DATA_DIR"], "index.sqlite3").exists()
     for env, args, code, words in cases:
         result = cli({**fast_env, **env}, *args)
         assert result.returncode == code, (args, result.stderr)
         assert words in result.stderr
         assert "Traceback" not in result.stderr
+    assert cli(fast_env, "index", str(image_folder)).returncode == 0
+    empty = cli(fast_env, "search", "--text", "  ")
+    assert (empty.returncode, empty.stderr.strip()) == (2, "error: --text needs at least one word")
+
+
+def test_cli_reports_every_file_it_could_not_take_and_nothing_else(fast_env, image_folder):
+    """Problems met while walking the folders are reported like decoding failures, and TensorFlow's
+    start-up notices do not mix into the indexer's lines."""
+    odd = os.fsencode(str(image_folder / "cats")) + b"/latin1-\xe9.jpg"
+    with open(odd, "wb") as f:
+        f.write((image_folder / "cats" / "photo_1.jpg").read_bytes())
+    (image_folder / "broken.jpg").write_bytes(b"not a jpeg")
+    result = cli(fast_env, "index", str(image_folder), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = last_json(result.stdout)
+    assert summary["indexed"] == 12 and summary["failed"] == 2
+    reasons = sorted((Path(f["path"]).name, f["reason"]) for f in summary["failures"])
+    assert reasons[0][0] == "broken.jpg"
+    assert reasons[1][0].startswith("latin1-") and reasons[1][1].startswith("file name is not valid UTF-8"), reasons
+    assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["failed", "failed"], result.stderr
+
+
+def test_cli_rerun_without_tag_options_keeps_the_tags(fast_env, image_folder):
+    assert cli(fast_env, "index", str(image_folder), "--tags-from-folders", "--tag", "pets").returncode == 0
+    picture(77).save(image_folder / "cats" / "photo_1.jpg")          # changed content, same file
+    plain = last_json(cli(fast_env, "index", str(image_folder), "--json").stdout)
+    assert (plain["indexed"], plain["skipped"]) == (1, 11)          # only the changed file, not a re-tag
+    tags = last_json(cli(fast_env, "search", "--text", "photo_1", "--json").stdout)["results"][0]["tags"]
+    assert tags == ["cats", "pets"]
+    # given again, tag options decide the tags
+    retag = last_json(cli(fast_env, "index", str(image_folder), "--tag", "animals", "--json").stdout)
+    assert retag["indexed"] == 12 and retag["reused"] == 12
+    found = last_json(cli(fast_env, "search", "--text", "photo_1", "--json").stdout)["results"][0]["tags"]
+    assert found == ["animals"]
+
+
+def test_cli_tags_csv_rows_that_name_no_image_are_reported(fast_env, image_folder):
+    csv = image_folder / "tags.csv"
+    csv.write_text("path,tags\ncats/photo_1.jpg,tabby\ncats/gone.jpg,lost\n", encoding="utf-8")
+    result = cli(fast_env, "index", str(image_folder), "--tags-csv", str(csv))
+    assert result.returncode == 0
+    assert "1 rows of" in result.stderr and "gone.jpg" in result.stderr
 
 
 def test_cli_refuses_to_mix_descriptors_and_keeps_the_index(fast_env, image_folder):

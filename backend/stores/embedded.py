@@ -130,8 +130,8 @@ class EmbeddedStore(Store):
                                      (bound,))
                 if doc.descriptor != bound:
                     raise DescriptorMismatch(
-                        f"this store holds {bound} vectors; {doc.path} has {doc.descriptor} "
-                        "(index into a new data directory, or delete the old documents first)")
+                        f"this store holds {bound} vectors; {doc.path} has {doc.descriptor} (index into a new "
+                        "LOOKALIKE_DATA_DIR, or go back to the settings this store was built with)")
             seq = self._next_seq()
             for doc in documents:
                 tags = normalise_tags(doc.tags)
