@@ -13,9 +13,14 @@ SAMPLE   := $(LOOKALIKE_DATA_DIR)/sample-images
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# `make run` needs the runtime only; `make test` adds the test tools (pytest, schemathesis, playwright).
+$(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
@@ -33,7 +38,7 @@ serve: install
 
 run: index serve
 
-test: install
+test: $(VENV)/.installed-dev
 	$(PY) -m pytest
 
 clean:
