@@ -285,10 +285,11 @@ function renderResults(results, query, focusFirst) {
 }
 
 function formatScore(score, visual) {
-  if (typeof score !== "number") return "";
+  // Keyword scores (BM25) have no scale a person can read, and near 0 for a word most pictures share:
+  // the order says it all. Visual scores are cosine similarities, shown as a percentage.
+  if (!visual || typeof score !== "number") return "";
   // Rounded down, so only the same picture (cosine 1, give or take float error) says 100%.
-  if (visual) return `${Math.floor(Math.max(0, Math.min(1, score + 0.0005)) * 100)}% similar`;
-  return score > 0 ? `relevance ${score.toFixed(1)}` : "";
+  return `${Math.floor(Math.max(0, Math.min(1, score + 0.0005)) * 100)}% similar`;
 }
 
 function summarise(query, tookMs) {
