@@ -50,6 +50,7 @@ class _Loaded:
     width: int
     height: int
     pixels: np.ndarray | None   # prepared model input
+    filename: str | None = None  # the document's file name when not the file's own (an upload's)
 
 
 class Indexer:
@@ -108,12 +109,13 @@ class Indexer:
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def index_file(self, path: Path, tags: Iterable[str] = ()) -> Document:
-        """Index one file now (the API's upload); raises ImageError for a bad file."""
+    def index_file(self, path: Path, tags: Iterable[str] = (), filename: str | None = None) -> Document:
+        """Index one file now (the API's upload), named `filename` if given; raises ImageError for a bad file."""
         stat = path.stat()
         item = FileToIndex(path.resolve(), tuple(tags), stat.st_size, stat.st_mtime)
         summary = Summary()
         loaded = self._load_one(item)
+        loaded.filename = filename
         self._write([loaded], summary)
         return self.store.get(item.id)
 
@@ -177,7 +179,7 @@ class Indexer:
         descriptor = self.extractor.descriptor_id
         now = time.time()
         docs = [Document(id=b.item.id, vector=reuse.get(b.content_hash, vectors.get(id(b))),
-                         filename=b.item.path.name, path=str(b.item.path), tags=list(b.item.tags),
+                         filename=b.filename or b.item.path.name, path=str(b.item.path), tags=list(b.item.tags),
                          width=b.width, height=b.height, bytes=b.item.bytes, content_hash=b.content_hash,
                          descriptor=descriptor, indexed_at=now, modified_at=b.item.modified_at)
                 for b in batch]

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import os
 import tempfile
+import unicodedata
 from pathlib import Path
 
 from flask import Blueprint, request, send_file, url_for
@@ -17,12 +18,14 @@ from backend.imaging import CONTENT_TYPES, decode, read_file, thumbnail_jpeg
 from backend.stores.base import Document
 
 from . import lookalike, params, results
+from .body import read_image
 from .errors import ApiError
 
 bp = Blueprint("images", __name__)
 
 FILE_MAX_AGE = 3600            # files may be re-indexed; the ETag lets browsers revalidate cheaply
 THUMBNAIL_MAX_AGE = 86400
+MAX_FILENAME_LENGTH = 255
 _EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp",
                "TIFF": ".tif"}
 
@@ -87,25 +90,31 @@ def thumbnail(doc_id: str):
 def upload():
     require_key()  # before the body is read
     ctx = lookalike()
-    upload = request.files.get("image") if request.mimetype == "multipart/form-data" else None
-    if upload is None:
-        raise ApiError(400, "missing_image", "send multipart/form-data with the picture in the file field 'image'")
-    data = upload.read()
-    tags = params.tags(params.Source(request.args, request.form))
+    body = read_image(named=True)
+    tags = params.tags(params.Source(request.args, body.fields))
     # Decode before anything touches the disk: bad bytes answer 413/415/422 and leave nothing behind.
-    decoded = decode(data, ctx.limits, draft_size=ctx.settings.image_size)
-    path = ctx.settings.uploads_dir / (hashlib.sha256(data).hexdigest() + _EXTENSIONS[decoded.format])
+    decoded = decode(body.data, ctx.limits, draft_size=ctx.settings.image_size)
+    path = ctx.settings.uploads_dir / (hashlib.sha256(body.data).hexdigest() + _EXTENSIONS[decoded.format])
     existed = path.is_file()
     if not existed:
-        _write_atomically(path, data)
+        _write_atomically(path, body.data)
     try:
-        doc = ctx.indexer.index_file(path, tags)
+        # The file is named by its content hash; the document by the client's name, for keyword search.
+        doc = ctx.indexer.index_file(path, tags, filename=_client_filename(body.filename, path.name))
     except BaseException:
         if not existed:
             path.unlink(missing_ok=True)
         raise
     response = results.metadata(doc)
     return response, (200 if existed else 201), {"Location": url_for("images.metadata", doc_id=doc.id)}
+
+
+def _client_filename(name: str | None, fallback: str) -> str:
+    """The client's file name made safe to show: its last path part, without control characters (or
+    JSON's lone surrogates), at most 255 characters; `fallback` when nothing is left."""
+    name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf", "Cs")).strip()
+    return name[:MAX_FILENAME_LENGTH] if name not in ("", ".", "..") else fallback
 
 
 @bp.delete("/api/images/<doc_id>")

@@ -25,7 +25,9 @@ def _error(description: str, headers: dict | None = None) -> dict:
 
 
 ERRORS = {
-    "400": _error("A malformed request or a bad parameter (the message names it)."),
+    # Every operation refuses query parameters (and body fields) it does not take, so every one lists 400.
+    "400": _error("A malformed request, or a bad or unknown parameter, form field or JSON key (the message "
+                  "names it)."),
     "401": _error("The API key is missing or wrong.",
                   {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}}),
     "403": _error("Writes are disabled: the server has no LOOKALIKE_API_KEY."),
@@ -131,30 +133,39 @@ SEARCH_RESULTS = _json(_ref("SearchResponse"), "Results, best first.")
 
 # A form field is text: tags there are one comma-separated string (JSON may also send a list).
 FORM_TAGS = {"type": "string", "description": "Tags separated by commas; at most 20 of at most 100 characters."}
+FILENAME = {"type": "string", "description": "The picture's file name, shown and searched by keyword (its last "
+                                             "path part, without control characters, at most 255 characters; "
+                                             "by default the stored file's name)."}
 
 
-def _image_body() -> dict:
-    options = {"limit": LIMIT["schema"], "offset": OFFSET["schema"], "min_score": MIN_SCORE["schema"]}
+def _image_body(options: dict, json_only: dict | None = None) -> dict:
+    """The picture as multipart file field `image` or JSON `image_base64`, with these options beside it.
+    Any other field or key is refused (400), so additionalProperties is false."""
     return {"required": True, "content": {
         "multipart/form-data": {"schema": {
-            "type": "object", "required": ["image"],
-            "properties": {"image": {"type": "string", "format": "binary", "description": "The picture."},
+            "type": "object", "required": ["image"], "additionalProperties": False,
+            "properties": {"image": {"type": "string", "format": "binary", "description": "The picture (one file)."},
                            "tags": FORM_TAGS, **options}}},
         "application/json": {"schema": {
-            "type": "object", "required": ["image_base64"],
+            "type": "object", "required": ["image_base64"], "additionalProperties": False,
             "properties": {"image_base64": {"type": "string", "contentEncoding": "base64",
-                                            "description": "The picture's bytes in base64 (a data: URL works too)."},
-                           "tags": TAGS_FIELD, **options}}},
+                                            "description": "The picture's bytes in base64, standard or URL-safe, "
+                                                           "padded or not (a data: URL works too)."},
+                           "tags": TAGS_FIELD, **options, **(json_only or {})}}},
     }}
+
+
+SEARCH_OPTIONS = {"limit": LIMIT["schema"], "offset": OFFSET["schema"], "min_score": MIN_SCORE["schema"]}
 
 
 PATHS = {
     "/api/search/image": {"post": {
         "operationId": "searchByImage", "tags": ["search"], "summary": "Images that look like an uploaded picture",
         "description": "Send the picture as multipart field `image`, or as JSON `image_base64`. Options may "
-                       "also be given in the query string.",
+                       "also be given in the query string. Any other form field or JSON key is refused (400). "
+                       "In JSON, limit, offset and min_score are JSON numbers, not strings (5.0 counts as 5).",
         "parameters": [LIMIT, OFFSET, TAGS, MIN_SCORE],
-        "requestBody": _image_body(),
+        "requestBody": _image_body(SEARCH_OPTIONS),
         "responses": {"200": SEARCH_RESULTS, **_errors("400", "409", "413", "415", "422", "503")},
     }},
     "/api/search": {"get": {
@@ -174,28 +185,31 @@ PATHS = {
     }},
     "/api/images": {"post": {
         "operationId": "addImage", "tags": ["images"], "summary": "Add an image to the index",
-        "description": "Stores the file under the server's data directory (named by its content hash) and "
-                       "indexes it. Uploading the same bytes again replaces their tags.",
+        "description": "Send the picture as multipart field `image`, or as JSON `image_base64` (with an optional "
+                       "`filename`; multipart sends the file's own name). Any other form field or JSON key is "
+                       "refused (400). Stores the file under the server's data directory (named by its content "
+                       "hash) and indexes it under the client's file name. Uploading the same bytes again "
+                       "replaces their tags and file name.",
         "security": [{"bearer": []}],
         "parameters": [TAGS],
-        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-            "type": "object", "required": ["image"],
-            "properties": {"image": {"type": "string", "format": "binary"}, "tags": FORM_TAGS}}}}},
+        "requestBody": _image_body({}, {"filename": FILENAME}),
         "responses": {"201": _json(_ref("Image"), "Added.",
                                    {"Location": {"schema": {"type": "string"}, "required": True}}),
-                      "200": _json(_ref("Image"), "The same bytes were already uploaded: tags updated."),
+                      "200": _json(_ref("Image"), "The same bytes were already uploaded: tags and file name "
+                                                  "updated."),
                       **_errors("400", "401", "403", "409", "413", "415", "422", "503")},
     }},
     "/api/images/{id}": {
         "get": {"operationId": "getImage", "tags": ["images"], "summary": "An image's metadata",
-                "parameters": [ID], "responses": {"200": _json(_ref("Image"), "Metadata."), **_errors("404", "503")}},
+                "parameters": [ID],
+                "responses": {"200": _json(_ref("Image"), "Metadata."), **_errors("400", "404", "503")}},
         "delete": {"operationId": "deleteImage", "tags": ["images"], "summary": "Remove an image from the index",
                    "description": "Uploaded files are deleted too; files indexed from folders stay on disk.",
                    "security": [{"bearer": []}], "parameters": [ID],
                    "responses": {"200": _json({"type": "object", "required": ["id", "deleted"],
                                                "properties": {"id": {"type": "string"},
                                                               "deleted": {"const": True}}}, "Removed."),
-                                 **_errors("401", "403", "404", "503")}},
+                                 **_errors("400", "401", "403", "404", "503")}},
     },
     "/api/images/{id}/file": {"get": {
         "operationId": "getImageFile", "tags": ["images"], "summary": "The image file",
@@ -205,7 +219,7 @@ PATHS = {
                                           "application/octet-stream": {"schema": {"type": "string",
                                                                                   "format": "binary"}}}},
                       "304": {"description": "Not modified (If-None-Match matched the ETag)."},
-                      **_errors("404", "503")},
+                      **_errors("400", "404", "503")},
     }},
     "/api/images/{id}/thumbnail": {"get": {
         "operationId": "getImageThumbnail", "tags": ["images"],
@@ -215,7 +229,7 @@ PATHS = {
                               "headers": CACHE_HEADERS,
                               "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
                       "304": {"description": "Not modified (If-None-Match matched the ETag)."},
-                      **_errors("404", "413", "415", "422", "503")},
+                      **_errors("400", "404", "413", "415", "422", "503")},
     }},
     "/api/tags": {"get": {
         "operationId": "listTags", "tags": ["images"], "summary": "The most used tags and their counts",
@@ -226,7 +240,8 @@ PATHS = {
     "/api/health": {"get": {
         "operationId": "health", "tags": ["service"], "summary": "The process is alive",
         "responses": {"200": _json({"type": "object", "required": ["status"],
-                                    "properties": {"status": {"const": "ok"}}}, "Alive.")},
+                                    "properties": {"status": {"const": "ok"}}}, "Alive."),
+                      **_errors("400")},
     }},
     "/api/ready": {"get": {
         "operationId": "ready", "tags": ["service"], "summary": "The model is loaded and the store answers",
@@ -236,15 +251,16 @@ PATHS = {
             "503": _json({"allOf": [_ref("Error"), {"type": "object", "required": ["checks"],
                                                     "properties": {"checks": _ref("Checks")}}]},
                          "Not ready; the message and checks say what is missing."),
+            **_errors("400"),
         },
     }},
     "/api/stats": {"get": {
         "operationId": "stats", "tags": ["service"], "summary": "Document count, descriptor and backend",
-        "responses": {"200": _json(_ref("Stats"), "Statistics."), **_errors("503")},
+        "responses": {"200": _json(_ref("Stats"), "Statistics."), **_errors("400", "503")},
     }},
     "/api/openapi.json": {"get": {
         "operationId": "openapi", "tags": ["service"], "summary": "This document",
-        "responses": {"200": _json({"type": "object"}, "The OpenAPI 3.1 document.")},
+        "responses": {"200": _json({"type": "object"}, "The OpenAPI 3.1 document."), **_errors("400")},
     }},
 }
 

@@ -1,11 +1,11 @@
 """Reading and checking request options: limit, offset, tags, min_score, q.
 
 Options come from the query string, and for POST bodies also from form fields or JSON keys.
-A bad value is a 400 that names the option.
+A bad value, or a name the endpoint does not take, is a 400 that names the option.
 """
 from __future__ import annotations
 
-import math
+import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -39,11 +39,15 @@ def reject_unknown_parameters() -> None:
     """before_request: 400 for a query parameter the endpoint does not take."""
     if request.endpoint is None or request.endpoint in UNCHECKED:
         return
-    allowed = QUERY_PARAMETERS.get(request.endpoint, ())
-    unknown = sorted(set(request.args) - set(allowed))
+    refuse_unknown("query parameter", request.args, QUERY_PARAMETERS.get(request.endpoint, ()))
+
+
+def refuse_unknown(kind: str, names, allowed: tuple[str, ...]) -> None:
+    """400 naming the first of `names` that is not `allowed` (query parameters, form fields, JSON keys)."""
+    unknown = sorted(set(names) - set(allowed))
     if unknown:
         takes = f"it takes {', '.join(allowed)}" if allowed else "it takes none"
-        raise bad(f"unknown query parameter {unknown[0][:40]!r} ({takes})")
+        raise bad(f"unknown {kind} {unknown[0][:40]!r} ({takes})")
 
 
 def bad(message: str) -> ApiError:
@@ -61,55 +65,90 @@ class Options:
         return {"tags": self.tags, "limit": self.limit, "offset": self.offset, "min_score": self.min_score}
 
 
+MISSING = object()  # an option not given (JSON null is given: it is refused like any wrong type)
+
+
 class Source:
-    """Option values by name: query string first, then the body's fields (form or JSON)."""
+    """Option values by name: query string first, then the body's fields (form or JSON).
+
+    Query-string and form values are text, parsed here; JSON values are typed and must have the right
+    JSON type ("limit": "5" is refused like "limit": true).
+    """
 
     def __init__(self, args, body: Mapping[str, Any] | None = None):
         self.args, self.body = args, body or {}
+        self.json = not hasattr(self.body, "getlist")  # form fields (a MultiDict) may repeat; JSON keys cannot
 
     def values(self, name: str) -> list:
         found = list(self.args.getlist(name))
-        if hasattr(self.body, "getlist"):  # form fields may repeat
+        if not self.json:
             found.extend(self.body.getlist(name))
-        elif name in self.body:            # a JSON value, as sent (tags may be a list)
+        elif name in self.body:            # a JSON value, as sent (tags may be a list; null is a value too)
             found.append(self.body[name])
         return found
 
     def one(self, name: str):
+        """The value, or MISSING."""
         values = self.values(name)
         if len(values) > 1:
             raise bad(f"{name} is given {len(values)} times; give it once")
-        return values[0] if values else None
+        return values[0] if values else MISSING
+
+    def typed(self, name: str) -> bool:
+        """Whether `name` came as a JSON value rather than as text (one() has made sure it came once)."""
+        return self.json and name in self.body
+
+
+def got(value, typed: bool) -> str:
+    """What the client sent, for messages: text as text, JSON as JSON (so "5" shows it was a string)."""
+    if not typed:
+        return f"(got {str(value)[:40]!r})"
+    if isinstance(value, (list, dict)):  # not dumped: it may be long or deeply nested
+        return f"(got {'an array' if isinstance(value, list) else 'an object'})"
+    return f"(got {json.dumps(value)[:40]})"
 
 
 def integer(source: Source, name: str, default: int, low: int, high: int) -> int:
     value = source.one(name)
-    if value is None:
+    if value is MISSING:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise bad(f"{name} must be an integer from {low} to {high}")
-    try:
-        number = int(value.strip()) if isinstance(value, str) else value
-    except ValueError:
-        raise bad(f"{name} must be an integer from {low} to {high} (got {str(value)[:40]!r})") from None
+    typed = source.typed(name)
+    message = f"{name} must be an integer from {low} to {high} {got(value, typed)}"
+    if typed:
+        # A JSON number; 5.0 is the integer 5 (as in JSON Schema), "5" and true are not numbers.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad(message)
+        number = value
+    else:
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise bad(message) from None
     if not low <= number <= high:
-        raise bad(f"{name} must be an integer from {low} to {high} (got {number})")
+        raise bad(message)
     return number
 
 
 def _min_score(source: Source) -> float | None:
     value = source.one("min_score")
-    if value is None:
+    if value is MISSING:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise bad("min_score must be a number from -1 to 1")
-    try:
-        number = float(value)
-    except ValueError:
-        raise bad(f"min_score must be a number from -1 to 1 (got {str(value)[:40]!r})") from None
-    if math.isnan(number) or not -1.0 <= number <= 1.0:
-        raise bad(f"min_score must be a number from -1 to 1 (got {str(value)[:40]})")
-    return number
+    typed = source.typed("min_score")
+    message = f"min_score must be a number from -1 to 1 {got(value, typed)}"
+    if typed:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad(message)
+        number = value  # compared before float(): a huge JSON integer does not fit a float
+    else:
+        try:
+            number = float(value)
+        except ValueError:
+            raise bad(message) from None
+    if not -1 <= number <= 1:  # NaN fails this too
+        raise bad(message)
+    return float(number)
 
 
 def tags(source: Source) -> list[str]:
@@ -119,16 +158,20 @@ def tags(source: Source) -> list[str]:
     for value in source.values("tags"):
         values.extend(value if isinstance(value, list) else [value])
     if len(values) > MAX_TAGS:  # even empty ones: the request is not what the client meant
-        raise bad(f"at most {MAX_TAGS} tags can be given")
+        raise bad(f"at most {MAX_TAGS} tags can be given (got {len(values)})")
     for value in values:
-        if not isinstance(value, str):
-            raise bad("tags must be strings")
+        if not isinstance(value, str):  # only JSON can send anything else
+            raise bad(f"tags must be strings {got(value, True)}")
         out.extend(value.split(","))
     result = normalise_tags(out)
     if len(result) > MAX_TAGS:
-        raise bad(f"at most {MAX_TAGS} tags can be given")
-    if any(len(t) > MAX_TAG_LENGTH or "\x00" in t for t in result):
-        raise bad(f"a tag is at most {MAX_TAG_LENGTH} characters, with no NUL")
+        raise bad(f"at most {MAX_TAGS} tags can be given (got {len(result)})")
+    for tag in result:
+        if len(tag) > MAX_TAG_LENGTH:
+            raise bad(f"tags are at most {MAX_TAG_LENGTH} characters each (got one of {len(tag)})")
+        # NUL, and JSON's lone surrogates (\ud800), which no store can encode
+        if "\x00" in tag or any("\ud800" <= ch <= "\udfff" for ch in tag):
+            raise bad(f"tags may not contain NUL or a lone surrogate (got {json.dumps(tag)[:40]})")
     return result
 
 
@@ -140,11 +183,9 @@ def options(source: Source, *, with_min_score: bool = True) -> Options:
 
 
 def text(source: Source) -> str:
-    value = source.one("q")
-    if value is None:
+    value = source.one("q")  # only ever in the query string: text
+    if value is MISSING:
         return ""
-    if not isinstance(value, str):
-        raise bad("q must be a string")
     if len(value) > MAX_QUERY_LENGTH:
-        raise bad(f"q is at most {MAX_QUERY_LENGTH} characters")
+        raise bad(f"q is at most {MAX_QUERY_LENGTH} characters (got {len(value)})")
     return value.strip()
