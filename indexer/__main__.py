@@ -12,7 +12,7 @@ from backend.imaging import ImageError, Limits, read_file
 from backend.search import SearchService
 from backend.stores import StoreError, open_store
 
-from .pipeline import Indexer
+from .pipeline import Indexer, entries_under
 from .scan import Shard, read_tags_csv, scan
 
 
@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
                             "then switch the alias to it (not with --shard: run once more without it to switch)")
     _common(index)
     index.set_defaults(run=_index)
+
+    remove = sub.add_parser("remove", help="remove the documents of files at or under PATH (the files stay)")
+    remove.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="folders or files")
+    remove.add_argument("--json", action="store_true", help="print one JSON object")
+    remove.set_defaults(run=_remove, batch_size=None)
 
     stats = sub.add_parser("stats", help="document count, descriptor, backend, data location")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
@@ -150,6 +155,15 @@ def _index(args, settings: Settings, store) -> int:
         print(f"the alias now points at {store.promote()}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary.as_json(), ensure_ascii=False))
+    return 0
+
+
+def _remove(args, settings: Settings, store) -> int:
+    removed = store.delete([entry.id for entry in entries_under(store.entries(), args.paths)])
+    if args.json:
+        print(json.dumps({"removed": removed, "count": store.count()}))
+    else:
+        print(f"removed {removed} documents; {store.count()} left in {store.location()}")
     return 0
 
 

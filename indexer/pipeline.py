@@ -189,13 +189,14 @@ class Indexer:
 
     def _prune(self, known: dict[str, Entry], files: list[FileToIndex], roots: Iterable[Path]) -> int:
         """Remove documents under the roots whose files no longer exist."""
-        prefixes = [str(Path(r).expanduser().resolve()) for r in roots]
         present = {f.id for f in files}
-        gone = [entry.id for entry in known.values()
-                if entry.id not in present and any(_under(entry.path, p) for p in prefixes)
-                and not Path(entry.path).exists()]
+        gone = [entry.id for entry in entries_under(known.values(), roots)
+                if entry.id not in present and not Path(entry.path).exists()]
         return self.store.delete(gone)
 
 
-def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+def entries_under(entries: Iterable[Entry], roots: Iterable[Path]) -> list[Entry]:
+    """The entries whose files are the roots or lie under them (by path; the files need not exist)."""
+    prefixes = [str(Path(r).expanduser().resolve()) for r in roots]
+    return [entry for entry in entries
+            if any(entry.path == p or entry.path.startswith(p.rstrip("/") + "/") for p in prefixes)]

@@ -219,6 +219,18 @@ def test_cli_rerun_without_tag_options_keeps_the_tags(fast_env, image_folder):
     assert found == ["animals"]
 
 
+def test_cli_remove_takes_documents_out_and_leaves_the_files(fast_env, image_folder):
+    assert cli(fast_env, "index", str(image_folder), "--tags-from-folders").returncode == 0
+    removed = cli(fast_env, "remove", str(image_folder / "cats"), "--json")
+    assert removed.returncode == 0 and last_json(removed.stdout) == {"removed": 6, "count": 6}
+    assert len(list((image_folder / "cats").iterdir())) == 6                # the files stay
+    found = last_json(cli(fast_env, "search", "--text", "photo", "-k", "20", "--json").stdout)
+    assert found["total"] == 6 and all(r["tags"] == ["dogs"] for r in found["results"])
+    assert last_json(cli(fast_env, "remove", str(image_folder / "cats"), "--json").stdout)["removed"] == 0
+    again = last_json(cli(fast_env, "index", str(image_folder), "--tags-from-folders", "--json").stdout)
+    assert (again["indexed"], again["skipped"]) == (6, 6)
+
+
 def test_cli_tags_csv_rows_that_name_no_image_are_reported(fast_env, image_folder):
     csv = image_folder / "tags.csv"
     csv.write_text("path,tags\ncats/photo_1.jpg,tabby\ncats/gone.jpg,lost\n", encoding="utf-8")
