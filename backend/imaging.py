@@ -11,13 +11,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# HEIC/HEIF, the default of iPhone cameras, through libheif (AVIF is Pillow's own). libheif applies the
+# file's rotation itself and resets the EXIF orientation, so exif_transpose below does not turn it twice.
+pillow_heif.register_heif_opener()
+
 # Formats we decode, as Pillow names them (MPO is the multi-picture JPEG some cameras write).
-ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF"})
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF", "HEIF", "AVIF"})
+FORMAT_NAMES = "JPEG, PNG, GIF, BMP, WebP, TIFF, HEIC or AVIF"   # for people
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff",
+                              ".heic", ".heif", ".avif"})
 CONTENT_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "GIF": "image/gif",
-                 "BMP": "image/bmp", "WEBP": "image/webp", "TIFF": "image/tiff"}
+                 "BMP": "image/bmp", "WEBP": "image/webp", "TIFF": "image/tiff", "HEIF": "image/heic",
+                 "AVIF": "image/avif"}
 
 # We enforce our own pixel limit before decoding; Pillow's global one would only warn below 2x.
 Image.MAX_IMAGE_PIXELS = None
@@ -83,22 +91,23 @@ def decode(data: bytes, limits: Limits, source: str = "upload", draft_size: int 
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(source, "not an image (or not a format we accept: JPEG, PNG, GIF, BMP, WebP, TIFF)",
+        raise ImageError(source, f"not an image (or not a format we accept: {FORMAT_NAMES})",
                          "unsupported") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(source, str(exc), "too_large") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError,
             ZeroDivisionError, MemoryError) as exc:
         # Pillow's decoders raise a variety of these on truncated or corrupt data.
-        raise ImageError(source, f"cannot decode image ({exc or type(exc).__name__})", "corrupt") from None
+        detail = " ".join(str(exc).split()) or type(exc).__name__   # one line: libheif's end in a newline
+        raise ImageError(source, f"cannot decode image ({detail})", "corrupt") from None
 
 
 def _decode(data: bytes, limits: Limits, source: str, draft_size: int | None) -> Decoded:
     img = Image.open(io.BytesIO(data))
     fmt = img.format or ""
     if fmt not in ACCEPTED_FORMATS:
-        raise ImageError(source, f"{fmt or 'unknown'} images are not accepted (use JPEG, PNG, GIF, BMP, "
-                                 "WebP or TIFF)", "unsupported")
+        raise ImageError(source, f"{fmt or 'unknown'} images are not accepted (use {FORMAT_NAMES})",
+                         "unsupported")
     width, height = img.size
     if width < 1 or height < 1:
         raise ImageError(source, f"image has no pixels ({width}x{height})", "corrupt")

@@ -11,7 +11,7 @@
 "use strict";
 
 const PAGE = 24;
-const IMAGE_TYPES = "JPEG, PNG, GIF, WebP, BMP or TIFF";
+const IMAGE_TYPES = "JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC or AVIF";
 const $ = (id) => document.getElementById(id);
 const el = {
   drop: $("dropzone"), file: $("file-input"), preview: $("query-preview"), dropTitle: $("drop-title"),

@@ -526,6 +526,23 @@ def test_upload_indexes_the_file_and_delete_removes_it(client, indexed):
     assert_error(client.delete(f"/api/images/{doc['id']}", headers=AUTH), 404, "not_found")
 
 
+def test_an_iphone_heic_searches_uploads_and_is_served_as_heic(client, indexed):
+    out = io.BytesIO()
+    picture(44, (120, 90)).save(out, "HEIF", quality=90)
+    data = out.getvalue()
+    found = client.post("/api/search/image", data=upload(data, "IMG_0001.HEIC"))
+    assert found.status_code == 200 and len(found.get_json()["results"]) == 12
+    added = client.post("/api/images", data=upload(data, "IMG_0001.HEIC"), headers=AUTH)
+    assert added.status_code == 201, added.get_json()
+    doc = added.get_json()
+    assert (doc["filename"], doc["width"], doc["height"]) == ("IMG_0001.HEIC", 120, 90)
+    assert (indexed.uploads_dir / (hashlib.sha256(data).hexdigest() + ".heic")).is_file()
+    file = client.get(doc["image_url"])
+    assert file.data == data and file.headers["Content-Type"] == "image/heic"
+    thumb = client.get(doc["thumbnail_url"])
+    assert thumb.status_code == 200 and thumb.headers["Content-Type"] == "image/jpeg"   # browsers can show it
+
+
 def test_upload_keeps_the_client_file_name(client, indexed):
     data = jpeg_bytes(43)
     stored = indexed.uploads_dir / (hashlib.sha256(data).hexdigest() + ".jpg")

@@ -327,7 +327,7 @@ def test_bad_files_and_failures_are_explained(page, site):
     page.goto(base + "/")
     drop(page, b"just some notes\n", "notes.txt", "text/plain")
     expect(page.locator("#status")).to_have_text("“notes.txt” isn't a picture. Drop a JPEG, PNG, GIF, WebP, "
-                                                 "BMP or TIFF image.")
+                                                 "BMP, TIFF, HEIC or AVIF image.")
     expect(page.locator("#status")).to_have_attribute("role", "alert")
     shot(page, "desktop-not-a-picture")
 

@@ -20,12 +20,39 @@ def encode(img: Image.Image, fmt: str, **options) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "HEIF", "AVIF"])
 def test_accepted_formats_decode_to_rgb(fmt):
-    decoded = decode(encode(picture(1, (40, 30)), fmt), LIMITS, "x")
+    original = picture(1, (40, 30))
+    decoded = decode(encode(original, fmt), LIMITS, "x")
     assert decoded.image.mode == "RGB"
     assert (decoded.width, decoded.height) == (40, 30)
     assert decoded.format == fmt
+    # the pixels, not just the shape: lossy formats stay close to the original
+    error = np.abs(np.asarray(decoded.image, dtype=np.int16) - np.asarray(original, dtype=np.int16)).mean()
+    assert error < 40, error
+
+
+def test_heic_as_an_iphone_writes_it_is_upright_once():
+    """An iPhone HEIC carries its rotation in the file (and EXIF): turned upright exactly once."""
+    arr = np.zeros((20, 40, 3), dtype=np.uint8)
+    arr[:, :20] = (255, 0, 0)
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    decoded = decode(encode(img, "HEIF", exif=exif.tobytes(), quality=95), LIMITS, "IMG_0001.HEIC")
+    assert decoded.image.size == (20, 40) and (decoded.width, decoded.height) == (20, 40)
+    top, bottom = np.asarray(decoded.image)[5, 10], np.asarray(decoded.image)[35, 10]
+    assert top[0] > 200 and top[1] < 60 and bottom[0] < 60   # red on top, as for the JPEG above
+
+
+def test_heic_alpha_and_damage():
+    rgba = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
+    assert np.asarray(decode(encode(rgba, "HEIF"), LIMITS, "x").image).min() > 200   # flattened on white
+    data = encode(picture(3, (64, 48)), "HEIF")
+    with pytest.raises(ImageError) as err:
+        decode(data[: len(data) // 2], LIMITS, "cut.heic")
+    assert err.value.kind == "corrupt" and str(err.value).startswith("cut.heic: cannot decode image")
+    assert "\n" not in str(err.value)                      # libheif's message ends in one
 
 
 def test_exif_orientation_is_applied():

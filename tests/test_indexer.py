@@ -93,13 +93,15 @@ def test_bad_files_are_reported_and_skipped(store, fast_extractor, image_folder)
     Image.new("L", (12000, 12000)).save(image_folder / "bomb.png")
     picture(5).convert("CMYK").save(image_folder / "cmyk.jpg")
     picture(6).save(image_folder / "東京 café.webp")
+    picture(7).save(image_folder / "IMG_0001.HEIC")                      # an iPhone's default
+    picture(8).save(image_folder / "still.avif")
     (image_folder / "readme.txt").write_text("ignored: not an image extension")
     indexer = Indexer(store, fast_extractor, Limits(max_pixels=50_000_000 // 2), batch_size=4)
     summary = indexer.run(scan([image_folder]))
     reasons = dict((Path(p).name, r) for p, r in summary.failures)
     assert set(reasons) == {"empty.jpg", "notes.png", "truncated.jpg", "bomb.png"}
     assert "12000x12000" in reasons["bomb.png"]
-    assert summary.indexed == 14                                           # 12 + cmyk + unicode name
+    assert summary.indexed == 16                                    # 12 + cmyk + unicode name + HEIC + AVIF
     assert store.keyword("東京").total == 1
 
 

@@ -27,7 +27,7 @@ FILE_MAX_AGE = 3600            # files may be re-indexed; the ETag lets browsers
 THUMBNAIL_MAX_AGE = 86400
 MAX_FILENAME_LENGTH = 255
 _EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp",
-               "TIFF": ".tif"}
+               "TIFF": ".tif", "HEIF": ".heic", "AVIF": ".avif"}
 
 
 def get_document(doc_id: str) -> Document:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from functools import cache
 
+from backend.imaging import FORMAT_NAMES
+
 from .params import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_LENGTH
 
 VERSION = "1.0.0"
@@ -34,8 +36,8 @@ ERRORS = {
     "404": _error("No image with this id (or no such route)."),
     "409": _error("The store holds vectors of another descriptor than this server's model."),
     "413": _error("Too many bytes, or too many pixels."),
-    "415": _error("Not an image type we accept (JPEG, PNG, GIF, BMP, WebP, TIFF), or a request body "
-                  "that is neither multipart/form-data nor JSON."),
+    "415": _error(f"Not an image type we accept ({FORMAT_NAMES}), or a request body that is neither "
+                  "multipart/form-data nor JSON."),
     "422": _error("An image that cannot be decoded."),
     "503": _error("The store is unavailable, or (searching by image, uploading) the model is not loaded."),
 }
