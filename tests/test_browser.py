@@ -226,6 +226,7 @@ def test_keyword_refine_trail_back_and_forward(page, site):
     keyword_results = names(page)
     assert all(name.startswith("beach_") for name in keyword_results)
     expect(page.locator("#grid .score")).to_have_count(0)   # a BM25 number means nothing to a person
+    shot(page, "desktop-keyword")
     expect(page.locator("#trail")).to_be_hidden()
 
     # Click a result: "more like this" becomes the query, with its own URL and a trail back.
