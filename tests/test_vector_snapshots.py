@@ -4,6 +4,7 @@ damaged, from another history, or cannot be written. Each test checks results ag
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -208,3 +209,26 @@ def test_the_snapshot_name_read_from_the_database_is_a_folder_name_only():
     for bad in (encode_meta("../../etc", 7), encode_meta(token.upper(), 7), '{"token": "%s"}' % token, "[1]",
                 "not json", None, ""):
         assert decode_meta(bad) is None
+
+
+def test_a_full_disk_warns_and_searches_go_on(tmp_path, caplog):
+    """The snapshot folder on a 64 KiB disk, for 1,000 x 32 floats (125 KiB): no room. (A store into a
+    writable memory map would have killed the process with SIGBUS.)"""
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)],
+                                                   capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("needs root and mount(8) to make a small tmpfs stand for a full disk")
+    try:
+        folder(tmp_path).symlink_to(tiny)
+        vecs = vectors(1000, 14)
+        current = {d.id: d.vector for d in docs(0, vecs)}
+        with caplog.at_level(logging.WARNING), open_store(tmp_path) as store:
+            store.upsert(docs(0, vecs))
+            check(store, current, 50)
+            assert store.vector_snapshot is None
+        assert "No space left on device" in caplog.text
+        assert [p.name for p in tiny.iterdir()] == ["lock"]     # the part written is gone
+    finally:
+        subprocess.run(["umount", str(tiny)], capture_output=True)

@@ -163,20 +163,25 @@ class Snapshots:
         part = self.folder / f".{token}.part"
         try:
             part.mkdir(parents=True)
-            vectors = np.lib.format.open_memmap(part / "vectors.npy", mode="w+", dtype=np.float32,
-                                                shape=(count, dims))
             rowids = np.empty(count, dtype=np.int64)
             n = 0
-            for n, (rowid, blob) in enumerate(rows, 1):   # straight into the file: no private copy
-                rowids[n - 1] = rowid
-                vectors[n - 1] = np.frombuffer(blob, dtype="<f4")
-            if n != count:
-                raise ValueError(f"expected {count} rows, read {n}")
-            vectors.flush()
-            del vectors
+            # Plain buffered writes, not a writable memory map: on a full disk a write raises OSError,
+            # where a store into a mapped page would kill the process (SIGBUS).
+            with open(part / "vectors.npy", "wb") as out:
+                np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False,
+                                                           "shape": (count, dims)})
+                os.posix_fallocate(out.fileno(), 0, out.tell() + count * dims * 4)   # no space: fail now
+                for n, (rowid, blob) in enumerate(rows, 1):   # the stored bytes are little-endian float32
+                    if len(blob) != dims * 4:
+                        raise ValueError(f"row {rowid} has {len(blob) // 4} dimensions, not {dims}")
+                    rowids[n - 1] = rowid
+                    out.write(blob)
+                if n != count:
+                    raise ValueError(f"expected {count} rows, read {n}")
+                out.flush()
+                os.fsync(out.fileno())
             np.save(part / "rowids.npy", rowids)
-            for name in ("vectors.npy", "rowids.npy"):
-                _fsync(part / name)
+            _fsync(part / "rowids.npy")
             part.rename(self.folder / token)
             _fsync(self.folder)
             return token
