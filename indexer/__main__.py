@@ -120,7 +120,7 @@ def _index(args, settings: Settings, store) -> int:
     problems: list[tuple[str, str]] = []
     csv_tags = read_tags_csv(args.tags_csv) if args.tags_csv else None
     files = list(scan(args.paths, tags_from_folders=args.tags_from_folders, csv_tags=csv_tags,
-                      extra_tags=args.tag, shard=args.shard, problems=problems))
+                      extra_tags=args.tag, shard=args.shard, problems=problems, skip=[settings.data_dir]))
     if csv_tags:
         unused = sorted(set(csv_tags) - {str(f.path) for f in files})
         if unused and not args.shard:

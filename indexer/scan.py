@@ -62,16 +62,18 @@ def read_tags_csv(csv_path: Path) -> dict[str, list[str]]:
 
 def scan(roots: Iterable[Path], *, tags_from_folders: bool = False, csv_tags: dict[str, list[str]] | None = None,
          extra_tags: Iterable[str] = (), shard: Shard | None = None,
-         problems: list[tuple[str, str]] | None = None) -> Iterator[FileToIndex]:
-    """Image files under the roots (recursively, sorted, each file once). Files that cannot be
+         problems: list[tuple[str, str]] | None = None, skip: Iterable[Path] = ()) -> Iterator[FileToIndex]:
+    """Image files under the roots (recursively, sorted, each file once), not under the `skip` folders
+    (the data folder: its thumbnails and uploads are not photos to index again). Files that cannot be
     taken (unreadable, name not UTF-8) are appended to `problems` as (path, reason)."""
     csv_tags = csv_tags or {}
     extra = tuple(extra_tags)
     seen: set[Path] = set()
     problems = problems if problems is not None else []
+    skipped = {Path(p).expanduser().resolve() for p in skip}
     for root in roots:
         root = Path(root).expanduser().resolve()
-        for path in _walk(root, problems):
+        for path in _walk(root, problems, skipped):
             if path in seen:
                 continue
             seen.add(path)
@@ -96,7 +98,7 @@ def scan(roots: Iterable[Path], *, tags_from_folders: bool = False, csv_tags: di
             yield FileToIndex(path, tuple(dict.fromkeys(tags)), stat.st_size, stat.st_mtime)
 
 
-def _walk(root: Path, problems: list[tuple[str, str]]) -> Iterator[Path]:
+def _walk(root: Path, problems: list[tuple[str, str]], skipped: set[Path]) -> Iterator[Path]:
     if root.is_file():
         if is_image_path(root):
             yield root
@@ -109,6 +111,9 @@ def _walk(root: Path, problems: list[tuple[str, str]]) -> Iterator[Path]:
         problems.append((exc.filename or str(root), f"cannot list folder ({exc.strerror})"))
 
     for folder, dirs, files in os.walk(root, onerror=on_error, followlinks=False):
+        if Path(folder) in skipped:
+            dirs[:] = []
+            continue
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             path = Path(folder) / name

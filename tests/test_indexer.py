@@ -233,6 +233,16 @@ def test_cli_remove_takes_documents_out_and_leaves_the_files(fast_env, image_fol
     assert (again["indexed"], again["skipped"]) == (6, 6)
 
 
+def test_cli_leaves_the_data_folder_out(fast_env, image_folder):
+    """Indexing a folder that holds the data folder does not index its thumbnails and uploads again."""
+    data = Path(fast_env["LOOKALIKE_DATA_DIR"])
+    for sub in ("thumbnails", "uploads"):
+        (data / sub).mkdir(parents=True)
+        picture(90).save(data / sub / "cached.jpg")
+    summary = last_json(cli(fast_env, "index", str(data.parent), "--json").stdout)
+    assert summary["indexed"] == 12 and summary["failed"] == 0           # image_folder's 12 only
+
+
 def test_cli_tags_csv_rows_that_name_no_image_are_reported(fast_env, image_folder):
     csv = image_folder / "tags.csv"
     csv.write_text("path,tags\ncats/photo_1.jpg,tabby\ncats/gone.jpg,lost\n", encoding="utf-8")
