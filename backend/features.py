@@ -116,37 +116,39 @@ class FeatureExtractor:
         return self._forward.maps(batch)
 
 
+# What TensorFlow prints at import before any log level applies (oneDNN is on: we turn it on below).
+_IMPORT_NOTICES = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on")
+
+
 @contextlib.contextmanager
-def _stderr_kept_unless_failing():
-    """Hold back what is written to file descriptor 2 (TensorFlow's oneDNN notice is printed at import,
-    before any log level applies); written out after all if the block fails."""
+def _import_notices_dropped():
+    """File descriptor 2 held back during the block and written out after it, less TensorFlow's import
+    notices: anything else (a warning, another thread's log line, an error) still reaches stderr."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
             yield
-        except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode("utf-8", "replace"))
-            raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not any(notice in line for notice in _IMPORT_NOTICES)]
+            sys.stderr.write("".join(kept))
 
 
 def _build_forward(weights: str, pooling: str):
+    # TensorFlow's C++ start-up notices (CPU features, ...) would drown the indexer's own lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # oneDNN convolutions: about 1.3x faster here, same vectors; TF enables them by default only on CPUs
     # with AVX-512 VNNI/BF16 or AMX (read at TF's import, hence here).
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    # TensorFlow's C++ start-up notices (CPU features, oneDNN) would drown the indexer's own lines.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # TensorFlow carries its own SQLite without FTS5; Python's sqlite3 must bind to the system one first,
     # or the embedded store fails with "no such module: fts5" in any process that built a model before it.
     import sqlite3  # noqa: F401
-    with _stderr_kept_unless_failing():
+    with _import_notices_dropped():
         import keras
         import tensorflow as tf
 

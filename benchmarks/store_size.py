@@ -27,7 +27,7 @@ import numpy as np
 
 from backend.search import SearchService
 from backend.stores.base import Document
-from backend.stores.embedded import EmbeddedStore
+from backend.stores.embedded import EmbeddedStore, snapshot_folder
 
 DESCRIPTOR = "synthetic-unit-512d"
 DIMS = 512
@@ -35,10 +35,6 @@ DIMS = 512
 
 def doc_id(i: int) -> str:
     return f"{i:020x}"
-
-
-def snapshot_folder(path: Path) -> Path:
-    return path.with_name(path.name + ".vectors")
 
 
 def fill(path: Path, n: int, chunk: int = 20_000) -> float:

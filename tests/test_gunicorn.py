@@ -80,6 +80,7 @@ def test_gunicorn_workers_map_one_shared_copy_of_the_vectors(tmp_path, fast_env,
     loaded it before taking requests; a refine over HTTP gives the brute-force nearest neighbours."""
     from backend.features import weights_tag
     from backend.stores import Document, open_store
+    from backend.stores.embedded import snapshot_folder
 
     from .conftest import FAST_SPEC
     rng = np.random.default_rng(3)
@@ -100,7 +101,7 @@ def test_gunicorn_workers_map_one_shared_copy_of_the_vectors(tmp_path, fast_env,
         deadline = time.monotonic() + 120
         while not all(mapped(pid) for pid in server.workers) and time.monotonic() < deadline:
             time.sleep(0.5)
-        snapshots = [p for p in (fast_settings.data_dir / "index.sqlite3.vectors").iterdir() if p.is_dir()]
+        snapshots = [p for p in snapshot_folder(fast_settings.embedded_path).iterdir() if p.is_dir()]
         assert len(snapshots) == 1
         files = {pid: mapped(pid) for pid in server.workers}
         assert len(files) == 2 and all(f == {str(snapshots[0] / "vectors.npy")} for f in files.values()), files

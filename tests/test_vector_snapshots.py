@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from backend.stores.base import Document
-from backend.stores.embedded import EmbeddedStore
+from backend.stores.embedded import EmbeddedStore, snapshot_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 DESC = "synthetic-32d"
@@ -40,7 +40,14 @@ def open_store(path: Path) -> EmbeddedStore:
 
 
 def folder(path: Path) -> Path:
-    return path / "index.sqlite3.vectors"
+    return snapshot_folder(path / "index.sqlite3")
+
+
+def settle(store: EmbeddedStore) -> None:
+    """Wait for a snapshot being written in the background, then search as a worker would next."""
+    if store._writer is not None:
+        store._writer.join(timeout=60)
+    store.sync()
 
 
 def snapshot_dirs(path: Path) -> list[str]:
@@ -87,12 +94,13 @@ def test_workers_share_one_mapped_file_and_follow_changes(tmp_path):
     # 20 private rows, and 12 dead ones in the file (10 replaced, 2 removed)
     assert a._vectors.changes == 32 and snapshot_dirs(tmp_path) == [token]
 
-    # Many: the next search writes a new snapshot and removes the old one; b still maps the old file
-    # (deleted, but readable while mapped) until its next search moves it on.
+    # Many: the next search starts writing a new snapshot beside the searches and it replaces the old
+    # one; b still maps the old file (deleted, but readable while mapped) until its next search.
     many = vectors(200, 3)
     writer.upsert(docs(1000, many))
     current.update({d.id: d.vector for d in docs(1000, many)})
     check(a, current, 12)
+    settle(a)
     (newer,) = snapshot_dirs(tmp_path)
     assert newer != token and a._vectors.snapshot == newer and a._vectors.changes == 0
     assert b._vectors.snapshot == token
@@ -232,3 +240,47 @@ def test_a_full_disk_warns_and_searches_go_on(tmp_path, caplog):
         assert [p.name for p in tiny.iterdir()] == ["lock"]     # the part written is gone
     finally:
         subprocess.run(["umount", str(tiny)], capture_output=True)
+
+
+def test_searches_go_on_while_a_new_snapshot_waits_to_be_written(tmp_path):
+    """Another process holds the snapshot lock (as while it writes one): a search that calls for a new
+    snapshot answers at once, right, from the old one and its own rows; the new one follows."""
+    import fcntl
+    import time
+    first = vectors(400, 15)
+    current = {d.id: d.vector for d in docs(0, first)}
+    store = open_store(tmp_path)
+    store.upsert(docs(0, first))
+    store.warm_up()
+    (token,) = snapshot_dirs(tmp_path)
+    with open(folder(tmp_path) / "lock", "a+b") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        more = vectors(300, 16)
+        store.upsert(docs(400, more))
+        current.update({d.id: d.vector for d in docs(400, more)})
+        started = time.monotonic()
+        check(store, current, 60)
+        assert time.monotonic() - started < 5
+        assert store._writer.is_alive() and snapshot_dirs(tmp_path) == [token]   # waiting for the lock
+    settle(store)
+    (newer,) = snapshot_dirs(tmp_path)
+    assert newer != token and store.vector_snapshot == newer and store._vectors.changes == 0
+    check(store, current, 61)
+    store.close()
+
+
+def test_a_backup_restored_under_a_running_process(tmp_path):
+    """The database goes back to an earlier state while a search process runs: it starts again."""
+    before = vectors(300, 17)
+    store = open_store(tmp_path)
+    store.upsert(docs(0, before))
+    store.warm_up()
+    backup = sqlite3.connect(tmp_path / "backup.sqlite3")
+    store._db.backup(backup)
+    store.upsert(docs(0, vectors(300, 18)) + docs(300, vectors(100, 19)))
+    reader = open_store(tmp_path)
+    reader.warm_up()
+    backup.backup(sqlite3.connect(tmp_path / "index.sqlite3"))    # restored through SQLite, live
+    check(reader, {d.id: d.vector for d in docs(0, before)}, 70)
+    for s in (store, reader):
+        s.close()

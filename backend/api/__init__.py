@@ -6,6 +6,7 @@ model are built here once and shared by every request thread (see `Lookalike`).
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from backend.config import Settings
 from backend.features import FeatureExtractor, WeightsError
 from backend.imaging import Limits
 from backend.search import QueryVectorCache, SearchService
-from backend.stores import Store, open_store
+from backend.stores import Store, StoreError, open_store
 
 from . import errors, params
 
@@ -76,7 +77,10 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
             def fail_again():
                 raise WeightsError(model_error)
             service = SearchService(store, fail_again, limits, query_cache)
-        store.warm_up()
+        try:
+            store.warm_up()
+        except (StoreError, OSError, sqlite3.Error) as exc:   # the searches load it, or answer 503
+            log.error("the store's vectors are not loaded yet: %s", exc)
     # The indexer shares the service's extractor: one model per process.
     indexer = Indexer(store, lambda: service.extractor, limits, batch_size=1, decode_threads=1)
 

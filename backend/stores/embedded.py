@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -55,6 +57,12 @@ _META_COLUMNS = "rowid, id, filename, path, tags, width, height, bytes, content_
                 "indexed_at, modified_at"
 _WORD = re.compile(r"\w+", re.UNICODE)
 log = logging.getLogger(__name__)
+SNAPSHOT_RETRY_SECONDS = 600
+
+
+def snapshot_folder(db_path: Path) -> Path:
+    """Where the vector snapshots of the database at `db_path` live: beside it, `index.sqlite3.vectors/`."""
+    return db_path.with_name(db_path.name + ".vectors")
 
 
 class EmbeddedStore(Store):
@@ -72,9 +80,12 @@ class EmbeddedStore(Store):
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable against process crashes; see docs
         self._vectors = Vectors.empty()
         self._data_version = None
-        self._snapshots = Snapshots(self.path.with_name(self.path.name + ".vectors"))
+        self._snapshots = Snapshots(snapshot_folder(self.path))
         self._snapshot_min_rows = snapshot_min_rows
-        self._snapshots_off = snapshot_min_rows is None   # also set when the folder cannot be written
+        self._snapshots_off = snapshot_min_rows is None   # also set for a read-only database
+        self._snapshot_retry_at = 0.0                      # after a failed write: not again before this
+        self._loaded = False
+        self._writer: threading.Thread | None = None
         if not self._has_schema():
             with self._write():
                 for statement in _SCHEMA.split(";"):
@@ -219,16 +230,24 @@ class EmbeddedStore(Store):
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
             if version == self._data_version:
                 return
-            followed = self._follow(self._vectors, snapshot_if_large=True)
+            # First load (a worker starting): a new snapshot, if one is due, costs less than reading every
+            # vector into memory of its own, and nothing is served yet.
+            followed = self._follow(self._vectors, snapshot_if_large=not self._loaded)
             if followed is None:
                 self._write_snapshot()
-            else:
-                self._vectors = followed
-            self._data_version = version
+                followed = self._follow(self._vectors, snapshot_if_large=False)
+            self._vectors, self._loaded, self._data_version = followed, True, version
+            if self._needs_snapshot(self._vectors.changes, len(self._vectors.base_rowids)):
+                # Later ones are written beside the searches, which go on with their private rows.
+                if self._writer is None or not self._writer.is_alive():
+                    self._writer = threading.Thread(target=self._write_snapshot, name="vector-snapshot",
+                                                    daemon=True)
+                    self._writer.start()
 
-    def _needs_snapshot(self, vectors: Vectors, changes: int) -> bool:
-        """Whether this process would hold so many rows beside its snapshot that a new one is better."""
-        return not self._snapshots_off and changes > max(self._snapshot_min_rows, len(vectors.base_rowids) // 8)
+    def _needs_snapshot(self, changes: int, base_rows: int) -> bool:
+        """Whether a process holding `changes` rows beside a snapshot of `base_rows` had better have a new one."""
+        return (not self._snapshots_off and time.monotonic() >= self._snapshot_retry_at
+                and changes > max(self._snapshot_min_rows, base_rows // 8))
 
     def _follow(self, vectors: Vectors, snapshot_if_large: bool) -> Vectors | None:
         """`vectors` moved to the database's current state: onto the snapshot the database names, if it is
@@ -238,6 +257,9 @@ class EmbeddedStore(Store):
             self._db.execute("BEGIN")  # one consistent read for the snapshot's name and the changes
             try:
                 named = decode_meta(self._meta("snapshot"))
+                seq = int(self._meta("seq") or 0)
+                if seq < vectors.seq:   # the database went back in time (a backup restored): start again
+                    vectors = Vectors.empty()
                 if (named and named[0] != vectors.snapshot and not self._snapshots_off
                         and named[0] not in self._snapshots.damaged):
                     opened = self._snapshots.open(*named)
@@ -246,12 +268,12 @@ class EmbeddedStore(Store):
                     elif attempt < 2 and named[0] not in self._snapshots.damaged:
                         continue   # replaced between reading its name and opening it: read the name again
                     # else go on from what this process holds (reading every vector if it holds none)
-                seq = int(self._meta("seq") or 0)
                 if seq == vectors.seq:
                     return vectors
                 removed = [r for (r,) in self._db.execute("SELECT rowid FROM removed WHERE seq > ?", (vectors.seq,))]
                 count = self._db.execute("SELECT count(*) FROM docs WHERE seq > ?", (vectors.seq,)).fetchone()[0]
-                if snapshot_if_large and self._needs_snapshot(vectors, vectors.changes + len(removed) + count):
+                if snapshot_if_large and self._needs_snapshot(vectors.changes + len(removed) + count,
+                                                              len(vectors.base_rowids)):
                     return None
                 rows = self._db.execute("SELECT rowid, vector FROM docs WHERE seq > ?", (vectors.seq,))
                 return vectors.apply(removed, rows, seq, count)
@@ -260,37 +282,46 @@ class EmbeddedStore(Store):
         raise AssertionError("unreachable: the last attempt always returns")
 
     def _write_snapshot(self) -> None:
-        """Write all vectors, straight from the database, to a new snapshot file for every process to map
-        (one process at a time: the others wait, then map it instead of each reading every vector)."""
-        with self._snapshots.lock():
-            followed = self._follow(self._vectors, snapshot_if_large=True)  # one may have been written meanwhile
-            if followed is not None:
-                self._vectors = followed
-                return
-            self._db.execute("BEGIN")
-            try:
-                seq = int(self._meta("seq") or 0)
-                count = self._db.execute("SELECT count(*) FROM docs").fetchone()[0]
-                first = self._db.execute("SELECT vector FROM docs LIMIT 1").fetchone()
-                dims = len(first[0]) // 4 if first else self._vectors.extra.shape[1]
-                token = self._snapshots.write(count, dims, self._db.execute(
-                    "SELECT rowid, vector FROM docs ORDER BY rowid"))
-            finally:
-                self._db.execute("COMMIT")
-            if token is not None:
+        """Write all vectors, straight from the database, to a new snapshot for every process to map. One
+        process at a time (the others wait, then use it); on its own connection, so that searches in other
+        threads go on meanwhile. A failure is retried after a while, or never for a read-only database."""
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        unnamed = None   # a snapshot written but not yet named by the database
+        try:
+            with self._snapshots.lock() as locked:
+                if not locked:
+                    raise OSError(f"cannot lock {self._snapshots.folder}")
+                db.execute("BEGIN")
                 try:
-                    with self._write():
-                        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('snapshot', ?)",
-                                         (encode_meta(token, seq),))
-                    self._snapshots.remove_all_but(token)
-                except sqlite3.Error as exc:   # a read-only database
-                    log.warning("cannot record the vector snapshot in %s (%s): each process keeps its own "
-                                "copy of the vectors", self.path, exc)
-                    token = None
-            if token is None:
+                    meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('seq', 'snapshot')"))
+                    seq, named = int(meta.get("seq") or 0), decode_meta(meta.get("snapshot"))
+                    count = db.execute("SELECT count(*) FROM docs").fetchone()[0]
+                    if named and named[0] not in self._snapshots.damaged:   # another process wrote one meanwhile?
+                        since = db.execute("SELECT (SELECT count(*) FROM docs WHERE seq > ?1) + "
+                                           "(SELECT count(*) FROM removed WHERE seq > ?1)", (named[1],)).fetchone()[0]
+                        if not self._needs_snapshot(since, count) and (self._snapshots.folder / named[0]).is_dir():
+                            return
+                    first = db.execute("SELECT vector FROM docs LIMIT 1").fetchone()
+                    unnamed = self._snapshots.write(count, len(first[0]) // 4 if first else 0,
+                                                    db.execute("SELECT rowid, vector FROM docs ORDER BY rowid"))
+                finally:
+                    db.execute("COMMIT")
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('snapshot', ?)",
+                           (encode_meta(unnamed, seq),))
+                db.execute("COMMIT")
+                token, unnamed = unnamed, None
+                self._snapshots.remove_all_but(token)
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            if unnamed is not None:
+                shutil.rmtree(self._snapshots.folder / unnamed, ignore_errors=True)   # named nowhere: useless
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
                 self._snapshots_off = True
-            # onto the new snapshot; or, with snapshots off, every vector read into this process's memory
-            self._vectors = self._follow(self._vectors, snapshot_if_large=False)
+            else:
+                self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_SECONDS
+            self._snapshots.warn(exc)
+        finally:
+            db.close()
 
     def warm_up(self) -> None:
         self.sync()

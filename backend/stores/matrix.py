@@ -14,7 +14,6 @@ the vectors are read from the database, as before.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -27,6 +26,11 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:   # Windows
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +117,7 @@ class Vectors:
             base, base_rowids, alive = np.empty((0, dims), np.float32), base_rowids[:0], alive[:0]
         # extra: the rows kept from before and the new ones, sorted by rowid
         keep = ~np.isin(self.extra_rowids, touched)
-        parts = [self.extra[keep]] if keep.any() else []
+        parts = [self.extra if keep.all() else self.extra[keep]] if keep.any() else []
         if n:
             parts.append(new_vecs[:n])
         extra = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.empty((0, dims), np.float32)
@@ -156,9 +160,9 @@ class Snapshots:
         return Vectors(vectors, rowids, np.ones(len(rowids), dtype=bool), np.empty((0, vectors.shape[1]), np.float32),
                        np.empty(0, dtype=np.int64), seq, token)
 
-    def write(self, count: int, dims: int, rows: Iterable[tuple[int, bytes]]) -> str | None:
-        """Write a new snapshot of `count` rows (rowid, vector bytes) in rowid order; its token, or None
-        (with one warning per process) when the folder cannot be written."""
+    def write(self, count: int, dims: int, rows: Iterable[tuple[int, bytes]]) -> str:
+        """Write a new snapshot of `count` rows (rowid, vector bytes) in rowid order; its token. Raises
+        OSError (no room, no permission) or ValueError, leaving nothing behind."""
         token = uuid.uuid4().hex
         part = self.folder / f".{token}.part"
         try:
@@ -170,7 +174,8 @@ class Snapshots:
             with open(part / "vectors.npy", "wb") as out:
                 np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False,
                                                            "shape": (count, dims)})
-                os.posix_fallocate(out.fileno(), 0, out.tell() + count * dims * 4)   # no space: fail now
+                if hasattr(os, "posix_fallocate"):   # not on macOS
+                    os.posix_fallocate(out.fileno(), 0, out.tell() + count * dims * 4)   # no room: fail now
                 for n, (rowid, blob) in enumerate(rows, 1):   # the stored bytes are little-endian float32
                     if len(blob) != dims * 4:
                         raise ValueError(f"row {rowid} has {len(blob) // 4} dimensions, not {dims}")
@@ -185,20 +190,23 @@ class Snapshots:
             part.rename(self.folder / token)
             _fsync(self.folder)
             return token
-        except (OSError, ValueError) as exc:
-            if not self._warned:
-                self._warned = True
-                log.warning("cannot write vector snapshots in %s (%s): each process keeps its own copy of "
-                            "the vectors", self.folder, exc)
+        except BaseException:
             shutil.rmtree(part, ignore_errors=True)
-            return None
+            raise
+
+    def warn(self, exc: Exception) -> None:
+        """Say once per process that snapshots fail, and what this process does instead."""
+        if not self._warned:
+            self._warned = True
+            log.warning("cannot write vector snapshots in %s (%s): this process keeps the vectors in its own "
+                        "memory meanwhile", self.folder, exc)
 
     def remove_all_but(self, token: str) -> None:
         """Delete older snapshots and parts left by a crash; called under the lock, so no other process is
         writing one. (A process that still maps an old snapshot keeps reading it until it moves on.)"""
         for entry in self.folder.iterdir():
             if entry.name != token and entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
+                shutil.rmtree(entry, ignore_errors=True)   # what is left is only disk, retried next time
 
     def lock(self) -> "_FileLock":
         return _FileLock(self.folder / "lock")
@@ -215,10 +223,11 @@ class _FileLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.path, "a+b")
-            fcntl.flock(self.file, fcntl.LOCK_EX)
+            if fcntl:   # not on Windows: there, two workers may both write one (the last one named wins)
+                fcntl.flock(self.file, fcntl.LOCK_EX)
             return True
         except OSError:
-            return False   # an unwritable folder: Snapshots.write will say so
+            return False   # an unwritable folder
 
     def __exit__(self, *exc) -> None:
         if self.file:
