@@ -1,7 +1,7 @@
 """The embedded store's vectors as a search process holds them: a shared snapshot file plus recent changes.
 
 Every search process (a gunicorn worker) needs all vectors for exact kNN. Reading them from SQLite into
-private memory costs each worker its own copy (2 GB at 1M images) and a slow start (13 s at 1M).
+private memory costs each worker its own copy (2 GB at 1M images) and a slow start (16 s at 1M).
 Instead, the vectors are also written to a snapshot, a plain .npy file next to the database, that every
 process maps read-only: the page cache holds one copy for all of them, and a new worker starts at once.
 What changed after the snapshot (rows written or removed since its sequence number) is kept privately
@@ -50,8 +50,8 @@ class Vectors:
     snapshot: str | None = None     # the token of the mapped snapshot
 
     @classmethod
-    def empty(cls, dims: int = 0) -> "Vectors":
-        none = np.empty((0, dims), dtype=np.float32)
+    def empty(cls) -> "Vectors":
+        none = np.empty((0, 0), dtype=np.float32)
         ids = np.empty(0, dtype=np.int64)
         return cls(none, ids, np.empty(0, dtype=bool), none, ids)
 
@@ -120,7 +120,10 @@ class Vectors:
         parts = [self.extra if keep.all() else self.extra[keep]] if keep.any() else []
         if n:
             parts.append(new_vecs[:n])
-        extra = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.empty((0, dims), np.float32)
+        if not parts:
+            extra = np.empty((0, dims), np.float32)
+        else:   # one part is used as it is: concatenate would copy it
+            extra = parts[0] if len(parts) == 1 else np.concatenate(parts)
         ids = np.concatenate([self.extra_rowids[keep], new_ids])
         order = np.argsort(ids, kind="stable")
         if len(ids) and not np.all(order == np.arange(len(ids))):
