@@ -1,7 +1,8 @@
 """The web page in a real browser: Playwright drives Debian's Chromium against the real app.
 
 The app runs in a thread on a free loopback port with the fast descriptor (seeded random VGG16 at 64 px)
-over pictures indexed by the real Indexer, tagged by folder. Screenshots go to test-artifacts/.
+over pictures indexed by the real Indexer, tagged by folder, on the embedded store; the main flows run once
+more on a real Elasticsearch node (tests/es_node.py). Screenshots go to test-artifacts/.
 Skips, saying why, when the playwright package or /usr/bin/chromium is missing.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import io
 import re
 import shutil
 import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from backend.stores import open_store
 from indexer.pipeline import Indexer
 from indexer.scan import scan
 
-from .conftest import FAST_ENV, ROOT
+from .conftest import FAST_ENV, ROOT, delete_indices
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"   # Debian's package; never a downloaded browser
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -61,21 +63,19 @@ def scene(tag: str, seed: int, size=(160, 120)) -> Image.Image:
     return img
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def serve_site(root: Path, store_env: dict):
     """The real app over 30 indexed pictures, on a free 127.0.0.1 port. Yields (base url, image folder)."""
     from werkzeug.serving import make_server
 
     from backend import create_app
 
-    root = tmp_path_factory.mktemp("browser")
     images = root / "images"
     for n, tag in enumerate(PALETTES):
         (images / tag).mkdir(parents=True)
         for i in range(PER_TAG):
             scene(tag, 100 * n + i).save(images / tag / f"{tag}_{i:02d}.jpg", quality=90)
     settings = Settings.from_env({**FAST_ENV, "LOOKALIKE_DATA_DIR": str(root / "data"),
-                                  "LOOKALIKE_MAX_IMAGE_BYTES": str(MAX_UPLOAD)})
+                                  "LOOKALIKE_MAX_IMAGE_BYTES": str(MAX_UPLOAD), **store_env})
     with open_store(settings) as store:
         summary = Indexer(store, FeatureExtractor.from_settings(settings)).run(
             scan([images], tags_from_folders=True))
@@ -87,6 +87,34 @@ def site(tmp_path_factory):
     yield f"http://127.0.0.1:{server.server_port}", images
     server.shutdown()
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def embedded_site(tmp_path_factory):
+    """The app on the embedded store (the default)."""
+    yield from serve_site(tmp_path_factory.mktemp("browser"), {})
+
+
+@pytest.fixture(scope="module")
+def elasticsearch_site(tmp_path_factory, elastic_nodes):
+    """The same app and pictures with LOOKALIKE_STORE set to the session's real Elasticsearch node."""
+    url, alias = elastic_nodes.url("8"), f"lookalike-browser-{uuid.uuid4().hex[:8]}"
+    try:
+        yield from serve_site(tmp_path_factory.mktemp("browser-es"),
+                              {"LOOKALIKE_STORE": url, "LOOKALIKE_ES_INDEX": alias})
+    finally:
+        delete_indices(url, alias)
+
+
+@pytest.fixture
+def site(request):
+    """(base url, image folder) of the app on the embedded store; tests marked ON_BOTH_STORES run once more
+    against Elasticsearch."""
+    return request.getfixturevalue(f"{getattr(request, 'param', 'embedded')}_site")
+
+
+# The main flows (drop, paging, keywords, refine, tag filters) also run against an Elasticsearch-backed app.
+ON_BOTH_STORES = pytest.mark.parametrize("site", ["embedded", "elasticsearch"], indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +134,8 @@ def page(browser, site, request):
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.base_url = site[0]
+    store = getattr(getattr(request.node, "callspec", None), "params", {}).get("site", "embedded")
+    page.shot_suffix = "" if store == "embedded" else f"-{store}"   # its own screenshots
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
@@ -113,7 +143,7 @@ def page(browser, site, request):
 
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"browser-{name}{getattr(page, 'shot_suffix', '')}.png"), full_page=True)
 
 
 def drop(page, path_or_bytes, name: str, mime: str, event: str = "drop") -> None:
@@ -165,6 +195,7 @@ def wait_for_results(page, count: int, url: str | None = None) -> None:
     expect(page.locator("#status")).to_contain_text("Showing")
 
 
+@ON_BOTH_STORES
 def test_drop_an_image_finds_it_first_and_loads_more(page, site):
     base, images = site
     page.goto(base + "/")
@@ -215,6 +246,7 @@ def test_file_picker_and_paste_search_by_image(page, site):
     expect(page.locator("#grid .name").first).to_have_text("beach_01.jpg")
 
 
+@ON_BOTH_STORES
 def test_keyword_refine_trail_back_and_forward(page, site):
     base, _ = site
     page.goto(base + "/")
@@ -305,6 +337,7 @@ def test_back_to_an_uploaded_picture_runs_it_again(page, site):
     expect(page.locator("#grid .card")).to_have_count(0)
 
 
+@ON_BOTH_STORES
 def test_tag_chips_filter_words_and_pictures(page, site):
     base, images = site
     page.goto(base + "/")
