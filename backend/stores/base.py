@@ -102,7 +102,7 @@ class Hit:
 @dataclass
 class Page:
     hits: list[Hit]
-    total: int                      # how many documents matched in all (kNN on Elasticsearch: at most k)
+    total: int                      # how many documents matched in all (kNN on Elasticsearch with min_score: at most k)
 
 
 @dataclass(frozen=True)

@@ -513,7 +513,12 @@ class ElasticStore(Store):
             if self._known == target:       # the answer came from the index the query was checked against
                 break
         hits = [Hit(_hit_document(h), score_to_cosine(h["_score"])) for h in result["hits"][offset:k]]
-        return Page(hits, result["total"]["value"])
+        total = result["total"]["value"]
+        if min_score is None and len(result["hits"]) >= k:
+            # kNN stops counting at k; without a threshold every document passing the filters is a match
+            # (as in the embedded store), so count them: a client paging on `total` sees the next page
+            total = max(total, self._count("count kNN matches", body["knn"].get("filter")))
+        return Page(hits, total)
 
     def keyword(self, text, *, tags=(), offset=0, limit=10) -> Page:
         # from + size may not pass index.max_result_window; deeper pages are empty
@@ -527,9 +532,12 @@ class ElasticStore(Store):
         return Page(hits, result["total"]["value"])
 
     def count(self) -> int:
-        with self._call("count documents"):
+        return self._count("count documents")
+
+    def _count(self, what: str, query: dict | None = None) -> int:
+        with self._call(what):
             try:
-                return int(self._client.count(index=self._read_index())["count"])
+                return int(self._client.count(index=self._read_index(), query=query)["count"])
             except NotFoundError:
                 return 0
 
