@@ -50,10 +50,11 @@ def new_store(es_url):
 
 # -- index types, mapping, scores ---------------------------------------------------------------------
 
-# How far a returned score may be from the true cosine: exact for float HNSW; the quantized types score
-# with their quantized vectors (measured here on 200 random 512-d vectors: int8 < 0.01, int4 < 0.05,
-# bbq < 0.2 before any rescoring).
-SCORE_TOLERANCE = {"hnsw": 1e-5, "int8_hnsw": 0.02, "int4_hnsw": 0.08, "bbq_hnsw": 0.25}
+# How far a returned score may be from the true cosine: exact for float HNSW; int8 and int4 score with
+# their quantized vectors. Measured on 8.19.21, 200 random 512-d vectors, 20 queries x top 10: largest
+# error 0 (hnsw), 0.021 (int8_hnsw), 0.052 (int4_hnsw), 0 (bbq_hnsw: 8.19 rescores it with the float
+# vectors). The tolerances leave about twice that.
+SCORE_TOLERANCE = {"hnsw": 1e-5, "int8_hnsw": 0.05, "int4_hnsw": 0.1, "bbq_hnsw": 0.05}
 
 
 @pytest.mark.parametrize("index_type", list(SCORE_TOLERANCE))
