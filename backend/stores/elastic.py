@@ -442,7 +442,7 @@ class ElasticStore(Store):
             for ok, item in helpers.streaming_bulk(
                     self._client, actions, chunk_size=chunk_size, max_retries=8, initial_backoff=0.5,
                     max_backoff=10, retry_on_status=_UNAVAILABLE, raise_on_error=False, ignore_status=ignore_status,
-                    refresh="wait_for", request_timeout=max(self.timeout, 60.0)):
+                    refresh="wait_for", request_timeout=self.timeout):
                 status = next(iter(item.values()), {}).get("status")
                 (done if ok or status in ignore_status else failed).append(item)
         if failed:
