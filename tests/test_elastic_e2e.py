@@ -28,6 +28,7 @@ from indexer.scan import Shard, scan
 
 from .conftest import ROOT, delete_indices, picture, require_real, sample_data
 
+
 def run_cli(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "indexer", *args], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
