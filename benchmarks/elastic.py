@@ -31,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -96,7 +98,7 @@ def synthetic(n: int, queries: int, dims: int = DIMS, seed: int = 0, mean_cluste
         points[start:stop] = centres[member[start:stop]] + np.sqrt(0.30) * spread_points(stop - start)
     points /= np.linalg.norm(points, axis=1, keepdims=True)
     order = rng.permutation(total)
-    return DataSet(f"synthetic-{n // 1000}k", DESCRIPTOR, points[order[:n]], points[order[n:]], None)
+    return DataSet(f"synthetic-{n}", DESCRIPTOR, points[order[:n]], points[order[n:]], None)
 
 
 def real(name: str, data: Path, weights: str, cache: Path) -> DataSet:
@@ -106,6 +108,17 @@ def real(name: str, data: Path, weights: str, cache: Path) -> DataSet:
     cached = load(extract(weights, data / name, tag, cache))
     vectors = np.ascontiguousarray(cached[defaults.pooling], dtype=np.float32)
     return DataSet(name, cached["info"]["descriptor"], vectors, vectors, list(range(len(vectors))))
+
+
+def from_store(name: str, path: Path) -> DataSet:
+    """The vectors of an embedded store (an index.sqlite3 the indexer filled), read-only, as a real set."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT descriptor, vector FROM docs ORDER BY rowid").fetchall()
+    descriptors = {d for d, _ in rows}
+    if len(descriptors) != 1:
+        raise ValueError(f"{path}: expected vectors of one descriptor, found {sorted(descriptors)}")
+    vectors = np.stack([np.frombuffer(v, dtype="<f4") for _, v in rows])
+    return DataSet(name, descriptors.pop(), vectors, vectors, list(range(len(vectors))))
 
 
 def documents(data: DataSet) -> list:
@@ -189,11 +202,9 @@ def index_stats(client: Elasticsearch, index: str) -> dict:
     out = {"docs": stats["docs"]["count"], "segments": stats["segments"]["count"],
            "store_mib": round(stats["store"]["size_in_bytes"] / 2 ** 20, 1),
            "files_mib": {ext: round(size / 2 ** 20, 2) for ext, size in files.items()}}
-    try:   # what vector search wants in the page cache, by file (8.19 and 9.x report it)
-        dense = client.indices.stats(index=index, metric="dense_vector")["indices"][index]["primaries"]["dense_vector"]
-        out["dense_vector"] = dense
-        out["off_heap_mib"] = {k.removeprefix("total_").removesuffix("_size_bytes"): round(v / 2 ** 20, 1)
-                               for k, v in dense.get("off_heap", {}).items() if isinstance(v, (int, float))}
+    try:   # 9.x adds what vector search wants in the page cache, by file ("off_heap"); 8.19 has the count
+        out["dense_vector"] = client.indices.stats(index=index, metric="dense_vector")["indices"][index]["primaries"][
+            "dense_vector"]
     except (ApiError, KeyError):
         pass
     return out
@@ -257,14 +268,12 @@ def tables(rows: list[dict]) -> str:
     heap = {(r["set"], r["type"]): r for r in rows if r["row"] == "heap"}
     base = {r["set"]: r for r in rows if r["row"] == "exact"}
     out += ["", "| set | type | upsert docs/s (embedded) | size as written MiB (segments) | merged MiB | "
-            "merge s | merged off-heap vector files MiB | heap used MiB (of) |", "|" + " --- |" * 8]
+            "merge s | heap used MiB (of) |", "|" + " --- |" * 7]
     for key, r in index.items():
         m, h = merged.get(key, {}), heap.get(key, {})
-        vec = ", ".join(f"{ext} {size:g}" for ext, size in m.get("merged", {}).get("off_heap_mib", {}).items()
-                        if size)
         out.append(f"| {key[0]} | {key[1]} | {r['upsert_docs_per_s']:,} ({base[key[0]]['upsert_docs_per_s']:,}) | "
                    f"{r['written']['store_mib']} ({r['written']['segments']}) | {m.get('merged', {}).get('store_mib')} | "
-                   f"{m.get('merge_seconds')} | {vec} | {h.get('heap_used_mib')} ({h.get('heap_max_mib')}) |")
+                   f"{m.get('merge_seconds')} | {h.get('heap_used_mib')} ({h.get('heap_max_mib')}) |")
     return "\n".join(out)
 
 
@@ -272,6 +281,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.elastic", description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, help="folder holding the labelled sets (default: LOOKALIKE_SAMPLE_DATA)")
     parser.add_argument("--datasets", nargs="*", default=["corel1k", "ukbench-600"])
+    parser.add_argument("--store", action="append", default=[], metavar="NAME=PATH",
+                        help="also the vectors of an embedded store (PATH/index.sqlite3 or the file), e.g. one "
+                             "`python -m indexer` filled; instead of --datasets when the descriptors are not cached")
     parser.add_argument("--synthetic", type=int, default=100_000, metavar="N", help="synthetic documents (0: none)")
     parser.add_argument("--queries", type=int, default=500, help="held-out synthetic queries")
     parser.add_argument("--types", nargs="+", default=["hnsw", "int8_hnsw", "bbq_hnsw"])
@@ -297,9 +309,14 @@ def main(argv=None) -> int:
         print(json.dumps(row) if args.json else " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
     sets = [real(name, args.data, args.weights, args.cache) for name in args.datasets]
+    for given in args.store:
+        name, _, path = given.partition("=")
+        path = Path(path)
+        sets.append(from_store(name, path / "index.sqlite3" if path.is_dir() else path))
     if args.synthetic:
         sets.append(synthetic(args.synthetic, args.queries))
     node = None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # so that `finally` stops the node
     if args.url is None:
         from tests import es_node
         node = es_node.start(args.version, heap=args.heap, jvm_options=VECTOR_JVM_OPTIONS)
