@@ -20,8 +20,8 @@ on the index as written and again after a force-merge to one segment (`--states`
 recall@k: the share of Elasticsearch's top k whose true cosine reaches the k-th exact score (less 1e-5,
 so that ties and float rounding do not count as misses), averaged over the queries. The score error is
 |reported score - true cosine| over every returned hit. Also: upsert throughput of both stores, index
-size (`_stats` store) as written and merged, the merged segment's files by extension, JVM heap used
-(`_nodes/stats/jvm`) after each type.
+size (`_stats` store, and the segment files by extension) as written and merged, JVM heap used
+(`_nodes/stats/jvm`) after each type. Results and how to read them: docs/benchmarks.md.
 
 Without --url it starts its own node (tests/es_node.py; set JAVA_HOME to a Java 21+ for Lucene's SIMD
 vector scoring, which the node is given the JVM options for) and stops it at the end.
@@ -212,7 +212,8 @@ def index_stats(client: Elasticsearch, index: str) -> dict:
 
 def heap_mib(client: Elasticsearch) -> dict:
     jvm = next(iter(client.nodes.stats(metric="jvm")["nodes"].values()))["jvm"]["mem"]
-    return {"heap_used_mib": round(jvm["heap_used_in_bytes"] / 2 ** 20), "heap_max_mib": round(jvm["heap_max_in_bytes"] / 2 ** 20)}
+    return {"heap_used_mib": round(jvm["heap_used_in_bytes"] / 2 ** 20),
+            "heap_max_mib": round(jvm["heap_max_in_bytes"] / 2 ** 20)}
 
 
 def index_options(client: Elasticsearch, index: str) -> dict:
@@ -235,6 +236,7 @@ def run_type(url: str, client: Elasticsearch, index_type: str, data: DataSet, do
         written = index_stats(client, index)
         emit({**head, "row": "index", "upsert_docs_per_s": round(rate), "batch": args.batch,
               "written": written, "index_options": index_options(client, index), **heap_mib(client)})
+        segments = written["segments"]
         for state in ("written", "merged"):
             if state == "merged":
                 t0 = time.perf_counter()
@@ -243,8 +245,9 @@ def run_type(url: str, client: Elasticsearch, index_type: str, data: DataSet, do
                 merged = index_stats(client, index)
                 emit({**head, "row": "merged", "merge_seconds": round(time.perf_counter() - t0, 1),
                       "merged": merged, **heap_mib(client)})
+                segments = merged["segments"]
             for candidates in (args.candidates if state in args.states else ()):
-                emit({**head, "row": "knn", "state": state, "segments": (written if state == "written" else merged)["segments"],
+                emit({**head, "row": "knn", "state": state, "segments": segments,
                       **measure(store, embedded, data, truth, candidates), "loadavg": round(os.getloadavg()[0], 1)})
         emit({**head, "row": "heap", **heap_mib(client)})
     finally:
@@ -272,7 +275,8 @@ def tables(rows: list[dict]) -> str:
     for key, r in index.items():
         m, h = merged.get(key, {}), heap.get(key, {})
         out.append(f"| {key[0]} | {key[1]} | {r['upsert_docs_per_s']:,} ({base[key[0]]['upsert_docs_per_s']:,}) | "
-                   f"{r['written']['store_mib']} ({r['written']['segments']}) | {m.get('merged', {}).get('store_mib')} | "
+                   f"{r['written']['store_mib']} ({r['written']['segments']}) | "
+                   f"{m.get('merged', {}).get('store_mib')} | "
                    f"{m.get('merge_seconds')} | {h.get('heap_used_mib')} ({h.get('heap_max_mib')}) |")
     return "\n".join(out)
 
