@@ -1,14 +1,16 @@
 """Elasticsearch approximate kNN against the embedded store's exact kNN, on the same vectors in one run.
 
-    python -m benchmarks.elastic [--data DIR] [--synthetic 100000] [--queries 500]
-        [--types hnsw int8_hnsw bbq_hnsw] [--candidates 100 200 500] [--batch 500]
-        [--url URL | --version 8 --heap 1g] [--weights W] [--cache DIR] [--json] [--table FILE]
+    python -m benchmarks.elastic [--data DIR] [--datasets corel1k ukbench-600] [--store NAME=PATH]...
+        [--synthetic 100000] [--queries 500] [--types hnsw int8_hnsw bbq_hnsw] [--candidates 100 200 500]
+        [--batch 500] [--states written merged] [--url URL | --version 8 --heap 1g] [--weights W]
+        [--cache DIR] [--json] [--table FILE]
 
 Data sets: Corel-1k and UKBench-600 (`--data` holds corel1k/ and ukbench-600/; their descriptors with the
 product's default descriptor come from benchmarks.descriptors and its cache, so the model runs once per
-set), and N synthetic 512-d unit vectors (`synthetic`: a Gaussian mixture, see there). On the real sets
-every image is a query with itself left out, through the `exclude` filter of the product's "more like
-this" search, in both stores; synthetic queries are held-out points of the same mixture.
+set; or `--store`: the vectors of an embedded store the indexer filled), and N synthetic 512-d unit
+vectors (`synthetic`: a Gaussian mixture, see there). On the real sets every image is a query with
+itself left out, through the `exclude` filter of the product's "more like this" search, in both stores;
+synthetic queries are held-out points of the same mixture.
 
 Each set is written into an embedded store (the exact baseline: its brute-force kNN, limit 100, gives
 the true neighbours) and, per index type, into Elasticsearch through the product's ElasticStore.upsert
