@@ -37,6 +37,13 @@ def doc_id(i: int) -> str:
     return f"{i:020x}"
 
 
+def synthetic_document(i: int, vector: np.ndarray, descriptor: str = DESCRIPTOR) -> Document:
+    """Document number i: the given vector and made-up file metadata."""
+    return Document(id=doc_id(i), vector=vector, filename=f"img{i}.jpg", path=f"/synthetic/img{i}.jpg", tags=[],
+                    width=640, height=480, bytes=100_000, content_hash=f"{i:064x}", descriptor=descriptor,
+                    indexed_at=0.0, modified_at=0.0)
+
+
 def fill(path: Path, n: int, chunk: int = 20_000) -> float:
     """A store of n synthetic documents (seeded unit vectors); returns the seconds taken (0 if reused)."""
     if path.exists():
@@ -51,10 +58,7 @@ def fill(path: Path, n: int, chunk: int = 20_000) -> float:
         for start in range(0, n, chunk):
             vectors = rng.standard_normal((min(chunk, n - start), DIMS), dtype=np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-            store.upsert([Document(id=doc_id(i), vector=v, filename=f"img{i}.jpg", path=f"/synthetic/img{i}.jpg",
-                                   tags=[], width=640, height=480, bytes=100_000, content_hash=f"{i:064x}",
-                                   descriptor=DESCRIPTOR, indexed_at=0.0, modified_at=0.0)
-                          for i, v in zip(range(start, start + len(vectors)), vectors)])
+            store.upsert([synthetic_document(i, v) for i, v in zip(range(start, start + len(vectors)), vectors)])
     return time.perf_counter() - started
 
 

@@ -139,12 +139,13 @@ class Node:
 
 
 def start(version: str = "8", *, port: int = 0, home: Path | None = None, settings: dict | None = None,
-          heap: str = HEAP, timeout: float = 240, log: Path | None = None) -> Node:
+          heap: str = HEAP, timeout: float = 240, log: Path | None = None, jvm_options: tuple[str, ...] = ()) -> Node:
     """Build (if needed) and start a node; return once it is at least yellow. `home` keeps the data (a node
-    started again on the same home and port finds its indices); without it the data is temporary."""
+    started again on the same home and port finds its indices); without it the data is temporary.
+    `jvm_options` go to the JVM before the class path (e.g. --add-modules=jdk.incubator.vector)."""
     version = full_version(version)
     java, classpath = build(version)
-    command = [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseSerialGC", "-cp", classpath,
+    command = [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseSerialGC", *jvm_options, "-cp", classpath,
                "org.elasticsearch.node.TestNode", "--port", str(port)]
     if home is not None:
         command += ["--home", str(home)]

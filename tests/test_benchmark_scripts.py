@@ -63,3 +63,22 @@ def test_benchmark_commands_explain_bad_input_in_one_line(tmp_path, fast_env):
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+
+
+def test_elastic_benchmark_small_synthetic_set(es_url, fast_env):
+    rows = run_all(fast_env, "benchmarks.elastic", "--url", es_url, "--datasets", "--synthetic", "200",
+                   "--queries", "5", "--types", "hnsw", "--candidates", "100")
+    by_row = {}
+    for row in rows:
+        by_row.setdefault(row["row"], []).append(row)
+    assert by_row["exact"][0]["documents"] == 200 and by_row["exact"][0]["upsert_docs_per_s"] > 0
+    assert by_row["index"][0]["written"]["docs"] == 200 and by_row["merged"][0]["merged"]["segments"] == 1
+    assert [r["state"] for r in by_row["knn"]] == ["written", "merged"]
+    for knn in by_row["knn"]:
+        assert knn["queries"] == 5 and 0.5 <= knn["recall@10"] <= 1 and 0.5 <= knn["recall@100"] <= 1
+        assert 0 < knn["es_p50_ms"] <= knn["es_p95_ms"] and 0 < knn["exact_p50_ms"]
+        assert knn["max_score_error"] < 1e-5     # float hnsw reports the true cosine
+    # the benchmark removes what it created
+    from elasticsearch import Elasticsearch
+    with Elasticsearch(es_url) as client:
+        assert not client.indices.get(index="esbench-*", expand_wildcards="all")
