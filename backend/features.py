@@ -165,14 +165,17 @@ def _build_forward(weights: str, pooling: str):
     conv5 = keras.Model(base.input, base.get_layer("block5_conv3").output)
     mean = tf.constant(_BGR_MEAN)
 
-    @tf.function(reduce_retracing=True)
-    def maps(batch):
+    def conv5_maps(batch):
         x = tf.cast(batch, tf.float32)[..., ::-1] - mean  # RGB -> BGR, mean-centred
         return conv5(x, training=False)                     # (N, H/16, W/16, 512), ReLU'd
 
-    @tf.function(reduce_retracing=True)
-    def forward(batch):
-        return _pool(maps(batch), pooling)
+    # One graph for every input shape: a trace per shape would keep one more graph (and its memory)
+    # for each size of picture a server meets. R-MAC's regions depend on the map's size, so it is
+    # traced per shape; those are few (DescriptorSpec.input_shape rounds both sides to multiples of 32).
+    any_batch = [tf.TensorSpec([None, None, None, 3], tf.uint8)]
+    maps = tf.function(conv5_maps, input_signature=any_batch)
+    forward = tf.function(lambda batch: _pool(conv5_maps(batch), pooling),
+                          **({"reduce_retracing": True} if pooling == "rmac" else {"input_signature": any_batch}))
 
     def run(batch: np.ndarray) -> np.ndarray:
         vectors = forward(tf.constant(batch)).numpy().astype(np.float32)
