@@ -12,6 +12,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
+import backend.imaging  # noqa: F401 -- registers the HEIC plugin, for photo.heic
+
 
 def encode(img: Image.Image, fmt: str, **options) -> bytes:
     out = io.BytesIO()
