@@ -51,6 +51,14 @@ class DescriptorSpec:
             return max(32, int(round(n * scale / 32)) * 32)
         return fit(height), fit(width)
 
+    def shapes(self) -> list[tuple[int, int]]:
+        """Every (height, width) that input_shape gives, whatever the picture: a few dozen at most."""
+        if self.square:
+            return [(self.image_size, self.image_size)]
+        longest = {self.input_shape(n, n)[0] for n in range(1, 8193)}   # 320 and 352 at 336 (rounding)
+        return sorted({pair for side in longest for short in range(32, side + 1, 32)
+                       for pair in ((side, short), (short, side))})
+
     def descriptor_id(self, weights_tag: str) -> str:
         shape = f"sq{self.image_size}" if self.square else f"ar{self.image_size}"
         pooling = f"gem{GEM_P:g}" if self.pooling == "gem" else self.pooling   # p changes the vector
@@ -113,8 +121,11 @@ class FeatureExtractor:
         return out
 
     def warm_up(self) -> None:
-        """Trace the model's graph now (one small call), so that the first real picture does not pay it."""
-        self.embed([np.zeros((32, 32, 3), dtype=np.uint8)])
+        """One call at every input shape, now: the graph is traced and TensorFlow's per-shape state (about
+        8 MiB each, 40 shapes at 336 px) is built before a server takes requests, so that its memory does
+        not grow with the sizes of the pictures it meets later, and no first picture of a shape pays it."""
+        for shape in self.spec.shapes():
+            self.embed([np.zeros((*shape, 3), dtype=np.uint8)])
 
     def embed_picture(self, picture: Image.Image) -> np.ndarray:
         return self.embed([self.prepare(picture)])[0]
