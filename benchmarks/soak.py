@@ -1,7 +1,7 @@
 """Soak: gunicorn under a long mixed load while pictures are indexed and removed beside it.
 
     python -m benchmarks.soak [--minutes 10] [--clients 4] [--workers 2] [--base 60] [--batches 16]
-        [--batch-pictures 25] [--uploads 40] [--max-growth 0.10] [--fast] [--dir DIR] [--json]
+        [--batch-pictures 60] [--uploads 40] [--max-growth 0.10] [--fast] [--dir DIR] [--json]
 
 It makes its own photos (distinct, of many sizes and formats), indexes --base of them with the real
 command line, starts gunicorn (gunicorn.conf.py, backend:create_app(), --workers workers, on a free
@@ -9,8 +9,9 @@ loopback port) and then, for --minutes:
 
 - --clients threads send a mix of searches by image (a new picture each time, multipart or base64),
   keyword searches, "similar", file and thumbnail requests, and requests for deleted ids;
-- an indexer thread runs `python -m indexer index` on --batches new folders of --batch-pictures
-  photos each and `python -m indexer remove` on about half of them, spread over the run;
+- an indexer thread runs `python -m indexer index` on up to --batches new folders of --batch-pictures
+  photos each, and after each one from the second on `python -m indexer remove` on the oldest folder
+  still indexed, spread over the run (at least two folders, whatever the time);
 - a writer thread adds --uploads pictures with POST /api/images and deletes most of them again;
 - a sampler reads each worker's resident memory every few seconds.
 
@@ -201,7 +202,7 @@ class Soak:
                 self.rec.added.update(ids)
             self._cli("index", str(folder), "--tag", "soak")
             indexed.append((folder, ids))
-            if b % 2 == 1:            # remove an older folder, then keep going
+            if b >= 1:                # remove the oldest folder, then keep going
                 folder_out, ids_out = indexed.pop(0)
                 self._cli("remove", str(folder_out))
                 done = time.monotonic()
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--base", type=int, default=60, help="photos indexed before the server starts")
     parser.add_argument("--batches", type=int, default=16, help="folders the indexer adds during the run")
-    parser.add_argument("--batch-pictures", type=int, default=25, help="photos per folder")
+    parser.add_argument("--batch-pictures", type=int, default=60, help="photos per folder")
     parser.add_argument("--uploads", type=int, default=40, help="pictures added through the API")
     parser.add_argument("--max-growth", type=float, default=0.10,
                         help="largest allowed growth of a worker's memory, last 10%% of the run over the first")

@@ -10,7 +10,7 @@ from .conftest import ROOT
 
 
 def test_short_soak_no_errors_nothing_lost_no_stale_ids(tmp_path, fast_env):
-    result = subprocess.run([sys.executable, "-m", "benchmarks.soak", "--fast", "--minutes", "0.5", "--clients", "3",
+    result = subprocess.run([sys.executable, "-m", "benchmarks.soak", "--fast", "--minutes", "0.4", "--clients", "3",
                              "--base", "12", "--batches", "4", "--batch-pictures", "6", "--uploads", "10",
                              "--max-growth", "0.25", "--dir", str(tmp_path / "soak"), "--json"],
                             cwd=ROOT, env=fast_env, capture_output=True, text=True, timeout=600)
