@@ -23,6 +23,8 @@ GEM_P = 1.5
 # shipped in ../shared): recognised so that the descriptor id says "imagenet" for either.
 _IMAGENET_MD5 = {"6d6bbae143d832006294945121d1f1fc"}
 _IMAGENET_SHA256 = {"c12fc0c6a469306c9273e87e7d339ad7ae092e96092ee532e68f8cabacb91d72"}
+# Pixels per model call, at most (see FeatureExtractor.embed).
+MAX_CALL_PIXELS = 8 * 352 * 352
 # VGG16's ImageNet means, BGR order (keras.applications.vgg16.preprocess_input, "caffe" mode).
 _BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 
@@ -48,6 +50,14 @@ class DescriptorSpec:
         def fit(n: int) -> int:
             return max(32, int(round(n * scale / 32)) * 32)
         return fit(height), fit(width)
+
+    def shapes(self) -> list[tuple[int, int]]:
+        """Every (height, width) that input_shape gives, whatever the picture: a few dozen at most."""
+        if self.square:
+            return [(self.image_size, self.image_size)]
+        longest = {self.input_shape(n, n)[0] for n in range(1, 8193)}   # 320 and 352 at 336 (rounding)
+        return sorted({pair for side in longest for short in range(32, side + 1, 32)
+                       for pair in ((side, short), (short, side))})
 
     def descriptor_id(self, weights_tag: str) -> str:
         shape = f"sq{self.image_size}" if self.square else f"ar{self.image_size}"
@@ -101,11 +111,21 @@ class FeatureExtractor:
         by_shape: dict[tuple, list[int]] = {}
         for i, arr in enumerate(arrays):
             by_shape.setdefault(arr.shape, []).append(i)
-        for indices in by_shape.values():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start:start + batch_size]
+        for shape, indices in by_shape.items():
+            # A call's memory grows with its pixels (VGG16's first layers: 64 maps at full size), so large
+            # pictures go fewer at a time: at most 8 at 352 x 352 (a 1.2 GiB peak, against 1.8 for 16).
+            per_call = max(1, min(batch_size, MAX_CALL_PIXELS // (shape[0] * shape[1])))
+            for start in range(0, len(indices), per_call):
+                chunk = indices[start:start + per_call]
                 out[chunk] = self._forward(np.stack([arrays[i] for i in chunk]))
         return out
+
+    def warm_up(self) -> None:
+        """One call at every input shape, now: the graph is traced and TensorFlow's per-shape state (about
+        8 MiB each, 40 shapes at 336 px) is built before a server takes requests, so that its memory does
+        not grow with the sizes of the pictures it meets later, and no first picture of a shape pays it."""
+        for shape in self.spec.shapes():
+            self.embed([np.zeros((*shape, 3), dtype=np.uint8)])
 
     def embed_picture(self, picture: Image.Image) -> np.ndarray:
         return self.embed([self.prepare(picture)])[0]
@@ -165,14 +185,17 @@ def _build_forward(weights: str, pooling: str):
     conv5 = keras.Model(base.input, base.get_layer("block5_conv3").output)
     mean = tf.constant(_BGR_MEAN)
 
-    @tf.function(reduce_retracing=True)
-    def maps(batch):
+    def conv5_maps(batch):
         x = tf.cast(batch, tf.float32)[..., ::-1] - mean  # RGB -> BGR, mean-centred
         return conv5(x, training=False)                     # (N, H/16, W/16, 512), ReLU'd
 
-    @tf.function(reduce_retracing=True)
-    def forward(batch):
-        return _pool(maps(batch), pooling)
+    # One graph for every input shape: a trace per shape would keep one more graph (and its memory)
+    # for each size of picture a server meets. R-MAC's regions depend on the map's size, so it is
+    # traced per shape; those are few (DescriptorSpec.input_shape rounds both sides to multiples of 32).
+    any_batch = [tf.TensorSpec([None, None, None, 3], tf.uint8)]
+    maps = tf.function(conv5_maps, input_signature=any_batch)
+    forward = tf.function(lambda batch: _pool(conv5_maps(batch), pooling),
+                          **({"reduce_retracing": True} if pooling == "rmac" else {"input_signature": any_batch}))
 
     def run(batch: np.ndarray) -> np.ndarray:
         vectors = forward(tf.constant(batch)).numpy().astype(np.float32)

@@ -5,8 +5,10 @@ Everything that can go wrong with a file ends as one ImageError, whose `kind` sa
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ pillow_heif.register_heif_opener()
 # Formats we decode, as Pillow names them (MPO is the multi-picture JPEG some cameras write).
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF", "HEIF", "AVIF"})
 FORMAT_NAMES = "JPEG, PNG, GIF, BMP, WebP, TIFF, HEIC or AVIF"   # for people
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff",
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".mpo", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff",
                               ".heic", ".heif", ".avif"})
 CONTENT_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "GIF": "image/gif",
                  "BMP": "image/bmp", "WEBP": "image/webp", "TIFF": "image/tiff", "HEIF": "image/heic",
@@ -84,30 +86,37 @@ def decode(data: bytes, limits: Limits, source: str = "upload", draft_size: int 
         raise ImageError(source, f"{len(data):,} bytes is over the limit of {limits.max_bytes:,}", "too_large")
     if not data:
         raise ImageError(source, "the file is empty", "unsupported")
+    with one_picture(source), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow warns about odd EXIF or palette data; we decide below
+        return _decode(data, limits, source, draft_size)
+
+
+@contextlib.contextmanager
+def one_picture(source: str) -> Iterator[None]:
+    """The boundary around one picture: any exception raised in the block (reading, decoding, preparing
+    it) becomes that picture's ImageError, so one bad file never fails a request or a run."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns about odd EXIF or palette data; we decide below
-            return _decode(data, limits, source, draft_size)
+        yield
     except ImageError:
         raise
-    except UnidentifiedImageError:
-        raise ImageError(source, f"not an image (or not a format we accept: {FORMAT_NAMES})",
-                         "unsupported") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(source, str(exc), "too_large") from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError,
-            ZeroDivisionError, MemoryError) as exc:
-        # Pillow's decoders raise a variety of these on truncated or corrupt data.
-        detail = " ".join(str(exc).split()) or type(exc).__name__   # one line: libheif's end in a newline
-        raise ImageError(source, f"cannot decode image ({detail})", "corrupt") from None
+    except Exception as exc:  # noqa: BLE001 -- Pillow's decoders raise many types on odd data
+        raise ImageError(source, f"cannot decode image ({_one_line(exc)})", "corrupt") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__   # one line: libheif's end in a newline
 
 
 def _decode(data: bytes, limits: Limits, source: str, draft_size: int | None) -> Decoded:
-    img = Image.open(io.BytesIO(data))
+    try:
+        img = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, NotImplementedError) as exc:   # no plugin could read the header
+        raise _unopened(data, source, exc) from None
     fmt = img.format or ""
     if fmt not in ACCEPTED_FORMATS:
-        raise ImageError(source, f"{fmt or 'unknown'} images are not accepted (use {FORMAT_NAMES})",
-                         "unsupported")
+        raise _not_accepted(source, fmt)
     width, height = img.size
     if width < 1 or height < 1:
         raise ImageError(source, f"image has no pixels ({width}x{height})", "corrupt")
@@ -120,9 +129,54 @@ def _decode(data: bytes, limits: Limits, source: str, draft_size: int | None) ->
     if draft_size and fmt in ("JPEG", "MPO"):
         img.draft("RGB", (draft_size, draft_size))  # keeps the picture at least draft_size on each side
     img.seek(0)  # first frame of animations
-    img.load()
+    try:
+        img.load()
+    except NotImplementedError as exc:   # a variant of the format that Pillow does not decode
+        raise _cannot_decode_kind(source, fmt, exc) from None
     img = ImageOps.exif_transpose(img)
     return Decoded(to_rgb(img), width, height, fmt)
+
+
+def _unopened(data: bytes, source: str, exc: Exception) -> ImageError:
+    """Why no decoder opened the bytes, in plain words: not an image; an image format we do not accept;
+    or a kind of an accepted format (a 12-bit JPEG, say) that the decoder does not implement."""
+    fmt = _recognised_format(data[:16])
+    if fmt is None:
+        return ImageError(source, f"not an image (or not a format we accept: {FORMAT_NAMES})", "unsupported")
+    if fmt not in ACCEPTED_FORMATS:
+        return _not_accepted(source, fmt)
+    if isinstance(exc, UnidentifiedImageError):   # Pillow hides the plugin's reason: ask it again
+        factory = Image.OPEN[fmt][0]
+        try:
+            factory(io.BytesIO(data)).close()
+        except Exception as plugin_exc:  # noqa: BLE001 -- the reason is all we want from it
+            exc = plugin_exc
+    # Pillow turns a header that runs out of bytes into SyntaxError too; its cause tells them apart.
+    if not isinstance(exc.__cause__ or exc, (SyntaxError, NotImplementedError)):
+        return ImageError(source, f"cannot decode image ({_one_line(exc)})", "corrupt")
+    return _cannot_decode_kind(source, fmt, exc)
+
+
+def _recognised_format(prefix: bytes) -> str | None:
+    """The first format whose signature the bytes start with (Pillow's own checks, in its order)."""
+    Image.init()
+    for fmt in Image.ID:
+        accept = Image.OPEN[fmt][1]
+        try:
+            if accept and accept(prefix) is True:
+                return fmt
+        except Exception:  # noqa: BLE001 -- a plugin's check that fails on odd bytes is a no
+            continue
+    return None
+
+
+def _not_accepted(source: str, fmt: str) -> ImageError:
+    return ImageError(source, f"{fmt or 'unknown'} images are not accepted (use {FORMAT_NAMES})", "unsupported")
+
+
+def _cannot_decode_kind(source: str, fmt: str, exc: BaseException) -> ImageError:
+    name = "JPEG" if fmt == "MPO" else fmt
+    return ImageError(source, f"a {name} image of a kind we cannot decode ({_one_line(exc)})", "unsupported")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .features import DIMS, FeatureExtractor
-from .imaging import Limits, decode
+from .imaging import Limits, decode, one_picture
 from .stores.base import Page, Store
 
 
@@ -112,7 +112,9 @@ class SearchService:
         vector = cache.get(key) if key else None
         if vector is None:
             picture = decode(data, self.limits, source=source, draft_size=extractor.spec.image_size).image
-            vector = extractor.embed_picture(picture)
+            with one_picture(source):
+                pixels = extractor.prepare(picture)
+            vector = extractor.embed([pixels])[0]
             if key:
                 cache.put(key, vector)
         return vector

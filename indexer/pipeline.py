@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.features import FeatureExtractor
-from backend.imaging import ImageError, Limits, decode, read_file
+from backend.imaging import ImageError, Limits, decode, one_picture, read_file
 from backend.stores.base import Document, Entry, InvalidVector, Store, check_vectors, normalise_tags
 
 from .scan import FileToIndex
@@ -137,10 +137,13 @@ class Indexer:
             summary.reused += len(docs)
 
     def _load_one(self, item: FileToIndex) -> _Loaded:
-        data = read_file(item.path, self.limits)
-        decoded = decode(data, self.limits, source=str(item.path), draft_size=self.extractor.spec.image_size)
-        return _Loaded(item, hashlib.sha256(data).hexdigest(), decoded.width, decoded.height,
-                       self.extractor.prepare(decoded.image))
+        """Read, hash, decode and prepare one file; any failure is its ImageError."""
+        extractor = self.extractor   # outside the boundary: a model that cannot load is no file's fault
+        with one_picture(str(item.path)):
+            data = read_file(item.path, self.limits)
+            decoded = decode(data, self.limits, source=str(item.path), draft_size=extractor.spec.image_size)
+            return _Loaded(item, hashlib.sha256(data).hexdigest(), decoded.width, decoded.height,
+                           extractor.prepare(decoded.image))
 
     def _try_load(self, item: FileToIndex) -> _Loaded | tuple[str, str]:
         try:
@@ -177,18 +180,33 @@ class Indexer:
     def _write(self, batch: list[_Loaded], summary: Summary) -> None:
         reuse = self.store.find_by_hash([b.content_hash for b in batch])
         need = [b for b in batch if b.content_hash not in reuse]
-        vectors = dict(zip((id(b) for b in need), self.extractor.embed([b.pixels for b in need], self.batch_size)))
+        vectors = self._embed(need, summary)
         descriptor = self.extractor.descriptor_id
         now = time.time()
         docs = [Document(id=b.item.id, vector=reuse.get(b.content_hash, vectors.get(id(b))),
                          filename=b.filename or b.item.path.name, path=str(b.item.path), tags=list(b.item.tags),
                          width=b.width, height=b.height, bytes=b.item.bytes, content_hash=b.content_hash,
                          descriptor=descriptor, indexed_at=now, modified_at=b.item.modified_at)
-                for b in batch]
+                for b in batch if b.content_hash in reuse or id(b) in vectors]
         docs = [doc for doc in docs if self._usable(doc, summary)]
         self.store.upsert(docs)
         summary.indexed += len(docs)
         summary.reused += len(batch) - len(need)
+
+    def _embed(self, need: list[_Loaded], summary: Summary) -> dict[int, np.ndarray]:
+        """Vectors by id(loaded). A model call that fails for a batch is retried file by file, so only the
+        file it fails on is reported (and left out); the rest of the batch is stored."""
+        extractor = self.extractor
+        try:
+            return dict(zip((id(b) for b in need), extractor.embed([b.pixels for b in need], self.batch_size)))
+        except Exception as exc:  # noqa: BLE001 -- whatever the model raised, one file must not cost a batch
+            if len(need) == 1:
+                summary.failures.append((str(need[0].item.path), f"the model failed on this image ({exc})"))
+                return {}
+        vectors: dict[int, np.ndarray] = {}
+        for loaded in need:
+            vectors.update(self._embed([loaded], summary))
+        return vectors
 
     @staticmethod
     def _usable(doc: Document, summary: Summary) -> bool:

@@ -348,13 +348,38 @@ def test_bad_search_requests(client):
 
 def test_images_we_cannot_use(client):
     assert_error(client.post("/api/search/image", data=upload(b"")), 415, "unsupported_image")
-    assert_error(client.post("/api/search/image", data=upload(b"GIF89a not really" * 10)), 415, "unsupported_image")
+    # a GIF signature followed by junk is a damaged GIF, not "not an image"
+    body = assert_error(client.post("/api/search/image", data=upload(b"GIF89a not really" * 10)), 422,
+                        "corrupt_image")
+    assert body["error"]["message"].startswith("cannot decode image")
     assert_error(client.post("/api/search/image", data=upload(b"%PDF-1.4 hello" * 50)), 415, "unsupported_image")
     truncated = jpeg_bytes(2)[:400]
     assert_error(client.post("/api/search/image", data=upload(truncated)), 422, "corrupt_image")
     huge = png_header(100_000, 100_000)
     body = assert_error(client.post("/api/search/image", data=upload(huge)), 413, "too_large")
     assert "pixels" in body["error"]["message"] and "/" not in body["error"]["message"]  # no server paths
+
+
+@pytest.mark.parametrize("name", ["unknown-flags.dds", "unknown-fourcc.dds", "unknown-dxgi.dds", "twelve-bit.jpg"])
+def test_pictures_the_decoder_does_not_implement_are_415_not_500(client, name):
+    from benchmarks.odd_files import odd_files
+    data = odd_files()[name]
+    encoded = base64.b64encode(data).decode()
+    for response in (client.post("/api/search/image", data=upload(data, "photo.png")),
+                     client.post("/api/search/image", json={"image_base64": encoded}),
+                     client.post("/api/images", data=upload(data, "photo.png"), headers=AUTH)):
+        body = assert_error(response, 415, "unsupported_image")
+        expected = "a JPEG image of a kind we cannot decode" if name.endswith(".jpg") else "DDS images are not accepted"
+        assert body["error"]["message"].startswith(expected)
+    assert client.get("/api/stats").get_json()["count"] == 12
+
+
+def test_an_mpo_upload_is_searched_and_indexed(client):
+    from benchmarks.odd_files import odd_files
+    data = odd_files()["stereo.mpo"]
+    assert client.post("/api/search/image", data=upload(data, "DSCF0001.MPO")).status_code == 200
+    created = client.post("/api/images", data=upload(data, "DSCF0001.MPO"), headers=AUTH)
+    assert created.status_code == 201 and created.get_json()["filename"] == "DSCF0001.MPO"
 
 
 def test_too_many_bytes_is_413(client):

@@ -89,3 +89,13 @@ def test_settings_from_environment():
                 {"LOOKALIKE_STORE": "ftp://x"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             Settings.from_env(bad)
+
+
+def test_shapes_lists_every_input_shape():
+    for spec in (DescriptorSpec(), DescriptorSpec(image_size=64), DescriptorSpec(image_size=448),
+                 DescriptorSpec(square=True)):
+        shapes = set(spec.shapes())
+        rng = np.random.default_rng(1)
+        for width, height in rng.integers(1, 20_000, (5000, 2)):
+            assert spec.input_shape(int(width), int(height)) in shapes
+    assert len(DescriptorSpec().shapes()) == 40

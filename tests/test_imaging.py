@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from backend.imaging import ImageError, Limits, decode, read_file, thumbnail_jpeg, to_rgb
+from backend.imaging import (ImageError, Limits, decode, is_image_path, one_picture, read_file, thumbnail_jpeg,
+                             to_rgb)
+from benchmarks.odd_files import odd_files
 
 from .conftest import picture
 
@@ -177,3 +180,58 @@ def test_unicode_file_name(tmp_path):
 def test_thumbnail_fits_and_is_jpeg():
     thumb = Image.open(io.BytesIO(thumbnail_jpeg(picture(8, (800, 400)), 128)))
     assert thumb.format == "JPEG" and thumb.size == (128, 64)
+
+
+# -- odd files (benchmarks/odd_files.py makes them; the fuzzer starts from the same ones) -----------------
+
+EXPECTED_KIND = {"twelve-bit.jpg": "unsupported", "unknown-flags.dds": "unsupported",
+                 "unknown-fourcc.dds": "unsupported", "unknown-dxgi.dds": "unsupported", "icon.ico": "unsupported",
+                 "claims-huge.png": "too_large", "truncated.jpg": "corrupt", "header-only.jpg": "corrupt",
+                 "flipped.jpg": "unsupported", "truncated.png": "corrupt", "empty.jpg": "unsupported",
+                 "text.png": "unsupported"}
+
+
+@pytest.mark.parametrize("name", sorted(odd_files()))
+def test_every_odd_file_decodes_or_is_one_image_error(name):
+    data = odd_files()[name]
+    if name not in EXPECTED_KIND:
+        decoded = decode(data, Limits(), name, draft_size=64)
+        assert decoded.image.mode == "RGB" and decoded.image.size[0] > 0
+        return
+    with pytest.raises(ImageError) as err:
+        decode(data, Limits(), name, draft_size=64)
+    assert err.value.kind == EXPECTED_KIND[name]
+    assert str(err.value).startswith(f"{name}: ") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["unknown-flags.dds", "unknown-fourcc.dds", "unknown-dxgi.dds"])
+def test_dds_the_decoder_does_not_implement_is_unsupported_not_a_crash(name):
+    data = odd_files()[name]
+    with pytest.raises(NotImplementedError):      # what Pillow itself does with these bytes
+        Image.open(io.BytesIO(data)).load()
+    with pytest.raises(ImageError) as err:
+        decode(data, LIMITS, name)
+    assert err.value.kind == "unsupported" and err.value.reason.startswith("DDS images are not accepted")
+
+
+def test_twelve_bit_jpeg_is_named_as_a_jpeg_we_cannot_decode():
+    with pytest.raises(ImageError) as err:
+        decode(odd_files()["twelve-bit.jpg"], LIMITS, "scan.jpg")
+    assert err.value.kind == "unsupported"
+    assert err.value.reason == "a JPEG image of a kind we cannot decode (cannot handle 12-bit layers)"
+
+
+def test_mpo_is_an_image_file_and_decodes_its_first_picture():
+    assert is_image_path(Path("DSCF0001.MPO"))
+    decoded = decode(odd_files()["stereo.mpo"], LIMITS, "x")
+    assert decoded.format == "MPO" and (decoded.width, decoded.height) == (48, 32)
+
+
+def test_one_picture_turns_any_exception_into_that_pictures_error():
+    with pytest.raises(ImageError) as err:
+        with one_picture("a.png"):
+            raise NotImplementedError("no such thing")
+    assert err.value.kind == "corrupt" and str(err.value) == "a.png: cannot decode image (no such thing)"
+    with pytest.raises(KeyboardInterrupt):            # not a picture's fault: goes through
+        with one_picture("a.png"):
+            raise KeyboardInterrupt

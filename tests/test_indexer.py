@@ -116,6 +116,47 @@ def test_files_run_through_the_model_in_batches(store, fast_extractor, image_fol
     assert sum(calls) == 12 and max(calls) > 1                             # not one call per image
 
 
+def test_a_model_failure_in_a_batch_costs_only_its_file(store, fast_extractor, image_folder):
+    Image.new("RGB", (96, 64), "white").save(image_folder / "cats" / "poison.png")
+    original = fast_extractor._forward
+
+    def forward(batch):   # the network fails on one picture (all white), as TensorFlow can on odd input
+        if any(arr.min() == 255 for arr in batch):
+            raise RuntimeError("the model cannot take this picture")
+        return original(batch)
+    fast_extractor._forward = forward
+    try:
+        summary = run(store, fast_extractor, image_folder)
+    finally:
+        fast_extractor._forward = original
+    assert [Path(p).name for p, _ in summary.failures] == ["poison.png"]
+    assert "the model failed on this image (the model cannot take this picture)" in summary.failures[0][1]
+    assert summary.indexed == 12 and store.count() == 12        # its batch-mates are all stored
+
+
+def test_cli_skips_a_file_the_decoder_does_not_implement_and_keeps_its_batch(fast_env, tmp_path):
+    from benchmarks.odd_files import dds_unknown_dxgi, odd_files
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    picture(1).save(folder / "a.jpg")
+    (folder / "b.png").write_bytes(dds_unknown_dxgi())                 # a DDS named .png
+    picture(2).save(folder / "c.jpg")
+    (folder / "d.mpo").write_bytes(odd_files()["stereo.mpo"])
+    (folder / "e.jpg").write_bytes(odd_files()["twelve-bit.jpg"])
+    for _ in range(2):                                                 # a re-run does the same, no crash
+        result = cli(fast_env, "index", str(folder), "--json")
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        summary = last_json(result.stdout)
+        assert summary["failed"] == 2 and summary["indexed"] + summary["skipped"] == 3
+        reasons = {Path(f["path"]).name: f["reason"] for f in summary["failures"]}
+        assert reasons["b.png"].startswith("DDS images are not accepted")
+        assert reasons["e.jpg"] == "a JPEG image of a kind we cannot decode (cannot handle 12-bit layers)"
+        assert "failed: " in result.stderr and "b.png" in result.stderr
+    names = {r["filename"] for r in last_json(cli(fast_env, "search", "--text", "jpg mpo", "--json").stdout)["results"]}
+    stats = last_json(cli(fast_env, "stats", "--json").stdout)
+    assert stats["count"] == 3, names
+
+
 # -- the command line -------------------------------------------------------------------------
 
 def test_cli_index_is_idempotent_and_answers_in_json(fast_env, image_folder):

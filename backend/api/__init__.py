@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,10 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
     model_error = None
     if load_model:
         try:
-            service.extractor  # noqa: B018 (builds it)
+            extractor = service.extractor  # noqa: F841 (builds it)
+            # One call at every input shape, beside the first requests (not before them: under a loaded
+            # machine it could outlast gunicorn's boot timeout), so memory stays flat from then on.
+            threading.Thread(target=_warm_up, args=(extractor,), name="model-warm-up", daemon=True).start()
         except WeightsError as exc:
             model_error = str(exc)
             log.error("the model is not loaded: %s", exc)
@@ -110,6 +114,13 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
     if settings.cors_origins:
         _enable_cors(app, settings.cors_origins)
     return app
+
+
+def _warm_up(extractor: FeatureExtractor) -> None:
+    try:
+        extractor.warm_up()
+    except Exception:  # noqa: BLE001 -- a warm-up that fails costs speed only; searches report their own errors
+        log.exception("model warm-up failed")
 
 
 def _enable_cors(app: Flask, origins: tuple[str, ...]) -> None:

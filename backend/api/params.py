@@ -44,10 +44,12 @@ def reject_unknown_parameters() -> None:
 
 def refuse_unknown(kind: str, names, allowed: tuple[str, ...]) -> None:
     """400 naming the first of `names` that is not `allowed` (query parameters, form fields, JSON keys)."""
-    unknown = sorted(set(names) - set(allowed))
+    # A multipart part without a name comes as the name None: an unknown field too, never a crash.
+    unknown = sorted("" if name is None else name for name in set(names) - set(allowed))
     if unknown:
         takes = f"it takes {', '.join(allowed)}" if allowed else "it takes none"
-        raise bad(f"unknown {kind} {unknown[0][:40]!r} ({takes})")
+        named = repr(unknown[0][:40]) if unknown[0] else "without a name"
+        raise bad(f"unknown {kind} {named} ({takes})")
 
 
 def bad(message: str) -> ApiError:
