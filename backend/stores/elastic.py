@@ -501,6 +501,20 @@ class ElasticStore(Store):
                     out[hit["_source"]["content_hash"]] = np.asarray(values, dtype=np.float32).reshape(-1)
         return out
 
+    def vectors(self, doc_ids):
+        ids = list(dict.fromkeys(doc_ids))
+        target = self._target() if ids else None
+        out: dict[str, np.ndarray] = {}
+        if target is None:
+            return out
+        for start in range(0, len(ids), 500):
+            result = self._search(target[0], "read vectors", **ids_body(ids[start:start + 500], with_vector=True))
+            for hit in result["hits"]["hits"]:
+                values = (hit.get("fields") or {}).get(VECTOR)
+                if values is not None:
+                    out[hit["_id"]] = np.asarray(values, dtype=np.float32).reshape(-1)
+        return out
+
     def tag_counts(self, limit: int = 50) -> list[tuple[str, int]]:
         target = self._target()
         if target is None:
