@@ -1,7 +1,8 @@
 """Relevance feedback measured with a simulated user, for each method of backend/feedback.py.
 
     python -m benchmarks.feedback DATASET_DIR [--data-dir DIR] [--methods rocchio fusion classifier]
-        [--rounds 2] [--marks 5] [--expand K] [--limit N] [--cost N] [--json]
+        [--rounds 2] [--marks 5] [--expand K] [--limit N] [--json]
+    python -m benchmarks.feedback --cost N [--methods ...]
 
 DATASET_DIR holds images and a labels.csv (benchmarks/datasets.py). The images are indexed by the product's
 indexer into DIR (kept, so a second run skips the model; default: a temporary folder). Then, for every
@@ -17,9 +18,9 @@ Per round and method it prints P@24 (relevant images among the 24 results shown,
 marked one) and two mAPs (benchmarks/metrics.py, query left out): `mAP` ranks the marked positives first
 (the user has found them), then the results, then the marked negatives, so that it ranks every other image
 of the set as round 0 does; `residual mAP` ranks the results alone against the relevant images not yet
-marked (queries with none left are left out). --cost N also times one refine (6 positives, 5 negatives,
-top 24) per method on a synthetic embedded store of N documents (benchmarks.store_size.fill) and counts
-its kNN calls.
+marked (queries with none left are left out). --cost N times one refine (6 positives, 5 negatives,
+top 24) per method on a synthetic embedded store of N documents (benchmarks.store_size.fill, kept under
+/tmp/lookalike-store-size) beside a plain "similar" search, and counts the kNN calls of each.
 """
 from __future__ import annotations
 
@@ -146,38 +147,48 @@ def table(results: dict[str, list[dict]], name: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.feedback", description=__doc__.split("\n")[0])
-    parser.add_argument("dataset", type=Path, metavar="DATASET_DIR", help="a folder with images and labels.csv")
+    parser.add_argument("dataset", type=Path, nargs="?", metavar="DATASET_DIR",
+                        help="a folder with images and labels.csv")
     parser.add_argument("--data-dir", type=Path, help="where to keep the index (reused by later runs)")
     parser.add_argument("--methods", nargs="+", choices=feedback.METHODS, default=list(feedback.METHODS))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--marks", type=int, default=5, help="positives and negatives marked per round, each")
     parser.add_argument("--expand", type=int, default=0, help="query expansion (expand=k) in every search")
     parser.add_argument("--limit", type=int, metavar="N", help="about N images (see benchmarks.quality.subset)")
-    parser.add_argument("--cost", type=int, metavar="N", help="also time a refine at N synthetic documents")
+    parser.add_argument("--cost", type=int, metavar="N", help="time a refine at N synthetic documents")
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/lookalike-store-size"),
+                        help="where the synthetic stores of --cost are kept (shared with benchmarks.store_size)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env(os.environ)
-        with tempfile.TemporaryDirectory(prefix="lookalike-feedback-") as tmp:
-            docs, path = index(args.dataset, args.data_dir or Path(tmp), settings, args.limit)
-            with EmbeddedStore(path) as store:
-                service = SearchService(store, lambda: FeatureExtractor.from_settings(settings))
-                results = {m: simulate(service, docs, m, args.rounds, args.marks, args.expand) for m in args.methods}
-    except (ConfigError, WeightsError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = {"dataset": str(args.dataset), "images": len(docs), "machine": machine(), "rounds": args.rounds,
-           "marks": args.marks, "expand": args.expand, "results": results}
+    if args.dataset is None and not args.cost:
+        parser.error("give DATASET_DIR, --cost N, or both")
+    out: dict = {"machine": machine()}
+    if args.dataset is not None:
+        try:
+            settings = Settings.from_env(os.environ)
+            with tempfile.TemporaryDirectory(prefix="lookalike-feedback-") as tmp:
+                docs, path = index(args.dataset, args.data_dir or Path(tmp), settings, args.limit)
+                with EmbeddedStore(path) as store:
+                    service = SearchService(store, lambda: FeatureExtractor.from_settings(settings))
+                    results = {m: simulate(service, docs, m, args.rounds, args.marks, args.expand)
+                               for m in args.methods}
+        except (ConfigError, WeightsError, ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        out.update({"dataset": str(args.dataset), "images": len(docs), "rounds": args.rounds, "marks": args.marks,
+                    "expand": args.expand, "results": results})
     if args.cost:
-        out["cost"] = {"documents": args.cost, **cost(args.cost, args.methods)}
+        out["cost"] = {"documents": args.cost, **cost(args.cost, args.methods, args.dir)}
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"{args.dataset.name}: {len(docs)} images, {args.marks} positives and {args.marks} negatives marked "
-          f"per round from the top {PAGE}, expand={args.expand}; {out['machine']}")
-    print(table(results, args.dataset.name))
+    if args.dataset is not None:
+        print(f"{args.dataset.name}: {len(docs)} images, {args.marks} positives and {args.marks} negatives marked "
+              f"per round from the top {PAGE}, expand={args.expand}; {out['machine']}")
+        print(table(results, args.dataset.name))
     if args.cost:
-        print(f"\none refine at {args.cost:,} documents (embedded store, median of 30):")
+        print(f"one refine at {args.cost:,} documents (embedded store, 6 positives, 5 negatives, top {PAGE}, "
+              f"median of 30); {out['machine']}")
         for method, c in out["cost"].items():
             if method != "documents":
                 print(f"  {method}: {c['ms']:.1f} ms, {c['knn_calls']:g} kNN calls")

@@ -597,6 +597,14 @@ function openCropper() {
   el.cropOpen.setAttribute("aria-expanded", "true");
 }
 
+// Shown as large as fits (at most 480 x 360 px), at the picture's own aspect, so the box maps onto it.
+el.cropImage.addEventListener("load", () => {
+  const {naturalWidth: w, naturalHeight: h} = el.cropImage;
+  const room = el.cropper.parentElement.clientWidth;
+  const scale = Math.min(480 / w, 360 / h, room / w);
+  Object.assign(el.cropImage.style, {width: `${Math.round(w * scale)}px`, height: `${Math.round(h * scale)}px`});
+});
+
 function closeCropper() {
   el.cropper.hidden = true;
   el.cropOpen.setAttribute("aria-expanded", "false");
