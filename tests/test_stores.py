@@ -1,8 +1,9 @@
 """The store contract, written once and run against every backend.
 
-"embedded" always runs. "elastic" runs against a real Elasticsearch server when ES_URL is set
-(for example `docker compose up -d elasticsearch` then ES_URL=http://localhost:9200) and is skipped,
-saying so, otherwise: no fake server stands in for it.
+"embedded" and "embedded-snapshots" always run. "elastic" and "elastic-9" run against real single-node
+Elasticsearch servers, 8.x (the docker-compose.yml version) and the newest 9.x, that the test session
+starts in a JVM (tests/es_node.py; ES_URL / ES9_URL point at servers of your own instead). No fake server
+stands in for them; they skip, saying why, only where Java or Maven is missing.
 """
 from __future__ import annotations
 
@@ -16,15 +17,14 @@ import pytest
 from backend.config import Settings
 from backend.stores import DescriptorMismatch, Document, open_store
 
+from .conftest import delete_indices
+
 DESC = "test-descriptor-16d"
 DIMS = 16
-ES_URL = os.environ.get("ES_URL", "")
-NO_ES = ("ES_URL is not set: the Elasticsearch contract tests need a real server "
-         "(docker compose up -d elasticsearch; ES_URL=http://localhost:9200)")
 
 
-@pytest.fixture(params=["embedded", "embedded-snapshots", "elastic"])
-def store(request, tmp_path):
+@pytest.fixture(params=["embedded", "embedded-snapshots", "elastic", "elastic-9"])
+def store(request, tmp_path, elastic_nodes):
     if request.param == "embedded-snapshots":
         # a new vector snapshot at (nearly) every change: the shared-file path taken as often as it can be
         from backend.stores.embedded import EmbeddedStore
@@ -33,19 +33,16 @@ def store(request, tmp_path):
         store.close()
         return
     if request.param == "embedded":
-        settings = Settings(data_dir=tmp_path)
-    else:
-        if not ES_URL:
-            pytest.skip(NO_ES)
-        settings = Settings(store=ES_URL, es_index=f"lookalike-test-{uuid.uuid4().hex[:8]}")
-    store = open_store(settings)
+        store = open_store(Settings(data_dir=tmp_path))
+        yield store
+        store.close()
+        return
+    url = elastic_nodes.url("9" if request.param == "elastic-9" else "8")
+    alias = f"lookalike-test-{uuid.uuid4().hex[:8]}"
+    store = open_store(Settings(store=url, es_index=alias))
     yield store
-    if request.param == "elastic":
-        from elasticsearch import Elasticsearch
-        es = Elasticsearch(ES_URL)
-        for name in es.indices.get(index=f"{settings.es_index}*"):  # wildcard deletes are refused by default
-            es.indices.delete(index=name)
     store.close()
+    delete_indices(url, alias)
 
 
 def unit(*values) -> np.ndarray:
