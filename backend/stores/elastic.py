@@ -558,12 +558,9 @@ class ElasticStore(Store):
 
     def vectors(self, doc_ids):
         ids = list(dict.fromkeys(doc_ids))
-        target = self._target() if ids else None
         out: dict[str, np.ndarray] = {}
-        if target is None:
-            return out
         for start in range(0, len(ids), 500):
-            result = self._search(target[0], "read vectors", **ids_body(ids[start:start + 500], with_vector=True))
+            result = self._search("read vectors", **ids_body(ids[start:start + 500], with_vector=True))
             for hit in result["hits"]["hits"]:
                 values = (hit.get("fields") or {}).get(VECTOR)
                 if values is not None:
