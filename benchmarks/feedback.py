@@ -73,19 +73,27 @@ def simulate(service: SearchService, docs: dict[str, str], method: str, rounds: 
              expand: int = 0) -> list[dict]:
     """Per round: {"P@24", "mAP", "residual mAP"}, means over the queries."""
     counts = Counter(docs.values())
-    everything = len(docs)
+    everything = service.store.count()      # documents in the store, labelled or not
     per_round: list[dict[str, list[float]]] = [{"P@24": [], "mAP": [], "residual mAP": []} for _ in range(rounds + 1)]
     for query, label in tqdm(docs.items(), desc=method, unit="query", disable=None, file=sys.stderr):
         relevant = counts[label] - 1
         positives: list[str] = []
         negatives: list[str] = []
         for r in range(rounds + 1):
-            if r == 0:
-                hits = service.similar(query, limit=everything, expand=expand).hits
-            else:
-                hits = service.refine([query, *positives], negatives, limit=everything, expand=expand,
-                                      method=method).hits
-            results = [h.document.id for h in hits if h.document.id in docs]
+            # Deep enough to hold every relevant image not yet marked (exact AP) and a page, deepening 4x at
+            # a time, as benchmarks.quality does: fetching all N documents for each query grows as N squared.
+            depth = 64
+            while True:
+                if r == 0:
+                    hits = service.similar(query, limit=min(depth, everything), expand=expand).hits
+                else:
+                    hits = service.refine([query, *positives], negatives, limit=min(depth, everything),
+                                          expand=expand, method=method).hits
+                results = [h.document.id for h in hits if h.document.id in docs]
+                found = sum(docs[i] == label for i in results)
+                if depth >= everything or (found == relevant - len(positives) and len(results) >= PAGE):
+                    break
+                depth *= 4
             ranked = [docs[i] == label for i in results]
             per_round[r]["P@24"].append(precision_at(ranked, PAGE))
             full = [True] * len(positives) + ranked + [False] * len(negatives)
