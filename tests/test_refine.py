@@ -13,6 +13,7 @@ from PIL import Image
 from backend.feedback import GAMMA
 
 from .test_api import app, assert_error, client, ids_by_name, indexed, jpeg_bytes, upload  # noqa: F401
+from .test_stores import store  # noqa: F401
 
 REFINE = "/api/search/refine"
 
@@ -202,3 +203,34 @@ def test_bad_json_crops_are_400(client):
     for crop in ([0, 0, 2, 1], [0, 0, 1], [0, 0, True, 1], ["0", 0, 1, 1], True, None, {"x": 0}, [0, 0, 1e308, 1]):
         assert_error(client.post("/api/search/image", json={"image_base64": data, "crop": crop}), 400,
                      "bad_parameter")
+
+
+# -- on every store --------------------------------------------------------------------------------
+
+def test_refine_on_every_store(store):
+    """SearchService.refine through the store contract alone (knn and vectors), on the embedded store and
+    on real Elasticsearch servers: the Rocchio ranking, marked images left out, paging, and the re-ranking
+    methods reading candidate vectors."""
+    from backend.search import NotFound, SearchService
+
+    from .test_stores import DESC, DIMS, doc
+
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((40, DIMS)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store.upsert([doc(i, vector=vectors[i]) for i in range(40)])
+    service = SearchService(store, lambda: None)
+    ids = [f"id{i:03d}" for i in range(40)]
+    positive, negative = ids[:3], ids[3:5]
+    expected = unit(vectors[:3].mean(axis=0) - GAMMA * vectors[3:5].mean(axis=0))
+    order = [ids[i] for i in np.argsort(-(vectors @ expected)) if i >= 5]
+    page = service.refine(positive, negative, limit=10)
+    assert [h.document.id for h in page.hits] == order[:10] and page.total == 35
+    assert [h.document.id for h in service.refine(positive, negative, offset=10, limit=10).hits] == order[10:20]
+    for method in ("fusion", "classifier"):
+        hits = service.refine(positive, negative, limit=35, method=method).hits
+        assert sorted(h.document.id for h in hits) == sorted(order) and hits[0].document.id in order[:12]
+    with pytest.raises(NotFound) as missing:
+        service.refine([ids[0], "nope"], ["gone"])
+    assert missing.value.args == ("nope", "gone")
+    assert store.descriptor() == DESC
