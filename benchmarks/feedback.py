@@ -104,7 +104,7 @@ def simulate(service: SearchService, docs: dict[str, str], method: str, rounds: 
             shown = results[:PAGE]
             positives += [i for i in shown if docs[i] == label][:marks]
             negatives += [i for i in shown if docs[i] != label][:marks]
-    return [{name: float(np.mean(values)) if values else float("nan") for name, values in row.items()}
+    return [{name: float(np.mean(values)) if values else None for name, values in row.items()}
             for row in per_round]
 
 
@@ -149,7 +149,9 @@ def table(results: dict[str, list[dict]], name: str) -> str:
     lines = [f"| {name} | round | P@24 | mAP | residual mAP |", "| --- | --- | --- | --- | --- |"]
     for method, rows in results.items():
         for r, row in enumerate(rows):
-            lines.append(f"| {method} | {r} | {row['P@24']:.3f} | {row['mAP']:.4f} | {row['residual mAP']:.4f} |")
+            residual = row["residual mAP"]
+            residual = "(none left)" if residual is None else f"{residual:.4f}"    # no query had any left
+            lines.append(f"| {method} | {r} | {row['P@24']:.3f} | {row['mAP']:.4f} | {residual} |")
     return "\n".join(lines)
 
 
