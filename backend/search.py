@@ -14,16 +14,41 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .features import DIMS, FeatureExtractor
-from .imaging import Limits, decode, one_picture
-from .stores.base import Page, Store
+from . import feedback
+from .features import DIMS, FeatureExtractor, l2_normalise
+from .imaging import Limits, decode, one_picture, read_file
+from .stores.base import Hit, Page, Store
+
+# A region of a picture: (x, y, width, height) as fractions of the upright picture's sides.
+Crop = tuple[float, float, float, float]
 
 
 log = logging.getLogger(__name__)
 
 
 class NotFound(LookupError):
-    """No document has that id."""
+    """No document has that id (args: every id that is unknown)."""
+
+
+class FileMissing(LookupError):
+    """The document is indexed, but its file (needed to crop it) is gone."""
+
+
+def crop_picture(picture, crop: Crop | None):
+    """The region `crop` of an upright picture (at least one pixel each way)."""
+    if crop is None:
+        return picture
+    x, y, w, h = crop
+    width, height = picture.size
+    left, top = min(width - 1, int(x * width)), min(height - 1, int(y * height))
+    right = max(left + 1, min(width, round((x + w) * width)))
+    bottom = max(top + 1, min(height, round((y + h) * height)))
+    return picture.crop((left, top, right, bottom))
+
+
+def _draft_size(size: int, crop: Crop | None) -> int:
+    """JPEG draft decoding at a scale that still leaves a cropped region `size` pixels across."""
+    return size if crop is None else int(np.ceil(size / max(1e-3, min(crop[2], crop[3]))))
 
 
 class QueryVectorCache:
@@ -99,33 +124,113 @@ class SearchService:
         return isinstance(self._extractor, FeatureExtractor)
 
     def by_image(self, data: bytes, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 24,
-                 min_score: float | None = None, source: str = "upload") -> Page:
-        """Raises ImageError for bytes that are not an image we can decode."""
+                 min_score: float | None = None, source: str = "upload", crop: Crop | None = None,
+                 expand: int = 0) -> Page:
+        """Raises ImageError for bytes that are not an image we can decode. crop: search by that region
+        of the (upright) picture only; expand: average query expansion with the top `expand` results."""
         extractor = self.extractor
-        vector = self._query_vector(data, source, extractor)
+        vector = self._query_vector(data, source, extractor, crop)
+        vector = self._expanded(vector, expand, extractor.descriptor_id, tags, ())
         return self.store.knn(vector, descriptor=extractor.descriptor_id, tags=tags, offset=offset, limit=limit,
                               min_score=min_score)
 
-    def _query_vector(self, data: bytes, source: str, extractor: FeatureExtractor) -> np.ndarray:
+    def _query_vector(self, data: bytes, source: str, extractor: FeatureExtractor,
+                      crop: Crop | None = None) -> np.ndarray:
         cache = self.query_cache
-        key = cache.path(extractor.descriptor_id, data) if cache else None
+        key = None
+        if cache:
+            key = cache.path(extractor.descriptor_id, data if crop is None else data + repr(crop).encode())
         vector = cache.get(key) if key else None
         if vector is None:
-            picture = decode(data, self.limits, source=source, draft_size=extractor.spec.image_size).image
+            size = extractor.spec.image_size
+            picture = decode(data, self.limits, source=source, draft_size=_draft_size(size, crop)).image
             with one_picture(source):
-                pixels = extractor.prepare(picture)
+                pixels = extractor.prepare(crop_picture(picture, crop))
             vector = extractor.embed([pixels])[0]
             if key:
                 cache.put(key, vector)
         return vector
 
+    def _expanded(self, vector: np.ndarray, k: int, descriptor: str, tags: Sequence[str],
+                  exclude: Sequence[str]) -> np.ndarray:
+        """Average query expansion: the query plus its top k neighbours, renormalised (k = 0: as is)."""
+        if k <= 0:
+            return vector
+        top = [h.document.id for h in self.store.knn(vector, descriptor=descriptor, tags=tags, limit=k,
+                                                      exclude=exclude).hits]
+        if not top:
+            return vector
+        found = self.store.vectors(top)
+        return l2_normalise(vector + np.sum([found[i] for i in top if i in found], axis=0))
+
     def by_text(self, text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 24) -> Page:
         return self.store.keyword(text, tags=tags, offset=offset, limit=limit)
 
     def similar(self, doc_id: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 24,
-                min_score: float | None = None) -> Page:
+                min_score: float | None = None, crop: Crop | None = None, expand: int = 0) -> Page:
+        """More like an indexed image: its stored vector, or with `crop` the vector of that region of its
+        file (decoded from its stored path: the model runs). The image itself is left out."""
         doc = self.store.get(doc_id, with_vector=True)
         if doc is None:
             raise NotFound(doc_id)
-        return self.store.knn(doc.vector, descriptor=doc.descriptor, tags=tags, offset=offset, limit=limit,
+        vector, descriptor = doc.vector, doc.descriptor
+        if crop is not None:
+            extractor = self.extractor
+            if not Path(doc.path).is_file():
+                raise FileMissing(doc_id)
+            vector = self._query_vector(read_file(Path(doc.path), self.limits), doc.filename, extractor, crop)
+            descriptor = extractor.descriptor_id
+        vector = self._expanded(vector, expand, descriptor, tags, [doc_id])
+        return self.store.knn(vector, descriptor=descriptor, tags=tags, offset=offset, limit=limit,
                               exclude=[doc_id], min_score=min_score)
+
+    def refine(self, positive: Sequence[str] = (), negative: Sequence[str] = (), *, image: bytes | None = None,
+               crop: Crop | None = None, tags: Sequence[str] = (), offset: int = 0, limit: int = 24,
+               min_score: float | None = None, expand: int = 0, method: str = feedback.METHOD) -> Page:
+        """More like the positives (indexed ids, and an uploaded picture if given), less like the
+        negatives; every marked image is left out of the results. Raises NotFound naming every unknown
+        id. min_score applies to the cosine similarity with the combined query vector."""
+        marked = list(dict.fromkeys([*positive, *negative]))
+        found = self.store.vectors(marked)
+        missing = [i for i in marked if i not in found]
+        if missing:
+            raise NotFound(*missing)
+        positives = [found[i] for i in positive]
+        if image is not None:
+            extractor = self.extractor
+            positives.append(self._query_vector(image, "upload", extractor, crop))
+            descriptor = extractor.descriptor_id
+        else:
+            descriptor = self.store.descriptor()
+        pos = np.stack(positives).astype(np.float32)
+        neg = np.stack([found[i] for i in negative]).astype(np.float32) if negative else np.zeros((0, pos.shape[1]),
+                                                                                                  np.float32)
+        query = self._expanded(feedback.rocchio(pos, neg), expand, descriptor, tags, marked)
+        if method == "rocchio":
+            return self.store.knn(query, descriptor=descriptor, tags=tags, offset=offset, limit=limit,
+                                  exclude=marked, min_score=min_score)
+        # The other methods re-rank the query vector's top CANDIDATES; past them, the kNN order goes on.
+        pool = self.store.knn(query, descriptor=descriptor, tags=tags, limit=feedback.CANDIDATES, exclude=marked,
+                              min_score=min_score)
+        if not pool.hits:
+            return pool
+        vectors = self.store.vectors([h.document.id for h in pool.hits])
+        candidates = np.stack([vectors[h.document.id] for h in pool.hits])
+        if method == "fusion":
+            scores = feedback.fusion_scores(candidates, pos, neg)
+        elif method == "classifier":
+            far = self.store.knn(-query, descriptor=descriptor, tags=tags, limit=feedback.PSEUDO_NEGATIVES,
+                                 exclude=marked).hits
+            far_vectors = self.store.vectors([h.document.id for h in far])
+            pseudo = np.array([far_vectors[h.document.id] for h in far if h.document.id in far_vectors],
+                              np.float32).reshape(-1, pos.shape[1])
+            scores = feedback.classifier_scores(candidates, pos, np.concatenate([neg, pseudo]))
+        else:
+            raise ValueError(f"unknown feedback method {method!r}")
+        order = np.argsort(-scores, kind="stable")
+        hits = [Hit(pool.hits[i].document, float(scores[i])) for i in order[offset:offset + limit]]
+        if offset + limit > len(pool.hits) and pool.total > len(pool.hits):
+            start = max(offset, len(pool.hits))
+            hits += self.store.knn(query, descriptor=descriptor, tags=tags, offset=start,
+                                   limit=offset + limit - start, exclude=marked, min_score=min_score).hits
+        return Page(hits, pool.total)

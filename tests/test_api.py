@@ -155,7 +155,8 @@ def test_search_by_image_finds_the_same_picture_first(client, image_folder):
     response = client.post("/api/search/image", data=upload(data))
     assert response.status_code == 200
     body = response.get_json()
-    assert body["query"] == {"type": "image", "tags": [], "limit": 24, "offset": 0, "min_score": None}
+    assert body["query"] == {"type": "image", "tags": [], "limit": 24, "offset": 0, "min_score": None,
+                             "crop": None, "expand": 0}
     assert body["total"] == 12 and len(body["results"]) == 12 and body["took_ms"] >= 0
     top = body["results"][0]
     assert top["filename"] == "photo_5.jpg" and top["score"] > 0.999

@@ -9,6 +9,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import picture
 
 
@@ -48,6 +50,27 @@ def test_store_size_benchmark_small_store(tmp_path, fast_env):
     assert private["snapshot"] is None and first["snapshot"] and nxt["snapshot"] == first["snapshot"]
     again = run(fast_env, "benchmarks.store_size", "--sizes", "2000", "--queries", "5", "--dir", str(tmp_path))
     assert again["fill_seconds"] == 0.0          # the filled store is reused
+
+
+def test_feedback_benchmark_rounds_and_cost(tmp_path, fast_env):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    rows = ["path,label"]
+    for i in range(12):
+        picture(i % 3 * 10 + i // 3, size=(96, 64)).save(folder / f"p{i}.jpg", quality=90)
+        rows.append(f"p{i}.jpg,{i % 3}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = run(fast_env, "benchmarks.feedback", str(folder), "--data-dir", str(tmp_path / "data"), "--marks", "2",
+              "--cost", "2000", "--dir", str(tmp_path / "stores"))
+    assert out["images"] == 12 and set(out["results"]) == {"rocchio", "fusion", "classifier"}
+    quality = run(fast_env, "benchmarks.quality", str(folder))
+    for rounds in out["results"].values():
+        assert len(rounds) == 3
+        assert rounds[0]["mAP"] == rounds[0]["residual mAP"] == pytest.approx(quality["mAP"], abs=1e-9)
+        assert all(0 <= r["P@24"] <= 1 and 0 < r["mAP"] <= 1 for r in rounds)
+    assert out["cost"]["documents"] == 2000
+    assert out["cost"]["rocchio"]["knn_calls"] == 1 and out["cost"]["classifier"]["knn_calls"] == 2
+    assert all(c["ms"] > 0 for k, c in out["cost"].items() if k != "documents")
 
 
 def test_benchmark_commands_explain_bad_input_in_one_line(tmp_path, fast_env):

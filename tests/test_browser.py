@@ -73,7 +73,8 @@ def serve_site(root: Path, store_env: dict):
     for n, tag in enumerate(PALETTES):
         (images / tag).mkdir(parents=True)
         for i in range(PER_TAG):
-            scene(tag, 100 * n + i).save(images / tag / f"{tag}_{i:02d}.jpg", quality=90)
+            size = (96, 144) if i % 4 == 1 else (160, 120)      # some portrait pictures, for the layout
+            scene(tag, 100 * n + i, size).save(images / tag / f"{tag}_{i:02d}.jpg", quality=90)
     settings = Settings.from_env({**FAST_ENV, "LOOKALIKE_DATA_DIR": str(root / "data"),
                                   "LOOKALIKE_MAX_IMAGE_BYTES": str(MAX_UPLOAD), **store_env})
     with open_store(settings) as store:
@@ -410,11 +411,174 @@ def test_phone_width(browser, site):
         wait_for_results(page, 24)
         page.locator("#grid .card").nth(1).click()
         wait_for_results(page, 24)
-        # Nothing sticks out sideways, and results sit two to a row.
+        # Nothing sticks out sideways, and the results fill justified rows.
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
-        boxes = [page.locator("#grid .card").nth(i).bounding_box() for i in range(3)]
-        assert boxes[0]["y"] == boxes[1]["y"] < boxes[2]["y"]
-        assert boxes[0]["width"] > 140
+        assert_justified(page)
+        # marking works with a tap too
+        page.locator("#grid .card").nth(2).locator(".mark-pos").tap()
+        expect(page.locator("#refine")).to_have_text("Refine (1)")
         shot(page, "phone-refined")
     finally:
         context.close()
+
+
+def assert_justified(page) -> None:
+    """Every picture whole (its box has the picture's aspect), rows that fill the grid's width exactly
+    (but the last), and no blank space in a card (the picture and the text fill it)."""
+    info = page.evaluate("""() => {
+        const grid = document.getElementById("grid").getBoundingClientRect();
+        return {width: grid.width, left: grid.left, cards: [...document.querySelectorAll("#grid .card")].map((c) => {
+            const box = c.getBoundingClientRect(), img = c.querySelector(".frame img"), frame = c.querySelector(".frame");
+            const hit = c.querySelector(".hit").getBoundingClientRect(), meta = c.querySelector(".meta").getBoundingClientRect();
+            return {left: box.left, right: box.right, top: Math.round(box.top), height: box.height,
+                    frame: frame.getBoundingClientRect().height, ratio: img.naturalWidth / img.naturalHeight,
+                    boxRatio: box.width / frame.getBoundingClientRect().height, hit: hit.height,
+                    filled: frame.getBoundingClientRect().height + meta.height};
+        })};
+    }""")
+    rows: dict[int, list[dict]] = {}
+    for card in info["cards"]:
+        rows.setdefault(card["top"], []).append(card)
+        assert card["ratio"] == pytest.approx(card["boxRatio"], rel=0.04), card      # the picture is whole
+        assert card["hit"] == pytest.approx(card["filled"], abs=1.5), card           # no blank card space
+    tops = sorted(rows)
+    assert len(tops) >= 2
+    for top in tops[:-1]:
+        row = rows[top]
+        assert min(c["left"] for c in row) == pytest.approx(info["left"], abs=1)
+        assert max(c["right"] for c in row) == pytest.approx(info["left"] + info["width"], abs=1.5)
+        assert len({round(c["frame"]) for c in row}) == 1                           # one height per row
+    assert max(c["right"] for c in rows[tops[-1]]) <= info["left"] + info["width"] + 1
+
+
+def marked(page) -> tuple[list[str], list[str]]:
+    url = page.url
+    get = lambda key: (re.search(rf"[?&]{key}=([\w,]+)", url) or [None, ""])[1].split(",")  # noqa: E731
+    return [i for i in get("more") if i], [i for i in get("less") if i]
+
+
+def test_mark_refine_back_reload_and_a_shared_link(page, site):
+    base, _ = site
+    page.goto(base + "/?q=beach")
+    wait_for_results(page, PER_TAG)
+    page.locator("#grid .card", has_text="beach_02.jpg").click()
+    wait_for_results(page, 24, url=r"similar=\w+$")
+    similar_url = page.url
+    assert_justified(page)
+    shot(page, "desktop-similar-justified")
+    before = names(page)
+    cards = page.locator("#grid .card")
+    ids = [cards.nth(i).get_attribute("data-id") for i in range(6)]
+
+    # Mark with a click, with the keyboard (Space, Enter), and change one's mind.
+    expect(page.locator("#marks")).to_be_hidden()
+    cards.nth(0).locator(".mark-pos").click()
+    cards.nth(1).locator(".mark-pos").focus()
+    page.keyboard.press("Space")
+    cards.nth(4).locator(".mark-neg").focus()
+    page.keyboard.press("Enter")
+    cards.nth(5).locator(".mark-neg").click()
+    cards.nth(5).locator(".mark-pos").click()          # from "not like this" to "more like this"
+    expect(cards.nth(0).locator(".mark-pos")).to_have_attribute("aria-pressed", "true")
+    expect(cards.nth(5).locator(".mark-neg")).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#marks-text")).to_have_text("3 more like this, 1 not like this")
+    expect(page.locator("#refine")).to_have_text("Refine (4)")
+    assert marked(page) == ([ids[0], ids[1], ids[5]], [ids[4]])
+    shot(page, "desktop-marked")
+
+    # Reload keeps the marks (they are in the URL and the history entry).
+    page.reload()
+    wait_for_results(page, 24)
+    expect(page.locator("#refine")).to_have_text("Refine (4)")
+    expect(page.locator("#grid .card.marked-neg")).to_have_count(1)
+
+    # Refine: the marked pictures are left out, the trail shows the step, the URL carries the ids.
+    with page.expect_request("**/api/search/refine") as request:
+        page.locator("#refine").click()
+    sent = request.value.post_data_json
+    assert sent["positive"][0] == similar_url.split("similar=")[1] and set(sent["positive"][1:]) == {
+        ids[0], ids[1], ids[5]} and sent["negative"] == [ids[4]]
+    wait_for_results(page, 24, url=r"\?pos=[\w,]+&neg=\w+$")
+    refined = names(page)
+    assert refined != before
+    shown_ids = {cards.nth(i).get_attribute("data-id") for i in range(24)}
+    assert not shown_ids & {ids[0], ids[1], ids[4], ids[5]}
+    expect(page.locator("#trail a")).to_have_text(["“beach”", "Like beach_02.jpg"])
+    expect(page.locator("#trail [aria-current]")).to_have_text("More like 4 pictures, less like 1")
+    expect(page.locator("#marks")).to_be_hidden()
+    refine_url = page.url
+    assert_justified(page)
+    shot(page, "desktop-after-refine")
+
+    # Back: the similar search with its marks; forward: the refined results.
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"similar=\w+&more="))
+    wait_for_results(page, 24)
+    assert names(page) == before
+    expect(page.locator("#refine")).to_have_text("Refine (4)")
+    page.locator("#clear-marks").click()
+    expect(page.locator("#marks")).to_be_hidden()
+    assert page.url == similar_url and marked(page) == ([], [])
+    page.go_forward()
+    wait_for_results(page, 24, url=r"pos=")
+    assert names(page) == refined
+
+    # A shared link, opened in a fresh page, shows the same refined results.
+    other = page.context.new_page()
+    other.goto(refine_url)
+    expect(other.locator("#grid .card")).to_have_count(24)
+    expect(other.locator("#status")).to_contain_text("Showing")
+    assert other.locator("#grid .name").all_inner_texts() == refined
+    expect(other.locator("#drop-title")).to_have_text("More like 4 pictures, less like 1")
+    # ... and refines further from new marks.
+    other.locator("#grid .card").nth(0).locator(".mark-neg").click()
+    with other.expect_request("**/api/search/refine") as request:
+        other.locator("#refine").click()
+    assert len(request.value.post_data_json["negative"]) == 2
+    expect(other.locator("#grid .card")).to_have_count(24)
+    other.close()
+
+
+def test_drag_a_box_on_the_query_picture_searches_that_region(page, site):
+    base, images = site
+    page.goto(base + "/")
+    drop(page, images / "city" / "city_04.jpg", "city_04.jpg", "image/jpeg")
+    wait_for_results(page, 24, url=r"/\?image=\w+$")
+    whole = [(c, s) for c, s in zip(names(page), page.locator("#grid .score").all_inner_texts())]
+    page.locator("#crop-open").click()
+    stage = page.locator("#crop-image")
+    expect(stage).to_be_visible()
+    box = stage.bounding_box()
+    with page.expect_request(re.compile(r"/api/search/image\?.*crop=")) as request:
+        page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.4, steps=4)
+        page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.7, steps=4)
+        shot(page, "desktop-crop-drag")
+        page.mouse.up()
+    crop = [float(v) for v in re.search(r"crop=([\d.,%C]+)", request.value.url).group(1).replace("%2C", ",").split(",")]
+    assert crop == pytest.approx([0.1, 0.2, 0.5, 0.5], abs=0.02)
+    wait_for_results(page, 24, url=r"crop=")
+    expect(page.locator("#drop-title")).to_have_text("Pictures like part of city_04.jpg")
+    part = [(c, s) for c, s in zip(names(page), page.locator("#grid .score").all_inner_texts())]
+    assert part != whole
+    expect(page.locator("#trail a")).to_have_text(["Your picture (city_04.jpg)"])
+
+    # The same on a picture of the collection, with a touch-free keyboard way back to the whole one.
+    page.locator("#grid .card").nth(0).locator("a").click()
+    wait_for_results(page, 24, url=r"similar=\w+$")
+    page.locator("#crop-open").click()
+    box = page.locator("#crop-image").bounding_box()
+    expect(page.locator("#crop-image")).to_have_js_property("complete", True)
+    box = page.locator("#crop-image").bounding_box()
+    with page.expect_request(re.compile(r"/similar\?.*crop=")):
+        page.mouse.move(box["x"] + 2, box["y"] + 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)
+        page.mouse.up()
+    wait_for_results(page, 24, url=r"similar=\w+&crop=")
+    page.reload()
+    wait_for_results(page, 24)
+    expect(page.locator("#drop-title")).to_contain_text("Pictures like part of")
+    page.locator("#crop-whole").click()
+    wait_for_results(page, 24, url=r"similar=\w+$")

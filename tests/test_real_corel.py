@@ -53,3 +53,30 @@ def test_keyword_search_finds_a_class_by_its_tag(corel_index):
     with open_store(corel_index.settings) as store:
         page = store.keyword("horses", limit=100)
         assert page.total == 100 and all("horses" in h.document.tags for h in page.hits)
+
+
+def test_refine_from_horse_marks_finds_at_least_as_many_horses(corel_index):
+    """A horse query, 5 horses marked "more like this" and 5 other pictures "not like this": the refined top
+    24 holds at least as many horses as the plain similar search, and none of the marked images."""
+    from backend import create_app
+
+    app = create_app(corel_index.settings, load_model=False)
+    client = app.test_client()
+    try:
+        query = client.get("/api/search?q=700&tags=horses").get_json()["results"][0]
+        assert query["filename"] == "700.jpg"
+        similar = [r for offset in (0, 100, 200) for r in
+                   client.get(f"/api/images/{query['id']}/similar?limit=100&offset={offset}").get_json()["results"]]
+        horses = sum("horses" in r["tags"] for r in similar[:24])
+        positive = [r["id"] for r in similar if "horses" in r["tags"]][:5]
+        negative = [r["id"] for r in similar if "horses" not in r["tags"]][:5]     # the first non-horses shown
+        assert len(positive) == len(negative) == 5
+        body = client.post("/api/search/refine", json={"positive": [query["id"], *positive],
+                                                        "negative": negative}).get_json()
+        top = body["results"]
+        assert len(top) == 24 and not {r["id"] for r in top} & {query["id"], *positive, *negative}
+        refined = sum("horses" in r["tags"] for r in top)
+        print(f"horses in the top 24: similar {horses}, refined {refined}")
+        assert refined >= horses
+    finally:
+        app.extensions["lookalike"].store.close()

@@ -240,6 +240,17 @@ def test_entries_and_find_by_hash(store):
     np.testing.assert_allclose(found["hash2"], doc(2).vector, rtol=1e-6)
 
 
+def test_vectors_by_id(store):
+    assert store.vectors(["id000"]) == {}
+    store.upsert([doc(i) for i in range(3)])
+    found = store.vectors(["id002", "id000", "id002", "nope"])
+    assert set(found) == {"id000", "id002"}
+    np.testing.assert_allclose(found["id002"], doc(2).vector, rtol=1e-6)
+    np.testing.assert_allclose(found["id000"], doc(0).vector, rtol=1e-6)
+    store.delete(["id000"])
+    assert set(store.vectors(["id000", "id001"])) == {"id001"}
+
+
 def test_tag_counts_and_stats(store):
     store.upsert([doc(0, tags=["a", "b"]), doc(1, tags=["a"]), doc(2, tags=["c"])])
     assert store.tag_counts()[0] == ("a", 2)

@@ -37,27 +37,27 @@ def read_image(*, named: bool = False) -> ImageBody:
             raise bad(f"send one image: the file field 'image' is given {len(images)} times")
         return ImageBody(images[0].read(), request.form, images[0].filename)
     if request.is_json:
-        body = _json_object()
+        body = json_object()
         refuse_unknown("JSON key", body, ("image_base64", *options, *(("filename",) if named else ())))
         filename = body.get("filename")
         if "filename" in body and not isinstance(filename, str):
             raise bad(f"filename must be a string {got(filename, True)}")
-        return ImageBody(_base64(body.get("image_base64")), body, filename)
+        return ImageBody(image_base64(body.get("image_base64")), body, filename)
     raise ApiError(415, "unsupported_media_type",
                    "send multipart/form-data with a file field 'image', or application/json with image_base64")
 
 
-def _json_object() -> dict:
+def json_object(example: str = '{"image_base64": "..."}') -> dict:
     try:
         body = request.get_json(silent=True)
     except RecursionError:  # absurdly nested JSON: json raises this, not ValueError
         body = None
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_json", "the body must be a JSON object such as {\"image_base64\": \"...\"}")
+        raise ApiError(400, "bad_json", f"the body must be a JSON object such as {example}")
     return body
 
 
-def _base64(encoded) -> bytes:
+def image_base64(encoded) -> bytes:
     """Standard or URL-safe base64, padded or not, or a data: URL as the browser's FileReader makes."""
     if not isinstance(encoded, str) or not encoded.strip():
         raise ApiError(400, "missing_image", "image_base64 must be a non-empty base64 string")

@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from backend.features import WeightsError
 from backend.imaging import ImageError
-from backend.search import NotFound
+from backend.search import FileMissing, NotFound
 from backend.stores.base import DescriptorMismatch, StoreError, StoreUnavailable
 
 log = logging.getLogger("lookalike.api")
@@ -58,7 +58,14 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(NotFound)
     def _not_found(exc: NotFound):
-        return error_response(404, "not_found", f"no image with id {exc.args[0]!r}")
+        ids = [str(i)[:40] for i in exc.args]
+        if len(ids) == 1:
+            return error_response(404, "not_found", f"no image with id {ids[0]!r}", unknown_ids=ids)
+        return error_response(404, "not_found", f"no images with ids {', '.join(map(repr, ids))}", unknown_ids=ids)
+
+    @app.errorhandler(FileMissing)
+    def _file_missing(exc: FileMissing):
+        return error_response(404, "file_missing", "the image is indexed but its file is no longer there")
 
     @app.errorhandler(DescriptorMismatch)
     def _mismatch(exc: DescriptorMismatch):

@@ -6,7 +6,9 @@ from functools import cache
 
 from backend.imaging import FORMAT_NAMES
 
-from .params import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_LENGTH
+from backend.feedback import MAX_MARKED
+
+from .params import DEFAULT_LIMIT, MAX_EXPAND, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_LENGTH
 
 VERSION = "1.0.0"
 
@@ -59,6 +61,18 @@ TAGS = {"name": "tags", "in": "query", "style": "form", "explode": True,
         "schema": {"type": "array", "items": {"type": "string"}, "maxItems": 20}}
 MIN_SCORE = {"name": "min_score", "in": "query", "description": "Only results with at least this cosine similarity.",
              "schema": {"type": "number", "minimum": -1, "maximum": 1}}
+CROP_TEXT = {"type": "string", "description": "A region of the query picture: x,y,w,h as fractions (0 to 1) of its "
+                                          "upright width and height, w and h above 0, x + w and y + h at most 1, "
+                                          "e.g. 0.25,0.1,0.5,0.5. The search is by that region alone."}
+CROP = {"name": "crop", "in": "query", "description": CROP_TEXT["description"], "schema": CROP_TEXT}
+CROP_FIELD = {"anyOf": [CROP_TEXT, {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1},
+                                    "minItems": 4, "maxItems": 4}],
+              "description": "The region x,y,w,h: one comma-separated string or an array of four numbers."}
+EXPAND_SCHEMA = {"type": "integer", "minimum": 0, "maximum": MAX_EXPAND, "default": 0}
+EXPAND = {"name": "expand", "in": "query",
+          "description": "Average query expansion: the query vector plus its top `expand` results, renormalised, "
+                         "searched again (0: off). Helps where each picture has many like it; see docs/api.md.",
+          "schema": EXPAND_SCHEMA}
 TAGS_FIELD = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 20}],
               "description": "Tags, as a list or separated by commas; at most 20 of at most 100 characters."}
 CACHE_HEADERS = {"ETag": {"schema": {"type": "string"}, "required": True},
@@ -89,10 +103,15 @@ SCHEMAS = {
             "query": {
                 "type": "object", "required": ["type", "tags", "limit", "offset"],
                 "description": "The search as understood: its type, the words (q) or the image id, and the options.",
-                "properties": {"type": {"enum": ["image", "text", "similar"]}, "q": {"type": "string"},
+                "properties": {"type": {"enum": ["image", "text", "similar", "refine"]}, "q": {"type": "string"},
                                "id": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}},
                                "limit": {"type": "integer"}, "offset": {"type": "integer"},
-                               "min_score": {"type": ["number", "null"]}},
+                               "min_score": {"type": ["number", "null"]},
+                               "crop": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"type": "number"}}]},
+                               "expand": {"type": "integer"},
+                               "positive": {"type": "array", "items": {"type": "string"}},
+                               "negative": {"type": "array", "items": {"type": "string"}},
+                               "image": {"type": "boolean", "description": "refine: a picture was a positive"}},
             },
             "results": {"type": "array", "items": _ref("Result"), "description": "Best first."},
             "total": {"type": "integer", "minimum": 0,
@@ -158,6 +177,16 @@ def _image_body(options: dict, json_only: dict | None = None) -> dict:
 
 
 SEARCH_OPTIONS = {"limit": LIMIT["schema"], "offset": OFFSET["schema"], "min_score": MIN_SCORE["schema"]}
+IDS = {"type": "array", "items": {"type": "string"}, "maxItems": MAX_MARKED}
+REFINE_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "positive": {**IDS, "description": "Ids of images to find more like (marked good)."},
+        "negative": {**IDS, "description": "Ids of images to find fewer like (marked wrong)."},
+        "image_base64": {"type": "string", "contentEncoding": "base64",
+                         "description": "An uploaded picture counted as a positive (as in searchByImage)."},
+        "crop": {**CROP_FIELD, "description": "A region of image_base64 to use instead of the whole picture."},
+        "tags": TAGS_FIELD, **SEARCH_OPTIONS, "expand": EXPAND_SCHEMA}}}}}
 
 
 PATHS = {
@@ -166,8 +195,9 @@ PATHS = {
         "description": "Send the picture as multipart field `image`, or as JSON `image_base64`. Options may "
                        "also be given in the query string. Any other form field or JSON key is refused (400). "
                        "In JSON, limit, offset and min_score are JSON numbers, not strings (5.0 counts as 5).",
-        "parameters": [LIMIT, OFFSET, TAGS, MIN_SCORE],
-        "requestBody": _image_body(SEARCH_OPTIONS),
+        "parameters": [LIMIT, OFFSET, TAGS, MIN_SCORE, CROP, EXPAND],
+        "requestBody": _image_body({**SEARCH_OPTIONS, "crop": CROP_TEXT, "expand": EXPAND_SCHEMA},
+                                   {"crop": CROP_FIELD}),
         "responses": {"200": SEARCH_RESULTS, **_errors("400", "409", "413", "415", "422", "503")},
     }},
     "/api/search": {"get": {
@@ -181,9 +211,22 @@ PATHS = {
     }},
     "/api/images/{id}/similar": {"get": {
         "operationId": "similarImages", "tags": ["search"], "summary": "More like an indexed image (refine)",
-        "description": "Uses the image's stored vector (no model call); the image itself is left out.",
-        "parameters": [ID, LIMIT, OFFSET, TAGS, MIN_SCORE],
-        "responses": {"200": SEARCH_RESULTS, **_errors("400", "404", "409", "503")},
+        "description": "Uses the image's stored vector (no model call); the image itself is left out. With "
+                       "`crop`, the region of the image's file is described by the model instead.",
+        "parameters": [ID, LIMIT, OFFSET, TAGS, MIN_SCORE, CROP, EXPAND],
+        "responses": {"200": SEARCH_RESULTS, **_errors("400", "404", "409", "413", "415", "422", "503")},
+    }},
+    "/api/search/refine": {"post": {
+        "operationId": "refineSearch", "tags": ["search"],
+        "summary": "More like these, less like those: relevance feedback from marked images",
+        "description": f"Images like the positives (ids, and image_base64 if given) and unlike the negatives, "
+                       f"by one query vector (Rocchio: the positives' mean minus half the negatives' mean). Every "
+                       f"marked image is left out of the results. At least one positive; at most {MAX_MARKED} "
+                       f"ids in all; an id may not be both. Unknown ids answer 404 naming them (unknown_ids). "
+                       f"Options may also be given in the query string.",
+        "parameters": [LIMIT, OFFSET, TAGS, MIN_SCORE, EXPAND],
+        "requestBody": REFINE_BODY,
+        "responses": {"200": SEARCH_RESULTS, **_errors("400", "404", "409", "413", "415", "422", "503")},
     }},
     "/api/images": {"post": {
         "operationId": "addImage", "tags": ["images"], "summary": "Add an image to the index",

@@ -21,14 +21,16 @@ MAX_OFFSET = 10_000
 MAX_TAGS = 20
 MAX_TAG_LENGTH = 100
 MAX_QUERY_LENGTH = 500
+MAX_EXPAND = 10
 
 
 # The query parameters each endpoint takes. Any other is a 400: a misspelt `tag=` must not silently
 # return unfiltered results. The page and static files are not checked (cache-busting parameters).
 QUERY_PARAMETERS = {
     "search.by_text": ("q", "limit", "offset", "tags"),
-    "search.by_image": ("limit", "offset", "tags", "min_score"),
-    "search.similar": ("limit", "offset", "tags", "min_score"),
+    "search.by_image": ("limit", "offset", "tags", "min_score", "crop", "expand"),
+    "search.similar": ("limit", "offset", "tags", "min_score", "crop", "expand"),
+    "search.refine": ("limit", "offset", "tags", "min_score", "expand"),
     "search.tags": ("limit",),
     "images.upload": ("tags",),
 }
@@ -182,6 +184,41 @@ def options(source: Source, *, with_min_score: bool = True) -> Options:
                    offset=integer(source, "offset", 0, 0, MAX_OFFSET),
                    tags=tags(source),
                    min_score=_min_score(source) if with_min_score else None)
+
+
+def expand(source: Source) -> int:
+    """Average query expansion with the top k results: 0 (off, the default) to MAX_EXPAND."""
+    return integer(source, "expand", 0, 0, MAX_EXPAND)
+
+
+def crop(source: Source) -> tuple[float, float, float, float] | None:
+    """A region of the query picture, `x,y,w,h` as fractions of its upright width and height: text
+    "0.1,0.2,0.5,0.5" or, in JSON, also an array of four numbers. None when not given."""
+    value = source.one("crop")
+    if value is MISSING:
+        return None
+    typed = source.typed("crop")
+    message = ("crop must be x,y,w,h: four numbers from 0 to 1, w and h above 0, x + w and y + h at most 1 "
+               f"{got(value, typed)}")
+    if typed and isinstance(value, list):
+        numbers = value
+        if any(isinstance(n, bool) or not isinstance(n, (int, float)) for n in numbers):
+            raise bad(message)
+    elif isinstance(value, str):
+        try:
+            numbers = [float(part) for part in value.split(",")]
+        except ValueError:
+            raise bad(message) from None
+    else:
+        raise bad(message)
+    if len(numbers) != 4:
+        raise bad(message)
+    x, y, w, h = (float(n) if abs(n) < 10 else float("nan") for n in numbers)   # huge JSON integers: refused
+    eps = 1e-9
+    if not (0 <= x <= 1 and 0 <= y <= 1 and 0 < w <= 1 and 0 < h <= 1 and x + w <= 1 + eps
+            and y + h <= 1 + eps):   # NaN and infinities fail these too
+        raise bad(message)
+    return (x, y, min(w, 1 - x), min(h, 1 - y))
 
 
 def text(source: Source) -> str:

@@ -1,12 +1,15 @@
-"""Searches: by an uploaded image, by keywords, and "more like this" indexed image; the tag list."""
+"""Searches: by an uploaded image, by keywords, "more like this" indexed image, refining from marked
+images ("more like these, less like those"); the tag list."""
 from __future__ import annotations
 
 import time
 
 from flask import Blueprint, request
 
+from backend.feedback import MAX_MARKED
+
 from . import lookalike, params, results
-from .body import read_image
+from .body import image_base64, json_object, read_image
 from .errors import ApiError
 
 bp = Blueprint("search", __name__)
@@ -16,11 +19,17 @@ bp = Blueprint("search", __name__)
 def by_image():
     ctx = lookalike()
     body = read_image()
-    opts = params.options(params.Source(request.args, body.fields))
+    source = params.Source(request.args, body.fields)
+    opts, crop, expand = params.options(source), params.crop(source), params.expand(source)
     started = time.perf_counter()
     found = ctx.service.by_image(body.data, tags=opts.tags, offset=opts.offset, limit=opts.limit,
-                                 min_score=opts.min_score)
-    return results.page({"type": "image", **opts.echo()}, found, started)
+                                 min_score=opts.min_score, crop=crop, expand=expand)
+    return results.page({"type": "image", **opts.echo(), "crop": _echo_crop(crop), "expand": expand}, found,
+                        started)
+
+
+def _echo_crop(crop):
+    return None if crop is None else [round(v, 6) for v in crop]
 
 
 @bp.get("/api/search")
@@ -42,11 +51,56 @@ def by_text():
 def similar(doc_id: str):
     ctx = lookalike()
     results.check_id(doc_id)
-    opts = params.options(params.Source(request.args))
+    source = params.Source(request.args)
+    opts, crop, expand = params.options(source), params.crop(source), params.expand(source)
     started = time.perf_counter()
     found = ctx.service.similar(doc_id, tags=opts.tags, offset=opts.offset, limit=opts.limit,
-                                min_score=opts.min_score)
-    return results.page({"type": "similar", "id": doc_id, **opts.echo()}, found, started)
+                                min_score=opts.min_score, crop=crop, expand=expand)
+    return results.page({"type": "similar", "id": doc_id, **opts.echo(), "crop": _echo_crop(crop),
+                         "expand": expand}, found, started)
+
+
+REFINE_KEYS = ("positive", "negative", "image_base64", "crop")
+
+
+@bp.post("/api/search/refine")
+def refine():
+    ctx = lookalike()
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type",
+                       'send application/json such as {"positive": ["<id>"], "negative": ["<id>"]}')
+    body = json_object('{"positive": ["<id>"], "negative": ["<id>"]}')
+    params.refuse_unknown("JSON key", body, (*REFINE_KEYS, *params.QUERY_PARAMETERS["search.refine"]))
+    positive, negative = _ids(body, "positive"), _ids(body, "negative")
+    both = sorted(set(positive) & set(negative))
+    if both:
+        raise params.bad(f"an image cannot be both positive and negative (got {both[0][:40]!r} in both)")
+    if len(positive) + len(negative) > MAX_MARKED:
+        raise params.bad(f"at most {MAX_MARKED} positive and negative ids together "
+                         f"(got {len(positive) + len(negative)})")
+    image = image_base64(body["image_base64"]) if "image_base64" in body else None
+    if not positive and image is None:
+        raise ApiError(400, "missing_positive",
+                       "give at least one positive: an id in positive, or a picture in image_base64")
+    source = params.Source(request.args, body)
+    opts, crop, expand = params.options(source), params.crop(source), params.expand(source)
+    if crop is not None and image is None:
+        raise params.bad("crop applies to the picture in image_base64, and none is given")
+    started = time.perf_counter()
+    found = ctx.service.refine(positive, negative, image=image, crop=crop, tags=opts.tags, offset=opts.offset,
+                               limit=opts.limit, min_score=opts.min_score, expand=expand)
+    return results.page({"type": "refine", "positive": positive, "negative": negative, "image": image is not None,
+                         **opts.echo(), "crop": _echo_crop(crop), "expand": expand}, found, started)
+
+
+def _ids(body: dict, name: str) -> list[str]:
+    """A JSON array of image ids (repeats dropped, order kept); strings that are not ids are unknown (404)."""
+    value = body.get(name, [])
+    if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
+        raise params.bad(f"{name} must be an array of image ids (strings) {params.got(value, True)}")
+    if len(value) > MAX_MARKED:
+        raise params.bad(f"at most {MAX_MARKED} positive and negative ids together (got {len(value)} in {name})")
+    return list(dict.fromkeys(value))
 
 
 @bp.get("/api/tags")

@@ -162,6 +162,11 @@ class Store(ABC):
         """Stored vectors by content hash (for files whose content is already indexed elsewhere)."""
 
     @abstractmethod
+    def vectors(self, doc_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors by document id (relevance feedback reads the marked images and re-ranks
+        candidates with them); unknown ids are absent from the answer."""
+
+    @abstractmethod
     def ping(self) -> bool:
         """True when the backend answers; never raises."""
 

@@ -564,6 +564,17 @@ class ElasticStore(Store):
                     out[hit["_source"]["content_hash"]] = np.asarray(values, dtype=np.float32).reshape(-1)
         return out
 
+    def vectors(self, doc_ids):
+        ids = list(dict.fromkeys(doc_ids))
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(ids), 500):
+            result = self._search("read vectors", **ids_body(ids[start:start + 500], with_vector=True))
+            for hit in result["hits"]["hits"]:
+                values = (hit.get("fields") or {}).get(VECTOR)
+                if values is not None:
+                    out[hit["_id"]] = np.asarray(values, dtype=np.float32).reshape(-1)
+        return out
+
     def tag_counts(self, limit: int = 50) -> list[tuple[str, int]]:
         result = self._search("count tags", **tag_counts_body(limit))
         buckets = (result.get("aggregations") or {}).get("tags", {}).get("buckets", [])

@@ -415,6 +415,17 @@ class EmbeddedStore(Store):
                     out[content_hash] = np.frombuffer(blob, dtype="<f4").copy()
         return out
 
+    def vectors(self, doc_ids):
+        ids = list(dict.fromkeys(doc_ids))
+        out: dict[str, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for doc_id, blob in self._db.execute(f"SELECT id, vector FROM docs WHERE id IN ({marks})", chunk):
+                    out[doc_id] = np.frombuffer(blob, dtype="<f4").copy()
+        return out
+
     def tag_counts(self, limit: int = 50) -> list[tuple[str, int]]:
         with self._lock:
             return [(t, n) for t, n in self._db.execute(
