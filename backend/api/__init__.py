@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
     model_error = None
     if load_model:
         try:
-            service.extractor  # noqa: B018 (builds it)
+            log.info("model: %s", service.extractor.describe())   # builds it
         except WeightsError as exc:
             model_error = str(exc)
             log.error("the model is not loaded: %s", exc)
