@@ -89,7 +89,7 @@ class FeatureExtractor:
 
     def __init__(self, weights: str = "imagenet", spec: DescriptorSpec = DescriptorSpec(),
                  precision: str = "float32", model_cache: Path | None = None, cpu: "Cpu | None" = None):
-        from .precision import Cpu, choose
+        from .precision import BF16_FLAGS, Cpu, choose
 
         if spec.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {spec.pooling!r}; use one of {POOLINGS}")
@@ -109,6 +109,8 @@ class FeatureExtractor:
         if choice.measure:
             choice = choose(precision, self.cpu, self._int8_gain())
         self.precision, self.precision_reason = choice.precision, choice.reason
+        if precision == "bfloat16" and not self.cpu.has(BF16_FLAGS):
+            log.warning("LOOKALIKE_PRECISION=bfloat16: %s", choice.reason)
         self.descriptor_id = spec.descriptor_id(self._tag, self.precision)
         if self.precision == "float32":
             self._forward = _pooled(_tf_maps(self.model), spec.pooling)
