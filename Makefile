@@ -9,7 +9,7 @@ export LOOKALIKE_DATA_DIR ?= $(CURDIR)/data
 export LOOKALIKE_VGG16_WEIGHTS ?= $(or $(wildcard $(CURDIR)/../shared/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5),imagenet)
 SAMPLE   := $(LOOKALIKE_DATA_DIR)/sample-images
 
-.PHONY: install run index serve test sample clean
+.PHONY: install run index serve test sample clean es
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,12 @@ serve: install
 	HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/gunicorn -c gunicorn.conf.py "backend:create_app()"
 
 run: index serve
+
+# A real single-node Elasticsearch on 127.0.0.1:9200 in the foreground, no Docker (needs Java and Maven):
+# ES_VERSION=8 (the docker-compose.yml version) or 9.
+ES_VERSION ?= 8
+es: install
+	$(PY) -m tests.es_node --version $(ES_VERSION) --port 9200
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest

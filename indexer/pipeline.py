@@ -19,7 +19,7 @@ import numpy as np
 
 from backend.features import FeatureExtractor
 from backend.imaging import ImageError, Limits, decode, read_file
-from backend.stores.base import Document, Entry, Store, normalise_tags
+from backend.stores.base import Document, Entry, InvalidVector, Store, check_vectors, normalise_tags
 
 from .scan import FileToIndex
 
@@ -117,6 +117,8 @@ class Indexer:
         loaded = self._load_one(item)
         loaded.filename = filename
         self._write([loaded], summary)
+        if summary.failures:    # the picture gave no usable vector
+            raise ImageError(str(path), summary.failures[0][1], "unsupported")
         return self.store.get(item.id)
 
     # -- steps ---------------------------------------------------------------------------------
@@ -183,9 +185,20 @@ class Indexer:
                          width=b.width, height=b.height, bytes=b.item.bytes, content_hash=b.content_hash,
                          descriptor=descriptor, indexed_at=now, modified_at=b.item.modified_at)
                 for b in batch]
+        docs = [doc for doc in docs if self._usable(doc, summary)]
         self.store.upsert(docs)
         summary.indexed += len(docs)
         summary.reused += len(batch) - len(need)
+
+    @staticmethod
+    def _usable(doc: Document, summary: Summary) -> bool:
+        """Every store refuses a vector that is not a unit vector: report that file alone, keep the batch."""
+        try:
+            check_vectors([doc])
+            return True
+        except InvalidVector:
+            summary.failures.append((doc.path, "the picture gives no features to search by (an all-zero vector)"))
+            return False
 
     def _prune(self, known: dict[str, Entry], files: list[FileToIndex], roots: Iterable[Path]) -> int:
         """Remove documents under the roots whose files no longer exist."""

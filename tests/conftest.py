@@ -131,3 +131,67 @@ def _session_model_cache_removed():
     yield
     import shutil
     shutil.rmtree(MODEL_CACHE, ignore_errors=True)
+
+
+# -- a real Elasticsearch ----------------------------------------------------------------------------
+
+class ElasticNodes:
+    """Real single-node clusters, started on first use and stopped at the end of the session (tests/es_node.py).
+    ES_URL (8.x) and ES9_URL (9.x) point the tests at servers of your own instead."""
+
+    def __init__(self):
+        self._nodes: dict = {}
+        self._failed: dict[str, str] = {}
+
+    def url(self, major: str = "8") -> str:
+        from tests import es_node
+
+        given = os.environ.get("ES_URL" if major == "8" else f"ES{major}_URL", "")
+        if given:
+            return given
+        if major in self._failed:
+            pytest.fail(self._failed[major])
+        if major not in self._nodes:
+            try:
+                self._nodes[major] = es_node.start(major)
+            except es_node.ToolMissing as exc:       # no Java or no Maven: a reason to skip, and only that
+                pytest.skip(f"no real Elasticsearch {major}.x: {exc}")
+            except es_node.NodeUnavailable as exc:
+                self._failed[major] = f"Elasticsearch {major}.x did not start: {exc}"
+                pytest.fail(self._failed[major])
+        return self._nodes[major].url
+
+    def start_private(self, major: str = "8", **options):
+        """A node of the test's own (for faults: kill, pause, a tiny write queue); the caller stops it."""
+        from tests import es_node
+
+        try:
+            return es_node.start(major, **options)
+        except es_node.ToolMissing as exc:
+            pytest.skip(f"no real Elasticsearch {major}.x: {exc}")
+
+    def stop(self) -> None:
+        for node in self._nodes.values():
+            node.stop()
+
+
+@pytest.fixture(scope="session")
+def elastic_nodes():
+    nodes = ElasticNodes()
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture
+def es_url(elastic_nodes) -> str:
+    """The URL of a real Elasticsearch 8.x (the docker-compose.yml version)."""
+    return elastic_nodes.url("8")
+
+
+def delete_indices(url: str, prefix: str) -> None:
+    """Remove every index a test created under `prefix` (wildcard deletes are refused by default)."""
+    from elasticsearch import Elasticsearch
+
+    with Elasticsearch(url) as client:
+        for name in client.indices.get(index=f"{prefix}*", expand_wildcards="all"):
+            client.indices.delete(index=name)

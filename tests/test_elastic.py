@@ -1,11 +1,11 @@
 """The Elasticsearch backend: the exact bodies it sends, its behaviour when the cluster is unreachable,
 the docker compose deployment, and --shard.
 
-No Elasticsearch server runs on the development machines and none is faked here: the mapping and the
-query bodies are built by pure functions and pinned literally below, so any change to them is deliberate
-(docs/elasticsearch.md says which documentation each was checked against). The behaviour of the store
-against a real cluster is covered by tests/test_stores.py (the shared contract) and by the tests at the
-end of this file, which run when ES_URL is set and are skipped, saying why, otherwise.
+The mapping and the query bodies are built by pure functions and pinned literally below, so any change to
+them is deliberate (docs/elasticsearch.md says which documentation each was checked against). The store's
+behaviour against a real cluster is covered by tests/test_stores.py (the shared contract) and by the tests
+at the end of this file, against the real node the test session starts (tests/es_node.py); nothing fakes
+the server. tests/test_elastic_real.py has the tests that need a node of their own or real data.
 """
 from __future__ import annotations
 
@@ -29,31 +29,25 @@ from backend.stores.elastic import (ElasticStore, _hit_document, document_source
                                     score_to_cosine, swap_actions, tag_counts_body)
 from indexer.scan import Shard, scan
 
-from .conftest import ROOT, picture
-
-ES_URL = os.environ.get("ES_URL", "")
-NO_ES = ("ES_URL is not set: these tests need a real Elasticsearch server "
-         "(docker compose up -d elasticsearch; ES_URL=http://localhost:9200)")
+from .conftest import ROOT, delete_indices, picture
 
 
 # -- the exact bodies ------------------------------------------------------------------------------
 
 def test_index_body_is_pinned():
-    words = {"type": "text", "analyzer": "words", "index_prefixes": {"min_chars": 1, "max_chars": 10}}
+    words = {"type": "text", "analyzer": "whitespace", "index_prefixes": {"min_chars": 1, "max_chars": 10}}
     assert index_body("vgg16-imagenet-conv5-gem-ar448-512d", 512) == {
-        "settings": {"analysis": {
-            "tokenizer": {"words": {"type": "pattern", "pattern": "[^\\p{L}\\p{N}]+"}},
-            "analyzer": {"words": {"type": "custom", "tokenizer": "words", "filter": ["lowercase", "asciifolding"]}},
-        }},
         "mappings": {
             "dynamic": "strict",
-            "_meta": {"descriptor": "vgg16-imagenet-conv5-gem-ar448-512d", "dims": 512, "schema": 1},
+            "_meta": {"descriptor": "vgg16-imagenet-conv5-gem-ar448-512d", "dims": 512, "schema": 2},
             "properties": {
                 "vector": {"type": "dense_vector", "dims": 512, "index": True, "similarity": "dot_product",
                            "index_options": {"type": "hnsw", "m": 16, "ef_construction": 100}},
-                "filename": {**words, "fields": {"keyword": {"type": "keyword"}}},
+                "filename": {"type": "keyword"},
+                "filename_words": words,
                 "path": {"type": "keyword"},
-                "tags": {"type": "keyword", "normalizer": "lowercase", "fields": {"text": words}},
+                "tags": {"type": "keyword"},
+                "tag_words": words,
                 "width": {"type": "integer"},
                 "height": {"type": "integer"},
                 "bytes": {"type": "long"},
@@ -97,17 +91,19 @@ def test_knn_body_filters_inside_knn():
 
 
 def test_keyword_body_every_word_as_word_or_prefix():
-    assert keyword_body("Horse_in FIELD", tags=["Animals"], offset=20, limit=10) == {
+    fields = ["filename_words^2", "tag_words"]
+    assert keyword_body("Horse_in FIELD Café", tags=["Animals"], offset=20, limit=10) == {
         "from": 20, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector"]},
         "query": {"bool": {
             "must": [
-                {"multi_match": {"query": "horse", "type": "bool_prefix", "fields": ["filename^2", "tags.text"]}},
-                {"multi_match": {"query": "in", "type": "bool_prefix", "fields": ["filename^2", "tags.text"]}},
-                {"multi_match": {"query": "field", "type": "bool_prefix", "fields": ["filename^2", "tags.text"]}},
+                {"multi_match": {"query": "horse", "type": "bool_prefix", "fields": fields}},
+                {"multi_match": {"query": "in", "type": "bool_prefix", "fields": fields}},
+                {"multi_match": {"query": "field", "type": "bool_prefix", "fields": fields}},
+                {"multi_match": {"query": "cafe", "type": "bool_prefix", "fields": fields}},
             ],
-            "should": [{"multi_match": {"query": "horse in field", "fields": ["filename^2", "tags.text"]}}],
+            "should": [{"multi_match": {"query": "horse in field cafe", "fields": fields}}],
             "filter": [{"term": {"tags": "animals"}}]}},
-        "sort": ["_score", {"filename.keyword": "asc"}, {"path": "asc"}],
+        "sort": ["_score", {"filename": "asc"}, {"path": "asc"}],
     }
 
 
@@ -115,7 +111,7 @@ def test_keyword_body_tags_only_lists_by_name_and_nothing_is_none():
     assert keyword_body("  ", tags=["a b", "A  B", "c"]) == {
         "from": 0, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector"]},
         "query": {"bool": {"filter": [{"term": {"tags": "a b"}}, {"term": {"tags": "c"}}]}},
-        "sort": [{"filename.keyword": "asc"}, {"path": "asc"}],
+        "sort": [{"filename": "asc"}, {"path": "asc"}],
     }
     assert keyword_body("", tags=[]) is None
     assert keyword_body("--- ...", tags=[]) is None
@@ -144,7 +140,7 @@ def test_alias_swap_is_one_request_removing_the_old_and_adding_the_new():
 def test_index_names_are_versioned_per_descriptor():
     a = index_name("lookalike", "vgg16-imagenet-conv5-gem-ar448-512d")
     assert a == index_name("lookalike", "vgg16-imagenet-conv5-gem-ar448-512d")
-    assert a.startswith("lookalike-v1-") and len(a) == len("lookalike-v1-") + 10
+    assert a.startswith("lookalike-v2-") and len(a) == len("lookalike-v2-") + 10
     assert a != index_name("lookalike", "vgg16-imagenet-conv5-gem-sq224-512d")
 
 
@@ -161,6 +157,7 @@ def test_documents_round_trip_through_the_source_exactly():
                    tags=["Horses", "horses", " Brown  Coat "], width=640, height=480, bytes=1234,
                    content_hash="ab" * 32, descriptor="d", indexed_at=1.7e9 + 0.123, modified_at=1.6e9 + 0.5)
     src = json.loads(json.dumps(document_source(doc)))       # what Elasticsearch stores and returns
+    assert src["filename_words"] == "pferd cafe jpg" and src["tag_words"] == ["brown coat", "horses"]
     back = _hit_document({"_id": doc.id, "_source": src, "fields": {"vector": src["vector"]}}, vector=True)
     assert back.metadata() == {**doc.metadata(), "tags": ["brown coat", "horses"]}
     assert np.array_equal(back.vector, vec)                  # float32 survives JSON bit for bit
@@ -310,19 +307,15 @@ def test_docker_compose_config_validates_and_keeps_elasticsearch_local():
     assert any(v["source"] == "/srv/photos" and v["target"] == "/images" for v in indexer["volumes"])
 
 
-# -- against a real cluster (ES_URL) ------------------------------------------------------------------
+# -- against a real cluster ---------------------------------------------------------------------------
 
 @pytest.fixture
-def es_store():
-    if not ES_URL:
-        pytest.skip(NO_ES)
+def es_store(es_url):
     alias = f"lookalike-test-{uuid.uuid4().hex[:8]}"
-    store = open_store(Settings(store=ES_URL, es_index=alias))
+    store = open_store(Settings(store=es_url, es_index=alias))
     yield store
-    client = store._client
-    for name in client.indices.get(index=f"{alias}*", expand_wildcards="all"):
-        client.indices.delete(index=name)
     store.close()
+    delete_indices(es_url, alias)
 
 
 def unit_doc(i: int, descriptor: str, dims: int = 8) -> Document:
@@ -333,7 +326,7 @@ def unit_doc(i: int, descriptor: str, dims: int = 8) -> Document:
                     indexed_at=0.0)
 
 
-def test_real_cluster_index_layout_and_staged_rebuild(es_store):
+def test_real_cluster_index_layout_and_staged_rebuild(es_store, es_url):
     client, alias = es_store._client, es_store.alias
     es_store.upsert([unit_doc(i, "old") for i in range(3)])
     old = index_name(alias, "old")
@@ -343,7 +336,7 @@ def test_real_cluster_index_layout_and_staged_rebuild(es_store):
     assert mapping["properties"]["vector"]["similarity"] == "dot_product"
 
     # rebuild: the new index fills beside the live one; readers keep the old until promote()
-    builder = open_store(Settings(store=ES_URL, es_index=alias))
+    builder = open_store(Settings(store=es_url, es_index=alias))
     builder.stage("new")
     assert builder.count() == 0 and list(builder.entries()) == []
     builder.upsert([unit_doc(i, "new") for i in range(2)])
@@ -366,11 +359,9 @@ def test_cli_rebuild_needs_elasticsearch(fast_env, image_folder):
     assert result.stderr.strip() == "error: --rebuild needs an Elasticsearch store (LOOKALIKE_STORE=http://...)"
 
 
-def test_real_cluster_cli_rebuild_with_shards_then_switch(fast_env, many_images):
-    if not ES_URL:
-        pytest.skip(NO_ES)
+def test_real_cluster_cli_rebuild_with_shards_then_switch(fast_env, many_images, es_url):
     alias = f"lookalike-test-{uuid.uuid4().hex[:8]}"
-    env = {**fast_env, "LOOKALIKE_STORE": ES_URL, "LOOKALIKE_ES_INDEX": alias}
+    env = {**fast_env, "LOOKALIKE_STORE": es_url, "LOOKALIKE_ES_INDEX": alias}
     stats = lambda e: json.loads(cli(e, "stats", "--json").stdout.strip().splitlines()[-1])
     try:
         assert cli(env, "index", str(many_images)).returncode == 0
@@ -385,7 +376,4 @@ def test_real_cluster_cli_rebuild_with_shards_then_switch(fast_env, many_images)
         after = stats(env)
         assert after["count"] == 30 and "ar96" in after["descriptor"]
     finally:
-        from elasticsearch import Elasticsearch
-        client = Elasticsearch(ES_URL)
-        for name in client.indices.get(index=f"{alias}*", expand_wildcards="all"):
-            client.indices.delete(index=name)
+        delete_indices(es_url, alias)

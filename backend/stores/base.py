@@ -8,6 +8,8 @@ vector instead of running the model again.
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
@@ -27,6 +29,10 @@ class DescriptorMismatch(StoreError):
     """Vectors of another descriptor (model, weights, pooling, size) than the store holds."""
 
 
+class InvalidVector(StoreError, ValueError):
+    """A vector that is not a finite unit vector (all zero, NaN, not normalised)."""
+
+
 def normalise_tag(tag: str) -> str:
     """Tags are compared case-insensitively with runs of white space folded."""
     return " ".join(tag.split()).lower()
@@ -35,6 +41,29 @@ def normalise_tag(tag: str) -> str:
 def normalise_tags(tags) -> list[str]:
     """Distinct, normalised, sorted, empty ones dropped."""
     return sorted({normalise_tag(t) for t in tags} - {""})
+
+
+_WORD = re.compile(r"[^\W_]+")             # runs of letters and digits: IMG_2034.JPG -> img, 2034, jpg
+_ACCENTS = re.compile("[\u0300-\u036f]")     # combining diacritical marks (Latin, Greek, Cyrillic accents)
+
+
+def search_words(text: str) -> list[str]:
+    """The words of a file name, a tag or a query, as every store indexes and matches them: runs of letters
+    and digits, case-folded, accents removed (Café -> cafe). Marks of other scripts (Japanese dakuten) stay.
+    One function for both backends, so keyword search behaves the same on each."""
+    decomposed = unicodedata.normalize("NFKD", (text or "").casefold())
+    return _WORD.findall(unicodedata.normalize("NFC", _ACCENTS.sub("", decomposed)))
+
+
+def check_vectors(documents: Sequence["Document"]) -> None:
+    """Every stored vector is a finite unit vector (cosine = dot product): a zero, NaN or unnormalised vector
+    is refused before anything is written, by every backend alike."""
+    for doc in documents:
+        vector = np.asarray(doc.vector, dtype=np.float32)
+        norm = float(np.linalg.norm(vector)) if vector.size and np.isfinite(vector).all() else float("nan")
+        if not abs(norm * norm - 1.0) <= 1e-3:   # Elasticsearch's own tolerance for dot_product vectors
+            raise InvalidVector(f"{doc.path}: its vector is not a unit vector (length {norm:.4g}); "
+                                "a picture with no features (for example all black) cannot be searched by content")
 
 
 def document_id(path: str) -> str:
@@ -99,7 +128,8 @@ class Store(ABC):
     @abstractmethod
     def upsert(self, documents: Sequence[Document]) -> int:
         """Insert or replace documents by id, atomically per call. Raises DescriptorMismatch when a
-        vector's descriptor differs from the store's. Returns how many were written."""
+        vector's descriptor differs from the store's and InvalidVector when a vector is not a unit vector
+        (check_vectors), writing nothing. Returns how many were written."""
 
     @abstractmethod
     def get(self, doc_id: str, with_vector: bool = False) -> Document | None: ...

@@ -8,9 +8,16 @@ Layout (docs/elasticsearch.md has the reasoning and the documentation each choic
 - The vector is a `dense_vector` with `dot_product` similarity (our vectors are L2-normalised).
   Elasticsearch scores it as (1 + dot) / 2; we report 2 * _score - 1, so both backends give cosine
   similarity in [-1, 1]. The kNN `similarity` option takes the raw dot product, so min_score maps 1:1.
+- File names and tags are split into words and accent-folded in Python by `search_words`, the function the
+  embedded store uses, and indexed with the server's built-in `whitespace` analyzer: both backends match
+  the same words, and the mapping needs nothing outside the server itself (docs/elasticsearch.md).
+- Reads go to the alias; which physical index and descriptor it holds is remembered and read again only
+  when a response comes from another index (someone promoted a rebuild) or the index is gone.
 - Writes wait for a refresh (refresh=wait_for): when upsert or delete returns, the change is searchable.
-- Every call that cannot reach the cluster raises StoreUnavailable (the API answers 503); nothing
-  remembers the failure, so the next call after the cluster is back simply works.
+  Documents the cluster rejects for load (429) are retried with backoff; other rejections raise.
+- Every call that cannot reach the cluster, or that it does not answer within LOOKALIKE_ES_TIMEOUT, raises
+  StoreUnavailable (the API answers 503); nothing remembers the failure, so the next call after the
+  cluster is back simply works.
 
 The request bodies are built by the pure functions below, pinned by tests/test_elastic.py.
 """
@@ -29,16 +36,15 @@ from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
 
 from .base import (DescriptorMismatch, Document, Entry, Hit, Page, Store, StoreError, StoreUnavailable,
-                   normalise_tags)
+                   check_vectors, normalise_tags, search_words)
 
-SCHEMA = 1                        # bump when the mapping changes incompatibly: the index name carries it
+SCHEMA = 2                        # bump when the mapping changes incompatibly: the index name carries it
 VECTOR = "vector"
 MAX_WINDOW = 10_000               # index.max_result_window, and the ceiling for k and num_candidates
 META_FIELDS = ["filename", "path", "tags", "width", "height", "bytes", "content_hash", "descriptor",
                "indexed_at", "modified_at"]
 ENTRY_FIELDS = ["path", "content_hash", "bytes", "modified_at", "tags"]
-# The same word split as the analyzer's tokenizer: runs of letters and digits.
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+WORD_FIELDS = ["filename_words^2", "tag_words"]
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 # Statuses that mean "the cluster cannot serve this now", as opposed to "this request is wrong".
 _UNAVAILABLE = (429, 502, 503, 504)
@@ -52,25 +58,22 @@ def index_name(alias: str, descriptor: str) -> str:
 
 def index_body(descriptor: str, dims: int, index_type: str = "hnsw", m: int = 16,
                ef_construction: int = 100) -> dict:
-    """Settings and mappings of a physical index holding `dims`-dimensional vectors of one descriptor."""
-    words = {"type": "text", "analyzer": "words", "index_prefixes": {"min_chars": 1, "max_chars": 10}}
+    """Settings and mappings of a physical index holding `dims`-dimensional vectors of one descriptor.
+    Only what the server itself provides: no analysis module is needed."""
+    # the words come already split and folded (search_words); whitespace only separates them again
+    words = {"type": "text", "analyzer": "whitespace", "index_prefixes": {"min_chars": 1, "max_chars": 10}}
     return {
-        "settings": {
-            "analysis": {
-                "tokenizer": {"words": {"type": "pattern", "pattern": "[^\\p{L}\\p{N}]+"}},
-                "analyzer": {"words": {"type": "custom", "tokenizer": "words",
-                                       "filter": ["lowercase", "asciifolding"]}},
-            },
-        },
         "mappings": {
             "dynamic": "strict",
             "_meta": {"descriptor": descriptor, "dims": dims, "schema": SCHEMA},
             "properties": {
                 VECTOR: {"type": "dense_vector", "dims": dims, "index": True, "similarity": "dot_product",
                          "index_options": {"type": index_type, "m": m, "ef_construction": ef_construction}},
-                "filename": {**words, "fields": {"keyword": {"type": "keyword"}}},
+                "filename": {"type": "keyword"},
+                "filename_words": words,
                 "path": {"type": "keyword"},
-                "tags": {"type": "keyword", "normalizer": "lowercase", "fields": {"text": words}},
+                "tags": {"type": "keyword"},
+                "tag_words": words,
                 "width": {"type": "integer"},
                 "height": {"type": "integer"},
                 "bytes": {"type": "long"},
@@ -85,8 +88,10 @@ def index_body(descriptor: str, dims: int, index_type: str = "hnsw", m: int = 16
 
 def document_source(doc: Document) -> dict:
     """The JSON stored for a document (its id is the Elasticsearch _id)."""
+    tags = normalise_tags(doc.tags)
     return {VECTOR: np.asarray(doc.vector, dtype=np.float32).tolist(), "filename": doc.filename,
-            "path": doc.path, "tags": normalise_tags(doc.tags), "width": int(doc.width),
+            "filename_words": " ".join(search_words(doc.filename)), "path": doc.path, "tags": tags,
+            "tag_words": [" ".join(search_words(tag)) for tag in tags], "width": int(doc.width),
             "height": int(doc.height), "bytes": int(doc.bytes), "content_hash": doc.content_hash,
             "descriptor": doc.descriptor, "indexed_at": float(doc.indexed_at),
             "modified_at": float(doc.modified_at)}
@@ -118,22 +123,22 @@ def keyword_body(text: str, *, tags: Sequence[str] = (), offset: int = 0, limit:
     """Every word must match the file name or a tag, as a whole word or a word prefix; None when there
     is nothing to search for. Each word is its own multi_match (bool_prefix: a one-term prefix query on
     each field) so that different words may match different fields, as in the embedded store."""
-    words = [w.lower() for w in _WORD.findall(text or "")]
+    words = search_words(text)
     filters = _tag_filters(tags)
     if not words and not filters:
         return None
     body: dict = {"from": offset, "size": limit, "track_total_hits": True, "_source": {"excludes": [VECTOR]}}
     if words:
         body["query"] = {"bool": {
-            "must": [{"multi_match": {"query": word, "type": "bool_prefix", "fields": ["filename^2", "tags.text"]}}
+            "must": [{"multi_match": {"query": word, "type": "bool_prefix", "fields": WORD_FIELDS}}
                      for word in words],
             # whole words rank above prefixes
-            "should": [{"multi_match": {"query": " ".join(words), "fields": ["filename^2", "tags.text"]}}],
+            "should": [{"multi_match": {"query": " ".join(words), "fields": WORD_FIELDS}}],
             "filter": filters}}
-        body["sort"] = ["_score", {"filename.keyword": "asc"}, {"path": "asc"}]
+        body["sort"] = ["_score", {"filename": "asc"}, {"path": "asc"}]
     else:
         body["query"] = {"bool": {"filter": filters}}
-        body["sort"] = [{"filename.keyword": "asc"}, {"path": "asc"}]
+        body["sort"] = [{"filename": "asc"}, {"path": "asc"}]
     return body
 
 
@@ -212,7 +217,8 @@ class ElasticStore(Store):
     backend = "elasticsearch"
 
     def __init__(self, client: Elasticsearch, url: str, alias: str = "lookalike", *, num_candidates: int = 200,
-                 index_type: str = "hnsw", m: int = 16, ef_construction: int = 100, wait: float | None = 60.0):
+                 index_type: str = "hnsw", m: int = 16, ef_construction: int = 100, wait: float | None = 60.0,
+                 timeout: float = 30.0):
         if not _INDEX_NAME.match(alias):
             raise StoreError(f"LOOKALIKE_ES_INDEX={alias!r} is not a valid index name: use lower-case "
                              "letters, digits, '.', '_' and '-', starting with a letter or digit")
@@ -221,7 +227,10 @@ class ElasticStore(Store):
         self.alias = alias
         self.num_candidates = num_candidates
         self.index_options = {"index_type": index_type, "m": m, "ef_construction": ef_construction}
+        self.timeout = timeout
         self._staged: str | None = None
+        self._known: tuple[str, str] | None = None   # (physical index, descriptor) last read from the mapping
+        self.mapping_reads = 0                        # how often that was needed (benchmarks.elastic counts it)
         if wait is not None:   # None: do not wait (the caller knows the cluster is, or was, up)
             self.wait_until_ready(wait)
 
@@ -238,27 +247,36 @@ class ElasticStore(Store):
             raise StoreError(f"LOOKALIKE_STORE={public_url(settings.store)!r} cannot be used: {exc}") from None
         return cls(client, settings.store, settings.es_index, num_candidates=settings.es_num_candidates,
                    index_type=settings.es_index_type, m=settings.es_hnsw_m,
-                   ef_construction=settings.es_hnsw_ef_construction, wait=settings.es_wait)
+                   ef_construction=settings.es_hnsw_ef_construction, wait=settings.es_wait,
+                   timeout=settings.es_timeout)
 
     # -- connection ------------------------------------------------------------------------------
 
+    def _probe(self, timeout: float) -> str | None:
+        """None when our index (or the cluster, before the index exists) answers a search; else why not.
+        Asks only for our own index, never the whole cluster's health: a key restricted to our indices may
+        do it, and another index's trouble is not ours (docs/elasticsearch.md, 'Privileges')."""
+        client = self._client.options(request_timeout=max(1.0, timeout), max_retries=0)
+        try:
+            client.search(index=self.alias, size=0, track_total_hits=False)
+            return None
+        except NotFoundError:
+            return None        # nothing indexed yet: the cluster answered, the first write creates the index
+        except ApiError as exc:
+            if exc.meta.status in (401, 403):
+                raise StoreError(f"Elasticsearch at {self.url} refused us ({_reason(exc)}): check "
+                                 "LOOKALIKE_ES_API_KEY or the user in LOOKALIKE_STORE") from None
+            return _reason(exc)
+        except TransportError as exc:
+            return _reason(exc)
+
     def wait_until_ready(self, timeout: float) -> None:
-        """Return once the cluster health is yellow or green; StoreUnavailable after `timeout` seconds."""
+        """Return once our index can be searched; StoreUnavailable after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                health = self._client.options(request_timeout=max(1.0, min(deadline - time.monotonic(), 10.0)),
-                                              max_retries=0).cluster.health()
-                if health["status"] in ("green", "yellow"):
-                    return
-                reason = f"cluster health is {health['status']}"
-            except ApiError as exc:
-                if exc.meta.status in (401, 403):
-                    raise StoreError(f"Elasticsearch at {self.url} refused us ({_reason(exc)}): check "
-                                     "LOOKALIKE_ES_API_KEY or the user in LOOKALIKE_STORE") from None
-                reason = _reason(exc)
-            except TransportError as exc:
-                reason = _reason(exc)
+            reason = self._probe(min(deadline - time.monotonic(), 10.0))
+            if reason is None:
+                return
             left = deadline - time.monotonic()
             if left <= 0:
                 raise StoreUnavailable(f"Elasticsearch at {self.url} is not ready after {timeout:g} s ({reason}); "
@@ -267,29 +285,23 @@ class ElasticStore(Store):
 
     @contextmanager
     def _call(self, what: str):
-        """Map the client's errors to the store's: unreachable -> StoreUnavailable, refused -> StoreError."""
+        """Map the client's errors to the store's: unreachable or too slow -> StoreUnavailable, refused ->
+        StoreError."""
         try:
             yield
-        except helpers.BulkIndexError as exc:
-            first = next(iter(exc.errors[0].values()), {}) if exc.errors else {}
-            error = first.get("error") or {}
-            if first.get("status") in _UNAVAILABLE:
-                raise StoreUnavailable(f"Elasticsearch at {self.url} could not {what}: "
-                                       f"{error.get('type', '')} {error.get('reason', '')}".strip()) from None
-            raise StoreError(f"Elasticsearch refused to {what}: {len(exc.errors)} failed, first: "
-                             f"{error.get('type', '')}: {error.get('reason', first)}") from None
         except ApiError as exc:
             if exc.meta.status in _UNAVAILABLE:
                 raise StoreUnavailable(f"Elasticsearch at {self.url} could not {what}: {_reason(exc)}") from None
             raise StoreError(f"Elasticsearch refused to {what}: {_reason(exc)}") from None
         except TransportError as exc:
-            kind = "is unreachable" if isinstance(exc, TransportConnectionError) else "failed"
+            kind = "is unreachable" if isinstance(exc, TransportConnectionError) else "did not answer"
             raise StoreUnavailable(f"Elasticsearch at {self.url} {kind} ({what}): {_reason(exc)}") from None
+        except helpers.ScanError as exc:
+            raise StoreUnavailable(f"Elasticsearch at {self.url} could not {what}: {exc}") from None
 
     def ping(self) -> bool:
         try:
-            health = self._client.options(request_timeout=5, max_retries=0).cluster.health()
-            return health["status"] in ("green", "yellow")
+            return self._probe(5.0) is None
         except Exception:  # noqa: BLE001 -- ping never raises, whatever went wrong
             return False
 
@@ -301,36 +313,54 @@ class ElasticStore(Store):
 
     # -- which physical index --------------------------------------------------------------------
 
-    def _indices(self, name: str) -> dict[str, str | None]:
-        """{physical index: its descriptor} behind an alias or index name; {} when there is none."""
+    def _indices(self, name: str) -> dict[str, dict]:
+        """{physical index: its _meta} behind an alias or index name; {} when there is none."""
+        self.mapping_reads += 1
         with self._call("read the index mapping"):
             try:
                 mappings = self._client.indices.get_mapping(index=name)
             except NotFoundError:
                 return {}
-        return {index: (body.get("mappings", {}).get("_meta") or {}).get("descriptor")
-                for index, body in mappings.items()}
+        return {index: body.get("mappings", {}).get("_meta") or {} for index, body in mappings.items()}
 
     def _live(self) -> tuple[str, str] | None:
-        """(physical index, descriptor) behind the alias, or None before anything was written."""
+        """(physical index, descriptor) behind the alias, read now; None before anything was written."""
         indices = self._indices(self.alias)
         if not indices:
             return None
-        if len(indices) > 1 or None in indices.values():
+        if len(indices) > 1 or any("descriptor" not in meta for meta in indices.values()):
             raise StoreError(f"{self.alias!r} on {self.url} is not an index this program created "
                              f"(it resolves to {', '.join(sorted(indices))}); set LOOKALIKE_ES_INDEX to another name")
-        return next(iter(indices.items()))
+        index, meta = next(iter(indices.items()))
+        if meta.get("schema") != SCHEMA:
+            raise StoreError(f"{index} was made by an older version of this program (schema {meta.get('schema')}, "
+                             f"now {SCHEMA}): rebuild it with `python -m indexer index PATH --rebuild`")
+        return index, meta["descriptor"]
 
-    def _target(self) -> tuple[str, str] | None:
-        """Where reads and writes go: the staged index while rebuilding, else the live one."""
-        if self._staged is None:
-            return self._live()
-        name = index_name(self.alias, self._staged)
-        return (name, self._staged) if self._indices(name) else None
+    def _target(self, fresh: bool = False) -> tuple[str, str] | None:
+        """Where reads and writes go: the staged index while rebuilding, else the live one. Remembered once
+        found; `fresh` reads it again."""
+        if self._known is None or fresh:
+            if self._staged is None:
+                self._known = self._live()
+            else:
+                name = index_name(self.alias, self._staged)
+                self._known = (name, self._staged) if self._indices(name) else None
+        return self._known
+
+    def _read_index(self) -> str:
+        """The name searches use: the alias (so a rebuild promoted elsewhere is seen at once) or the staged index."""
+        return self.alias if self._staged is None else index_name(self.alias, self._staged)
+
+    def _check_source(self, hits: list[dict]) -> None:
+        """A hit from another physical index than the remembered one: the alias moved, read it again."""
+        known = self._known
+        if known is not None and any(hit.get("_index") not in (None, known[0]) for hit in hits):
+            self._target(fresh=True)
 
     def _create(self, descriptor: str, dims: int) -> str:
         name = index_name(self.alias, descriptor)
-        with self._call(f"create index {name}"):
+        with self._call(f"create index {name} ({self.index_options['index_type']}, {dims} dimensions)"):
             try:
                 self._client.indices.create(index=name, **index_body(descriptor, dims, **self.index_options))
             except ApiError as exc:
@@ -341,10 +371,16 @@ class ElasticStore(Store):
 
     def _point_alias(self, new_index: str, old_indices: Iterable[str] = ()) -> None:
         with self._call(f"point alias {self.alias} at {new_index}"):
-            self._client.indices.update_aliases(actions=swap_actions(self.alias, old_indices, new_index))
+            try:
+                self._client.indices.update_aliases(actions=swap_actions(self.alias, old_indices, new_index))
+            except ApiError as exc:
+                # two indexers creating the store at once: the other one pointed the alias already
+                if not old_indices and self._indices(self.alias).keys() == {new_index}:
+                    return
+                raise exc
 
     def descriptor(self) -> str | None:
-        target = self._target()
+        target = self._target(fresh=True)
         return target[1] if target else None
 
     # -- rebuilding with another descriptor ------------------------------------------------------
@@ -352,7 +388,7 @@ class ElasticStore(Store):
     def stage(self, descriptor: str) -> str:
         """From now on this store object reads and writes the index for `descriptor` beside the live one
         (created with the first documents); the alias does not move until promote(). Returns its name."""
-        self._staged = descriptor
+        self._staged, self._known = descriptor, None
         return index_name(self.alias, descriptor)
 
     def promote(self) -> str:
@@ -363,23 +399,27 @@ class ElasticStore(Store):
         name = index_name(self.alias, self._staged)
         if not self._indices(name):
             raise StoreError(f"{name} does not exist yet: index some files with the new descriptor first")
-        live = self._live()
-        self._point_alias(name, [live[0]] if live else [])
-        self._staged = None
+        old = list(self._indices(self.alias))
+        self._point_alias(name, old)
+        self._staged, self._known = None, None
         return name
 
     # -- writing ---------------------------------------------------------------------------------
 
     def _write_target(self, descriptor: str, dims: int) -> str:
-        target = self._target()
+        target = self._target() or self._target(fresh=True)
         if target is None:
             name = self._create(descriptor, dims)
             if self._staged is None:
                 self._point_alias(name)
             elif self._staged != descriptor:
                 raise DescriptorMismatch(f"the staged index is for {self._staged} vectors, not {descriptor}")
+            self._known = (name, descriptor)
             return name
         name, bound = target
+        if bound != descriptor:
+            target = self._target(fresh=True)          # was it promoted elsewhere meanwhile?
+            name, bound = target if target else (name, bound)
         if bound == descriptor:
             return name
         if self._staged is None and self.count() == 0:
@@ -388,10 +428,32 @@ class ElasticStore(Store):
             self._point_alias(new, [name])
             with self._call(f"delete the empty index {name}"):
                 self._client.indices.delete(index=name, ignore_unavailable=True)
+            self._known = (new, descriptor)
             return new
         raise DescriptorMismatch(
             f"{self.alias} holds {bound} vectors; these are {descriptor} (rebuild into a new index and "
             "promote it: docs/elasticsearch.md, 'Changing the descriptor')")
+
+    def _bulk(self, actions: Iterable[dict], what: str, chunk_size: int, ignore_status=()) -> list[dict]:
+        """Send actions in chunks; items the cluster rejected for load (429) are retried with backoff by the
+        client. Returns the items that succeeded; raises for any that still failed."""
+        done, failed = [], []
+        with self._call(what):
+            for ok, item in helpers.streaming_bulk(
+                    self._client, actions, chunk_size=chunk_size, max_retries=8, initial_backoff=0.5,
+                    max_backoff=10, retry_on_status=_UNAVAILABLE, raise_on_error=False, ignore_status=ignore_status,
+                    refresh="wait_for", request_timeout=self.timeout):
+                status = next(iter(item.values()), {}).get("status")
+                (done if ok or status in ignore_status else failed).append(item)
+        if failed:
+            first = next(iter(failed[0].values()), {})
+            error = first.get("error") or {}
+            reason = f"{error.get('type', '')}: {error.get('reason', first)}" if isinstance(error, dict) else error
+            if first.get("status") in _UNAVAILABLE:
+                raise StoreUnavailable(f"Elasticsearch at {self.url} could not {what}: {len(failed)} still "
+                                       f"rejected after retries, first: {reason}")
+            raise StoreError(f"Elasticsearch refused to {what}: {len(failed)} failed, first: {reason}")
+        return done
 
     def upsert(self, documents: Sequence[Document]) -> int:
         """Not atomic across documents as the embedded store is: a bulk request that fails half-way keeps
@@ -402,99 +464,92 @@ class ElasticStore(Store):
         for doc in documents:
             if doc.descriptor != first.descriptor:
                 raise DescriptorMismatch(f"one batch holds {first.descriptor} and {doc.descriptor} vectors")
+        check_vectors(documents)
         name = self._write_target(first.descriptor, len(first.vector))
         actions = ({"_op_type": "index", "_index": name, "_id": doc.id, "_source": document_source(doc)}
                    for doc in documents)
-        written = 0
-        with self._call(f"write {len(documents)} documents"):
-            for ok, _ in helpers.streaming_bulk(self._client, actions, chunk_size=500, max_retries=5,
-                                                initial_backoff=1, max_backoff=30,
-                                                retry_on_status=_UNAVAILABLE, refresh="wait_for"):
-                written += ok
-        return written
+        return len(self._bulk(actions, f"write {len(documents)} documents", chunk_size=500))
 
     def delete(self, doc_ids: Iterable[str]) -> int:
         doc_ids = list(dict.fromkeys(doc_ids))
-        target = self._target() if doc_ids else None
+        target = self._target(fresh=True) if doc_ids else None
         if target is None:
             return 0
         actions = ({"_op_type": "delete", "_index": target[0], "_id": doc_id} for doc_id in doc_ids)
-        removed = 0
-        with self._call(f"delete {len(doc_ids)} documents"):
-            for ok, item in helpers.streaming_bulk(self._client, actions, chunk_size=1000, max_retries=5,
-                                                   initial_backoff=1, max_backoff=30, ignore_status=(404,),
-                                                   retry_on_status=_UNAVAILABLE, refresh="wait_for"):
-                removed += ok and item.get("delete", {}).get("result") == "deleted"
-        return removed
+        done = self._bulk(actions, f"delete {len(doc_ids)} documents", chunk_size=1000, ignore_status=(404,))
+        return sum(item.get("delete", {}).get("result") == "deleted" for item in done)
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def _search(self, index: str, what: str, **body) -> dict:
+    def _search(self, what: str, **body) -> dict:
+        """A search of our index; {} hits when it does not exist yet."""
         with self._call(what):
-            return self._client.search(index=index, **body).body
+            try:
+                result = self._client.search(index=self._read_index(), **body).body
+            except NotFoundError:
+                self._known = None
+                return {"hits": {"hits": [], "total": {"value": 0}}, "aggregations": {}}
+        self._check_source(result["hits"]["hits"])
+        return result
 
     def get(self, doc_id: str, with_vector: bool = False) -> Document | None:
-        target = self._target()
-        if target is None:
-            return None
-        hits = self._search(target[0], "read a document", **ids_body([doc_id], with_vector))["hits"]["hits"]
+        hits = self._search("read a document", **ids_body([doc_id], with_vector))["hits"]["hits"]
         return _hit_document(hits[0], vector=with_vector) if hits else None
 
     def knn(self, vector, *, descriptor, tags=(), offset=0, limit=10, exclude=(), min_score=None) -> Page:
-        target = self._target()
-        if target is None:
-            return Page([], 0)
-        name, bound = target
-        if descriptor != bound:
-            raise DescriptorMismatch(f"the query is a {descriptor} vector; this index holds {bound} vectors")
         # kNN has no offset: ask for the best offset + limit and keep the last `limit` of them.
         k = min(offset + limit, MAX_WINDOW)
         if k <= offset:
             return Page([], 0)
-        body = knn_body(vector, k=k, num_candidates=self.num_candidates, tags=tags, exclude=exclude,
-                        min_score=min_score)
-        result = self._search(name, "search by vector", **body)["hits"]
+        for attempt in range(2):
+            target = self._target()
+            if target is None:
+                return Page([], 0)
+            if descriptor != target[1]:
+                raise DescriptorMismatch(f"the query is a {descriptor} vector; this index holds {target[1]} vectors")
+            body = knn_body(vector, k=k, num_candidates=self.num_candidates, tags=tags, exclude=exclude,
+                            min_score=min_score)
+            result = self._search("search by vector", **body)["hits"]
+            if self._known == target:       # the answer came from the index the query was checked against
+                break
         hits = [Hit(_hit_document(h), score_to_cosine(h["_score"])) for h in result["hits"][offset:k]]
         return Page(hits, result["total"]["value"])
 
     def keyword(self, text, *, tags=(), offset=0, limit=10) -> Page:
-        target = self._target()
         # from + size may not pass index.max_result_window; deeper pages are empty
         size = max(0, min(limit, MAX_WINDOW - offset))
         body = keyword_body(text, tags=tags, offset=offset if size else 0, limit=size)
-        if target is None or body is None:
+        if body is None:
             return Page([], 0)
-        result = self._search(target[0], "search by keywords", **body)["hits"]
+        result = self._search("search by keywords", **body)["hits"]
         hits = [Hit(_hit_document(h), float(h["_score"]) if h.get("_score") is not None else 0.0)
                 for h in result["hits"]]
         return Page(hits, result["total"]["value"])
 
     def count(self) -> int:
-        target = self._target()
-        if target is None:
-            return 0
         with self._call("count documents"):
-            return int(self._client.count(index=target[0])["count"])
+            try:
+                return int(self._client.count(index=self._read_index())["count"])
+            except NotFoundError:
+                return 0
 
     def entries(self) -> Iterator[Entry]:
-        target = self._target()
-        if target is None:
+        if self._target(fresh=True) is None:
             return
+        # every page of the scroll has the store's timeout, so a stalled cluster cannot hang the listing
         with self._call("list documents"):
-            for hit in helpers.scan(self._client, index=target[0], query={"query": {"match_all": {}}},
-                                    _source=ENTRY_FIELDS, size=1000, scroll="5m"):
+            for hit in helpers.scan(self._client.options(request_timeout=self.timeout), index=self._read_index(),
+                                    query={"query": {"match_all": {}}}, _source=ENTRY_FIELDS, size=1000,
+                                    scroll="5m"):
                 src = hit["_source"]
                 yield Entry(hit["_id"], src["path"], src["content_hash"], src["bytes"],
                             src.get("modified_at", 0.0), tuple(src.get("tags") or ()))
 
     def find_by_hash(self, content_hashes):
         hashes = list(dict.fromkeys(content_hashes))
-        target = self._target() if hashes else None
         out: dict[str, np.ndarray] = {}
-        if target is None:
-            return out
         for start in range(0, len(hashes), 500):
-            result = self._search(target[0], "look up content hashes", **hash_body(hashes[start:start + 500]))
+            result = self._search("look up content hashes", **hash_body(hashes[start:start + 500]))
             for hit in result["hits"]["hits"]:
                 values = (hit.get("fields") or {}).get(VECTOR)
                 if values is not None:
@@ -502,12 +557,10 @@ class ElasticStore(Store):
         return out
 
     def tag_counts(self, limit: int = 50) -> list[tuple[str, int]]:
-        target = self._target()
-        if target is None:
-            return []
-        result = self._search(target[0], "count tags", **tag_counts_body(limit))
-        return [(b["key"], b["doc_count"]) for b in result["aggregations"]["tags"]["buckets"]]
+        result = self._search("count tags", **tag_counts_body(limit))
+        buckets = (result.get("aggregations") or {}).get("tags", {}).get("buckets", [])
+        return [(b["key"], b["doc_count"]) for b in buckets]
 
     def stats(self) -> dict:
-        target = self._target()
+        target = self._target(fresh=True)
         return {**super().stats(), "index": target[0] if target else None}

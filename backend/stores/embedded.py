@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .base import DescriptorMismatch, Document, Entry, Hit, Page, Store, normalise_tags
+from .base import DescriptorMismatch, Document, Entry, Hit, Page, Store, check_vectors, normalise_tags, search_words
 from .matrix import Snapshots, Vectors, decode_meta, encode_meta
 
 _SCHEMA = """
@@ -55,7 +55,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(filename, tags, tokenize=
 """
 _META_COLUMNS = "rowid, id, filename, path, tags, width, height, bytes, content_hash, descriptor, " \
                 "indexed_at, modified_at"
-_WORD = re.compile(r"\w+", re.UNICODE)
 log = logging.getLogger(__name__)
 SNAPSHOT_RETRY_SECONDS = 600
 
@@ -130,6 +129,7 @@ class EmbeddedStore(Store):
     def upsert(self, documents: Sequence[Document]) -> int:
         if not documents:
             return 0
+        check_vectors(documents)
         with self._write():
             bound = self._meta("descriptor")
             if bound is not None and self._db.execute("SELECT 1 FROM docs LIMIT 1").fetchone() is None:
@@ -167,7 +167,7 @@ class EmbeddedStore(Store):
                     self._db.execute("DELETE FROM removed WHERE rowid=?", (rowid,))
                 self._db.executemany("INSERT INTO doc_tags(tag, rowid) VALUES (?, ?)", [(t, rowid) for t in tags])
                 self._db.execute("INSERT INTO docs_fts(rowid, filename, tags) VALUES (?, ?, ?)",
-                                 (rowid, doc.filename, " ".join(tags)))
+                                 (rowid, " ".join(search_words(doc.filename)), " ".join(search_words(" ".join(tags)))))
         return len(documents)
 
     def delete(self, doc_ids: Iterable[str]) -> int:
@@ -366,7 +366,7 @@ class EmbeddedStore(Store):
         return Page(hits, total)
 
     def keyword(self, text, *, tags=(), offset=0, limit=10) -> Page:
-        words = [w.lower() for w in _WORD.findall(text or "")]
+        words = search_words(text)
         tag_filter, params = "", []
         tags = normalise_tags(tags)
         if tags:
