@@ -39,19 +39,23 @@ class Cpu:
     @classmethod
     def this(cls, cpuinfo: Path = Path("/proc/cpuinfo")) -> "Cpu":
         """This machine's CPU, from /proc/cpuinfo (Linux); elsewhere a name and no flags (so float32)."""
-        name, flags = platform.processor() or platform.machine(), frozenset()
+        name, flags, fields = platform.processor() or platform.machine(), frozenset(), {}
         try:
             for line in cpuinfo.read_text(errors="replace").splitlines():
                 key, _, value = line.partition(":")
                 key = key.strip()
-                if key == "model name":
-                    name = value.strip()
+                if key in ("model name", "cpu family", "model") and key not in fields:
+                    fields[key] = value.strip()
                 elif key == "flags" and not flags:
                     flags = frozenset(value.split())
                 if key == "" and flags:   # the first processor is enough
                     break
         except OSError:
             pass
+        if "model name" in fields:   # virtual machines often hide the exact model: family and model say more
+            name = fields["model name"]
+            if "cpu family" in fields and "model" in fields:
+                name += f" (family {fields['cpu family']} model {fields['model']})"
         return cls(name, flags)
 
     def has(self, names) -> bool:

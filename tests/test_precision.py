@@ -47,11 +47,12 @@ def test_explicit_precisions_are_kept_and_bfloat16_without_support_says_so():
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 fma avx512f avx512_vnni\n\n"
+    info.write_text("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC 9R14\n"
+                    "flags\t\t: fpu avx2 fma avx512f avx512_vnni\n\n"
                     "processor\t: 1\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu\n")
     cpu = Cpu.this(info)
-    assert cpu.name == "AMD EPYC 9R14" and {"avx2", "avx512_vnni"} <= cpu.flags
-    assert cpu.describe() == "AMD EPYC 9R14 (avx2, fma, avx512f, avx512_vnni; AVX-512)"
+    assert cpu.name == "AMD EPYC 9R14 (family 25 model 17)" and {"avx2", "avx512_vnni"} <= cpu.flags
+    assert cpu.describe() == "AMD EPYC 9R14 (family 25 model 17) (avx2, fma, avx512f, avx512_vnni; AVX-512)"
     assert Cpu.this(tmp_path / "missing").flags == frozenset()
 
 
