@@ -18,6 +18,11 @@ class ConfigError(ValueError):
     """A setting has a value we cannot use; the message names the variable."""
 
 
+def _default_model_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lookalike" / "models"
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "lookalike"
@@ -36,6 +41,9 @@ class Settings:
     image_size: int = 336
     square: bool = False
     batch_size: int = 16
+    # Numeric precision of the model (backend/precision.py) and where converted models are kept.
+    precision: str = "auto"
+    model_cache: Path = field(default_factory=_default_model_cache)
     # Safety limits for decoding files and uploads.
     max_image_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 50_000_000
@@ -117,7 +125,9 @@ class Settings:
             return value
 
         from backend.features import POOLINGS  # the list lives next to its implementations
+        from backend.precision import PRECISIONS
         pooling = choice("POOLING", defaults.pooling, POOLINGS)
+        precision = choice("PRECISION", defaults.precision, PRECISIONS)
         es_index_type = choice("ES_INDEX_TYPE", defaults.es_index_type, ES_INDEX_TYPES)
         api_key = get("API_KEY", None)
         cors = get("CORS_ORIGINS", "")
@@ -129,6 +139,8 @@ class Settings:
             image_size=get("IMAGE_SIZE", defaults.image_size),
             square=get("SQUARE", defaults.square),
             batch_size=get("BATCH_SIZE", defaults.batch_size),
+            precision=precision,
+            model_cache=Path(get("MODEL_CACHE", str(defaults.model_cache))).expanduser(),
             max_image_bytes=get("MAX_IMAGE_BYTES", defaults.max_image_bytes),
             max_image_pixels=get("MAX_IMAGE_PIXELS", defaults.max_image_pixels),
             api_key=api_key,

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import logging
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,9 @@ _IMAGENET_SHA256 = {"c12fc0c6a469306c9273e87e7d339ad7ae092e96092ee532e68f8cabacb
 MAX_CALL_PIXELS = 8 * 352 * 352
 # VGG16's ImageNet means, BGR order (keras.applications.vgg16.preprocess_input, "caffe" mode).
 _BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+
+log = logging.getLogger("lookalike.model")
+
 
 
 class WeightsError(RuntimeError):
@@ -59,10 +65,15 @@ class DescriptorSpec:
         return sorted({pair for side in longest for short in range(32, side + 1, 32)
                        for pair in ((side, short), (short, side))})
 
-    def descriptor_id(self, weights_tag: str) -> str:
+    def descriptor_id(self, weights_tag: str, precision: str = "float32") -> str:
+        """A precision that passed the accuracy gate keeps float32's id (its vectors mix with float32's);
+        any other is named in the id, so that a store refuses to mix them."""
+        from .precision import INTERCHANGEABLE
+
         shape = f"sq{self.image_size}" if self.square else f"ar{self.image_size}"
         pooling = f"gem{GEM_P:g}" if self.pooling == "gem" else self.pooling   # p changes the vector
-        return f"vgg16-{weights_tag}-conv5-{pooling}-{shape}-{DIMS}d"
+        suffix = "" if precision in INTERCHANGEABLE else f"-{precision}"
+        return f"vgg16-{weights_tag}-conv5-{pooling}-{shape}-{DIMS}d{suffix}"
 
 
 def weights_tag(weights: str) -> str:
@@ -80,9 +91,16 @@ def weights_tag(weights: str) -> str:
 
 
 class FeatureExtractor:
-    """Build once per process; `embed` a list of prepared pictures into an (N, 512) float32 matrix."""
+    """Build once per process; `embed` a list of prepared pictures into an (N, 512) float32 matrix.
 
-    def __init__(self, weights: str = "imagenet", spec: DescriptorSpec = DescriptorSpec()):
+    precision: "float32" (TensorFlow, the default of this class), "bfloat16" or "int8" (OpenVINO), or
+    "auto" (backend/precision.py; the product's default, through `from_settings`). model_cache: where
+    converted models are kept (LOOKALIKE_MODEL_CACHE)."""
+
+    def __init__(self, weights: str = "imagenet", spec: DescriptorSpec = DescriptorSpec(),
+                 precision: str = "float32", model_cache: Path | None = None, cpu: "Cpu | None" = None):
+        from .precision import BF16_FLAGS, Cpu, choose
+
         if spec.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {spec.pooling!r}; use one of {POOLINGS}")
         self.spec = spec
@@ -90,13 +108,119 @@ class FeatureExtractor:
             raise WeightsError(
                 f"VGG16 weights file not found: {weights} -- set LOOKALIKE_VGG16_WEIGHTS to the path of "
                 "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5, or to 'imagenet' to download them")
-        self.descriptor_id = spec.descriptor_id(weights_tag(weights))
-        self._forward = _build_forward(weights, spec.pooling)
-        self.model = self._forward.model   # the Keras conv5 model (raw maps from mean-centred BGR input)
+        self._weights, self._tag = weights, weights_tag(weights)
+        if model_cache is None:
+            from .config import Settings
+            model_cache = Settings().model_cache
+        self._cache = Path(model_cache)
+        self.cpu = cpu or Cpu.this()
+        self._keras = None
+        choice = choose(precision, self.cpu)
+        if choice.measure:
+            choice = choose(precision, self.cpu, self._int8_gain())
+        self.precision, self.precision_reason = choice.precision, choice.reason
+        if precision == "bfloat16" and not self.cpu.has(BF16_FLAGS):
+            log.warning("LOOKALIKE_PRECISION=bfloat16: %s", choice.reason)
+        self._forward = None
+        if self.precision != "float32":
+            try:
+                compiled = self._openvino(self.precision)
+            except WeightsError:
+                raise
+            except Exception as exc:   # no calibration photos, no room, a converter error: one line
+                message = f"cannot build the {self.precision} model: {type(exc).__name__}: {str(exc)[:300]}"
+                if precision != "auto":
+                    raise WeightsError(message + " -- set LOOKALIKE_PRECISION=float32 to run without it") from None
+                log.warning("%s; float32 is used", message)
+                self.precision, self.precision_reason = "float32", f"auto: {message}"
+            else:
+                self._forward = _pooled(lambda batch: compiled(_caffe(batch)), spec.pooling)
+                self.runtime = f"OpenVINO {runtime_versions()['openvino']} (runs {compiled.executes})"
+        if self._forward is None:   # float32, asked for or chosen
+            self._forward = _pooled(_tf_maps(self.model), spec.pooling)
+            self.runtime = f"TensorFlow {_tf_version()}"
+        self.descriptor_id = spec.descriptor_id(self._tag, self.precision)
 
     @classmethod
     def from_settings(cls, settings) -> "FeatureExtractor":
-        return cls(settings.vgg16_weights, DescriptorSpec(settings.pooling, settings.image_size, settings.square))
+        return cls(settings.vgg16_weights, DescriptorSpec(settings.pooling, settings.image_size, settings.square),
+                   settings.precision, settings.model_cache)
+
+    @property
+    def model(self):
+        """The Keras conv5 model (raw maps from mean-centred BGR input), built on first use: a worker
+        that loads a cached bfloat16 or int8 model never builds it."""
+        if self._keras is None:
+            self._keras = _keras_conv5(self._weights)
+        return self._keras
+
+    def info(self) -> dict:
+        """What runs, for the start-up log line, `stats` and /api/stats."""
+        return {"precision": self.precision, "runtime": self.runtime, "reason": self.precision_reason,
+                "cpu": self.cpu.describe()}
+
+    def describe(self) -> str:
+        return f"{self.precision} ({self.precision_reason}); {self.runtime} on {self.cpu.describe()}"
+
+    def _openvino(self, precision: str):
+        """The compiled OpenVINO model, converted (and for int8 quantised) on first use and cached."""
+        from .openvino_model import CALIBRATION, CompiledMaps, cached_model, convert, quantise
+
+        fields = {"format": 1, "weights": self._tag, "descriptor": self.spec.descriptor_id(self._tag),
+                  "precision": precision, **runtime_versions(), "keras": _keras_version(),
+                  "tensorflow": _tf_version()}
+        if precision == "int8":
+            import nncf
+            fields.update(nncf=nncf.__version__, calibration=CALIBRATION)
+
+        def build():
+            model = convert(self.model)
+            if precision == "int8":
+                model = quantise(model, [_caffe(a[np.newaxis]) for a in self._calibration_pictures()])
+            return model
+        return CompiledMaps(cached_model(self._cache, f"{self.spec.descriptor_id(self._tag)}-{precision}",
+                                         fields, build), precision)
+
+    def _calibration_pictures(self) -> list[np.ndarray]:
+        from .imaging import Limits, decode, read_file
+        from .openvino_model import calibration_photos
+
+        limits = Limits()
+        return [self.prepare(decode(read_file(p, limits), limits, str(p), draft_size=self.spec.image_size).image)
+                for p in calibration_photos(self._cache)]
+
+    def _int8_gain(self) -> float:
+        """int8's speed over float32 on this CPU, measured once (3 interleaved rounds on 8 calibration
+        photos, median) and kept in the model cache by CPU and descriptor."""
+        from .filelock import FileLock
+
+        path = _gain_path(self._cache, self.cpu, self._tag, self.spec)
+        with FileLock(path.parent / "lock"):   # two workers measuring at once would slow each other
+            gain = _read_gain(path)
+            if gain is not None:
+                return gain
+            try:
+                int8 = _pooled(lambda batch, m=self._openvino("int8"): m(_caffe(batch)), self.spec.pooling)
+                pictures = self._calibration_pictures()[:8]
+            except WeightsError:
+                raise
+            except Exception as exc:   # kept as "not faster", so that each start does not try again
+                log.warning("int8 cannot be built on this machine, float32 is used: %s: %s",
+                            type(exc).__name__, str(exc)[:300])
+                _write_json(path, {"int8_over_float32": 0.0, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+                return 0.0
+            float32 = _pooled(_tf_maps(self.model), self.spec.pooling)
+            seconds = {"float32": [], "int8": []}
+            for run in (float32, int8):
+                [run(p[np.newaxis]) for p in pictures]   # warm-up: every shape
+            for _ in range(3):
+                for name, run in (("float32", float32), ("int8", int8)):
+                    started = time.perf_counter()
+                    [run(p[np.newaxis]) for p in pictures]
+                    seconds[name].append(time.perf_counter() - started)
+            gain = float(np.median(seconds["float32"]) / np.median(seconds["int8"]))
+            _write_json(path, {"int8_over_float32": gain, "seconds": seconds, "cpu": self.cpu.describe()})
+            return gain
 
     def prepare(self, picture: Image.Image) -> np.ndarray:
         """An RGB picture resized to the network's input shape, as uint8 (H, W, 3)."""
@@ -136,6 +260,48 @@ class FeatureExtractor:
         return self._forward.maps(batch)
 
 
+def runtime_versions() -> dict:
+    from .openvino_model import runtime_versions as versions
+
+    return versions()
+
+
+def planned_precision(settings) -> dict:
+    """The precision a model built with these settings would run, without building it (`stats`)."""
+    from .precision import Cpu, choose
+
+    cpu = Cpu.this()
+    spec = DescriptorSpec(settings.pooling, settings.image_size, settings.square)
+    gain = None
+    weights = settings.vgg16_weights
+    if settings.precision == "auto" and (weights in ("imagenet", "random") or Path(weights).is_file()):
+        gain = _read_gain(_gain_path(settings.model_cache, cpu, weights_tag(weights), spec))
+    choice = choose(settings.precision, cpu, gain)
+    return {"precision": choice.precision, "reason": choice.reason, "cpu": cpu.describe()}
+
+
+def _gain_path(cache: Path, cpu, tag: str, spec: DescriptorSpec) -> Path:
+    from .openvino_model import cache_key
+
+    key = cache_key({"cpu": cpu.name, "flags": sorted(cpu.flags), "weights": tag,
+                     "descriptor": spec.descriptor_id(tag), **runtime_versions()})
+    return Path(cache) / "measured" / f"int8-gain-{key}.json"
+
+
+def _write_json(path: Path, value: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def _read_gain(path: Path) -> float | None:
+    try:
+        return float(json.loads(path.read_text())["int8_over_float32"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 # What TensorFlow prints at import before any log level applies (oneDNN is on: we turn it on below).
 _IMPORT_NOTICES = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on")
 
@@ -159,7 +325,7 @@ def _import_notices_dropped():
             sys.stderr.write("".join(kept))
 
 
-def _build_forward(weights: str, pooling: str):
+def _import_tensorflow():
     # TensorFlow's C++ start-up notices (CPU features, ...) would drown the indexer's own lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # oneDNN convolutions: about 1.3x faster here, same vectors; TF enables them by default only on CPUs
@@ -171,7 +337,20 @@ def _build_forward(weights: str, pooling: str):
     with _import_notices_dropped():
         import keras
         import tensorflow as tf
+    return keras, tf
 
+
+def _tf_version() -> str:
+    return _import_tensorflow()[1].__version__
+
+
+def _keras_version() -> str:
+    return _import_tensorflow()[0].__version__
+
+
+def _keras_conv5(weights: str):
+    """Keras' VGG16 up to block5_conv3, with the given weights: the model definition of every path."""
+    keras, _ = _import_tensorflow()
     try:
         if weights == "random":
             keras.utils.set_random_seed(20261121)  # the same untrained network in every process
@@ -182,26 +361,29 @@ def _build_forward(weights: str, pooling: str):
         raise WeightsError(
             f"cannot load VGG16 weights '{weights}' ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}) "
             "-- set LOOKALIKE_VGG16_WEIGHTS to a local vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5") from None
-    conv5 = keras.Model(base.input, base.get_layer("block5_conv3").output)
-    mean = tf.constant(_BGR_MEAN)
+    return keras.Model(base.input, base.get_layer("block5_conv3").output)
 
-    def conv5_maps(batch):
-        x = tf.cast(batch, tf.float32)[..., ::-1] - mean  # RGB -> BGR, mean-centred
-        return conv5(x, training=False)                     # (N, H/16, W/16, 512), ReLU'd
 
-    # One graph for every input shape: a trace per shape would keep one more graph (and its memory)
-    # for each size of picture a server meets. R-MAC's regions depend on the map's size, so it is
-    # traced per shape; those are few (DescriptorSpec.input_shape rounds both sides to multiples of 32).
-    any_batch = [tf.TensorSpec([None, None, None, 3], tf.uint8)]
-    maps = tf.function(conv5_maps, input_signature=any_batch)
-    forward = tf.function(lambda batch: _pool(conv5_maps(batch), pooling),
-                          **({"reduce_retracing": True} if pooling == "rmac" else {"input_signature": any_batch}))
+def _caffe(batch: np.ndarray) -> np.ndarray:
+    """Prepared RGB uint8 pictures as VGG16's input: float32 BGR, ImageNet means subtracted."""
+    return batch[..., ::-1].astype(np.float32) - _BGR_MEAN
 
+
+def _tf_maps(conv5):
+    """conv5 maps of a prepared batch with TensorFlow. One graph for every input shape: a trace per
+    shape would keep one more graph (and its memory) for each size of picture a server meets."""
+    _, tf = _import_tensorflow()
+    compiled = tf.function(lambda x: conv5(x, training=False),
+                           input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    return lambda batch: compiled(tf.constant(_caffe(batch))).numpy()
+
+
+def _pooled(maps, pooling: str):
+    """The descriptor function from a conv5 maps function: pooled, L2-normalised float32 (one pooling
+    code for every runtime; eager, as it costs little beside the convolutions)."""
     def run(batch: np.ndarray) -> np.ndarray:
-        vectors = forward(tf.constant(batch)).numpy().astype(np.float32)
-        return l2_normalise(vectors)
-    run.maps = lambda batch: maps(tf.constant(batch)).numpy()
-    run.model = conv5
+        return pool_maps(maps(batch), pooling)
+    run.maps = maps
     return run
 
 

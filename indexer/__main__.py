@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from backend.config import ConfigError, Settings
-from backend.features import DescriptorSpec, FeatureExtractor, WeightsError, weights_tag
+from backend.features import DescriptorSpec, FeatureExtractor, WeightsError, planned_precision, weights_tag
 from backend.imaging import ImageError, Limits, read_file
 from backend.search import SearchService
 from backend.stores import StoreError, open_store
@@ -126,7 +126,12 @@ def _index(args, settings: Settings, store) -> int:
         if unused and not args.shard:
             print(f"warning: {len(unused)} rows of {args.tags_csv} name no image under the given paths, "
                   f"such as {unused[0]}", file=sys.stderr)
-    indexer = Indexer(store, lambda: FeatureExtractor.from_settings(settings),
+    def build_model() -> FeatureExtractor:
+        extractor = FeatureExtractor.from_settings(settings)
+        print(f"model: {extractor.describe()}", file=sys.stderr, flush=True)
+        return extractor
+
+    indexer = Indexer(store, build_model,
                       Limits(settings.max_image_bytes, settings.max_image_pixels), settings.batch_size)
     bar = None
 
@@ -168,7 +173,9 @@ def _remove(args, settings: Settings, store) -> int:
 
 
 def _stats(args, settings: Settings, store) -> int:
-    stats = store.stats()
+    planned = planned_precision(settings)
+    stats = {**store.stats(), "precision": planned["precision"], "precision_reason": planned["reason"],
+             "cpu": planned["cpu"]}
     if args.json:
         print(json.dumps(stats, ensure_ascii=False))
     else:

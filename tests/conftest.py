@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,12 @@ from backend.config import Settings  # noqa: E402
 from backend.features import DescriptorSpec, FeatureExtractor  # noqa: E402
 
 FAST_SPEC = DescriptorSpec(pooling="gem", image_size=64, square=False)
+# One model cache for the session (converted models are built once, not per test), empty at its start.
+MODEL_CACHE = Path(tempfile.mkdtemp(prefix="lookalike-test-models-"))
+# float32 for the tests of everything else: their vectors compare with `fast_extractor`'s exactly.
+# tests/test_precision.py runs every other precision, `auto` included.
 FAST_ENV = {"LOOKALIKE_VGG16_WEIGHTS": "random", "LOOKALIKE_IMAGE_SIZE": "64", "LOOKALIKE_POOLING": "gem",
-            "LOOKALIKE_SQUARE": "false"}
+            "LOOKALIKE_SQUARE": "false", "LOOKALIKE_PRECISION": "float32", "LOOKALIKE_MODEL_CACHE": str(MODEL_CACHE)}
 
 
 def real_weights() -> str | None:
@@ -119,6 +124,13 @@ def corel_index(tmp_path_factory) -> CorelIndex:
                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stderr[-2000:]
     return CorelIndex(corel, env, json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_model_cache_removed():
+    yield
+    import shutil
+    shutil.rmtree(MODEL_CACHE, ignore_errors=True)
 
 
 # -- a real Elasticsearch ----------------------------------------------------------------------------

@@ -103,7 +103,9 @@ def test_health_ready_stats(client, fast_extractor):
     assert ready.status_code == 200 and ready.get_json()["checks"] == {"model": True, "store": True}
     stats = client.get("/api/stats").get_json()
     assert stats == {"count": 12, "descriptor": fast_extractor.descriptor_id, "backend": "embedded",
-                     "model_loaded": True}
+                     "model_loaded": True, "model": fast_extractor.info()}
+    assert stats["model"]["precision"] == "float32" and stats["model"]["runtime"].startswith("TensorFlow")
+    assert stats["model"]["cpu"]
 
 
 def test_ready_is_503_until_the_model_is_loaded(indexed, fast_extractor):
@@ -112,6 +114,7 @@ def test_ready_is_503_until_the_model_is_loaded(indexed, fast_extractor):
     body = assert_error(client.get("/api/ready"), 503, "not_ready")
     assert body["checks"] == {"model": False, "store": True}
     assert client.get("/api/stats").get_json()["model_loaded"] is False
+    assert client.get("/api/stats").get_json()["model"] is None
     # The first search by image loads it; then the worker is ready.
     assert client.post("/api/search/image", data=upload(jpeg_bytes(1))).status_code == 200
     assert client.get("/api/ready").status_code == 200

@@ -35,8 +35,9 @@ def ready():
 @bp.get("/api/stats")
 def stats():
     ctx = lookalike()
+    model = ctx.service.extractor.info() if ctx.service.model_loaded else None
     return {"count": ctx.store.count(), "descriptor": ctx.store.descriptor(), "backend": ctx.store.backend,
-            "model_loaded": ctx.service.model_loaded}
+            "model_loaded": ctx.service.model_loaded, "model": model}
 
 
 @bp.get("/api/openapi.json")

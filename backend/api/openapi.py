@@ -145,7 +145,12 @@ SCHEMAS = {
         "properties": {"count": {"type": "integer", "minimum": 0},
                        "descriptor": {"type": ["string", "null"], "description": "null while the store is empty"},
                        "backend": {"type": "string", "description": "embedded or elasticsearch"},
-                       "model_loaded": {"type": "boolean"}},
+                       "model_loaded": {"type": "boolean"},
+                       "model": {"type": ["object", "null"], "description": "what runs the model; null until loaded",
+                                 "required": ["precision", "runtime", "reason", "cpu"],
+                                 "properties": {"precision": {"enum": ["float32", "bfloat16", "int8"]},
+                                                "runtime": {"type": "string"}, "reason": {"type": "string"},
+                                                "cpu": {"type": "string"}}}},
     },
 }
 

@@ -27,10 +27,7 @@ from typing import Iterable
 
 import numpy as np
 
-try:
-    import fcntl
-except ImportError:   # Windows
-    fcntl = None
+from ..filelock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -211,30 +208,8 @@ class Snapshots:
             if entry.name != token and entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)   # what is left is only disk, retried next time
 
-    def lock(self) -> "_FileLock":
-        return _FileLock(self.folder / "lock")
-
-
-class _FileLock:
-    """One process at a time writes a snapshot; the others wait for it rather than read every vector too."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.file = None
-
-    def __enter__(self) -> bool:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "a+b")
-            if fcntl:   # not on Windows: there, two workers may both write one (the last one named wins)
-                fcntl.flock(self.file, fcntl.LOCK_EX)
-            return True
-        except OSError:
-            return False   # an unwritable folder
-
-    def __exit__(self, *exc) -> None:
-        if self.file:
-            self.file.close()   # releases the lock
+    def lock(self) -> FileLock:
+        return FileLock(self.folder / "lock")
 
 
 def _fsync(path: Path) -> None:

@@ -1,0 +1,32 @@
+"""An exclusive lock on a file, held for a `with` block: one process at a time does a costly write
+(a vector snapshot, a converted model) while the others wait for it and then use the result."""
+from __future__ import annotations
+
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:   # Windows
+    fcntl = None
+
+
+class FileLock:
+    """`with FileLock(path) as locked:` -- locked is False when the folder cannot be written."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.file = None
+
+    def __enter__(self) -> bool:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "a+b")
+            if fcntl:   # not on Windows: there, two processes may both do the work (the last one wins)
+                fcntl.flock(self.file, fcntl.LOCK_EX)
+            return True
+        except OSError:
+            return False   # an unwritable folder
+
+    def __exit__(self, *exc) -> None:
+        if self.file:
+            self.file.close()   # releases the lock

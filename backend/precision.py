@@ -1,0 +1,104 @@
+"""Which numeric precision runs VGG16 on this CPU: `LOOKALIKE_PRECISION` = auto | float32 | bfloat16 | int8.
+
+float32 is TensorFlow (the Keras model as built). bfloat16 and int8 run the same network converted to
+OpenVINO (`backend/openvino_model.py`). `auto` picks by the CPU's flags:
+
+- int8 where the CPU multiplies int8 natively (AVX-512 VNNI, AVX-VNNI, AMX-INT8);
+- bfloat16 where it has native bfloat16 (AVX-512 BF16, AMX-BF16) but no int8 dot products;
+- on a CPU with AVX2 but none of those, int8 against float32 is *measured* once per machine (the result
+  is kept in the model cache) and int8 is used only if it is at least `AVX2_INT8_MIN_GAIN` times faster;
+- float32 otherwise.
+
+Every precision here passed the accuracy gate (docs/benchmarks.md, "Precision"): its descriptors stay
+within cosine 0.999 of float32's and its mAP within 0.003, so it keeps the float32 descriptor id and
+its vectors can be mixed with float32 ones in one store. A precision that failed the gate would be
+left out of `INTERCHANGEABLE` and get its own descriptor id.
+"""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+PRECISIONS = ("auto", "float32", "bfloat16", "int8")
+# Passed the accuracy gate on Corel-1k and UKBench-600 with the real weights (docs/benchmarks.md).
+INTERCHANGEABLE = frozenset({"float32", "bfloat16", "int8"})
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# The flags a figure or a log line names, in this order, when the CPU has them.
+SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+# On an AVX2-only CPU, int8 must beat float32 by this much in the start-up measurement to be chosen.
+AVX2_INT8_MIN_GAIN = 1.1
+
+
+@dataclass(frozen=True)
+class Cpu:
+    name: str
+    flags: frozenset[str]
+
+    @classmethod
+    def this(cls, cpuinfo: Path = Path("/proc/cpuinfo")) -> "Cpu":
+        """This machine's CPU, from /proc/cpuinfo (Linux); elsewhere a name and no flags (so float32)."""
+        name, flags, fields = platform.processor() or platform.machine(), frozenset(), {}
+        try:
+            for line in cpuinfo.read_text(errors="replace").splitlines():
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model") and key not in fields:
+                    fields[key] = value.strip()
+                elif key == "flags" and not flags:
+                    flags = frozenset(value.split())
+                if key == "" and flags:   # the first processor is enough
+                    break
+        except OSError:
+            pass
+        if "model name" in fields:   # virtual machines often hide the exact model: family and model say more
+            name = fields["model name"]
+            if "cpu family" in fields and "model" in fields:
+                name += f" (family {fields['cpu family']} model {fields['model']})"
+        return cls(name, flags)
+
+    def has(self, names) -> bool:
+        return any(flag in self.flags for flag in names)
+
+    def describe(self) -> str:
+        shown = [flag for flag in SHOWN_FLAGS if flag in self.flags]
+        return f"{self.name} ({', '.join(shown) if shown else 'no AVX2'}; " + \
+            ("AVX-512" if "avx512f" in self.flags else "no AVX-512") + ")"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What runs: `precision` (float32, bfloat16, int8) and why (`reason`, one line for logs and stats).
+    `measure` is True when `auto` still has to measure int8 against float32 on this CPU."""
+    precision: str
+    reason: str
+    measure: bool = False
+
+
+def choose(requested: str, cpu: Cpu, measured_gain: float | None = None) -> Choice:
+    """The precision for `requested` on `cpu`. measured_gain: int8's speed over float32 as measured on
+    this CPU (None: not measured yet)."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"unknown precision {requested!r}; use one of {', '.join(PRECISIONS)}")
+    if requested == "bfloat16" and not cpu.has(BF16_FLAGS):
+        return Choice("bfloat16", "asked for; this CPU has no native bfloat16 (avx512_bf16, amx_bf16), so "
+                                  "OpenVINO runs the network in float32: as slow as float32, not faster")
+    if requested != "auto":
+        return Choice(requested, "asked for (LOOKALIKE_PRECISION)")
+    if cpu.has(INT8_FLAGS):
+        return Choice("int8", "auto: the CPU has native int8 dot products "
+                              f"({', '.join(f for f in INT8_FLAGS if f in cpu.flags)})")
+    if cpu.has(BF16_FLAGS):
+        return Choice("bfloat16", "auto: the CPU has native bfloat16 "
+                                  f"({', '.join(f for f in BF16_FLAGS if f in cpu.flags)})")
+    if "avx2" not in cpu.flags:
+        return Choice("float32", "auto: no AVX2, VNNI or bfloat16 on this CPU")
+    if measured_gain is None:
+        return Choice("float32", "auto: AVX2 without VNNI; int8 not measured yet on this CPU", measure=True)
+    if measured_gain <= 0:
+        return Choice("float32", "auto: AVX2 without VNNI; int8 could not be built on this machine (see the log)")
+    if measured_gain >= AVX2_INT8_MIN_GAIN:
+        return Choice("int8", f"auto: AVX2 without VNNI; int8 measured {measured_gain:.2f}x float32 on this CPU")
+    return Choice("float32", f"auto: AVX2 without VNNI; int8 measured only {measured_gain:.2f}x float32 "
+                             f"on this CPU (under {AVX2_INT8_MIN_GAIN}x)")
