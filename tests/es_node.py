@@ -56,14 +56,14 @@ def _java_major(java: str) -> int | None:
 
 
 def find_java(version: str) -> str:
-    """A java binary new enough for this server version: JAVA_HOME, then PATH, then /usr/lib/jvm."""
+    """A java binary new enough for this server version: JAVA_HOME, then PATH, then the newest in /usr/lib/jvm."""
     need = JAVA_NEEDED[full_version(version).split(".")[0]]
     candidates = []
     if os.environ.get("JAVA_HOME"):
         candidates.append(str(Path(os.environ["JAVA_HOME"]) / "bin" / "java"))
     if shutil.which("java"):
         candidates.append(shutil.which("java"))
-    candidates += sorted(str(p) for p in Path("/usr/lib/jvm").glob("*/bin/java"))
+    candidates += sorted((str(p) for p in Path("/usr/lib/jvm").glob("*/bin/java")), key=lambda java: _java_major(java) or 0, reverse=True)
     for java in candidates:
         major = _java_major(java)
         if major is not None and major >= need:

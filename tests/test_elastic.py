@@ -142,6 +142,9 @@ def test_index_names_are_versioned_per_descriptor():
     assert a == index_name("lookalike", "vgg16-imagenet-conv5-gem-ar448-512d")
     assert a.startswith("lookalike-v2-") and len(a) == len("lookalike-v2-") + 10
     assert a != index_name("lookalike", "vgg16-imagenet-conv5-gem-sq224-512d")
+    # another vector index type (or HNSW parameters) is another index, so a rebuild can change them
+    assert a != index_name("lookalike", "vgg16-imagenet-conv5-gem-ar448-512d", "int8_hnsw")
+    assert a != index_name("lookalike", "vgg16-imagenet-conv5-gem-ar448-512d", m=32)
 
 
 def test_scores_convert_back_to_cosine():

@@ -14,7 +14,7 @@ from elasticsearch import Elasticsearch
 
 from backend.config import Settings
 from backend.stores import Document, StoreError, StoreUnavailable, open_store, search_words
-from backend.stores.elastic import ElasticStore, index_name
+from backend.stores.elastic import ElasticStore
 
 from .conftest import delete_indices
 
@@ -63,7 +63,7 @@ def test_every_index_type_at_512_dimensions(new_store, index_type):
     vectors = unit_vectors(200, 512, seed=1)
     assert store.upsert(docs(vectors)) == 200
     client = store._client
-    name = index_name(store.alias, "d")
+    name = store.index_for("d")
     options = client.indices.get_mapping(index=name)[name]["mappings"]["properties"]["vector"]["index_options"]
     assert options["type"] == index_type
     query = vectors[7]
@@ -91,7 +91,7 @@ def test_a_type_the_server_refuses_is_one_clear_error_and_nothing_is_created(new
 def test_the_stored_mapping_meta_and_analysis(new_store):
     store = new_store()
     store.upsert(docs(unit_vectors(1, 8), descriptor="vgg16-test"))
-    client, name = store._client, index_name(store.alias, "vgg16-test")
+    client, name = store._client, store.index_for("vgg16-test")
     mapping = client.indices.get_mapping(index=name)[name]["mappings"]
     assert mapping["_meta"] == {"descriptor": "vgg16-test", "dims": 8, "schema": 2}
     assert mapping["dynamic"] == "strict"
@@ -169,7 +169,7 @@ def test_knn_offsets_near_the_10000_window(new_store):
 def test_writes_are_visible_at_once_also_on_a_search_idle_shard(new_store):
     store = new_store()
     store.upsert(docs(unit_vectors(1, 8)))
-    client, name = store._client, index_name(store.alias, "d")
+    client, name = store._client, store.index_for("d")
     # a shard is search-idle after index.search.idle.after (30 s by default) with no search; 1 s here
     client.indices.put_settings(index=name, settings={"index.search.idle.after": "1s"})
     time.sleep(3)
@@ -203,7 +203,7 @@ def test_two_indexers_creating_the_store_at_the_same_moment(new_store):
             t.join(60)
         assert errors == []
         assert stores[0].count() == 40 and stores[1].count() == 40
-        assert list(stores[0]._client.indices.get_alias(name=alias)) == [index_name(alias, "d")]
+        assert list(stores[0]._client.indices.get_alias(name=alias)) == [stores[0].index_for("d")]
 
 
 def test_a_rebuild_promoted_while_searches_run_never_shows_an_empty_result(new_store):

@@ -52,8 +52,12 @@ _UNAVAILABLE = (429, 502, 503, 504)
 
 # -- request bodies (pure) -------------------------------------------------------------------------
 
-def index_name(alias: str, descriptor: str) -> str:
-    return f"{alias}-v{SCHEMA}-{hashlib.sha256(descriptor.encode()).hexdigest()[:10]}"
+def index_name(alias: str, descriptor: str, index_type: str = "hnsw", m: int = 16,
+               ef_construction: int = 100) -> str:
+    """The physical index for one descriptor and one set of vector index options: a rebuild after
+    changing LOOKALIKE_ES_INDEX_TYPE (or m, ef_construction) fills a new index beside the live one."""
+    key = f"{descriptor}|{index_type}|{m}|{ef_construction}"
+    return f"{alias}-v{SCHEMA}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
 def index_body(descriptor: str, dims: int, index_type: str = "hnsw", m: int = 16,
@@ -344,13 +348,17 @@ class ElasticStore(Store):
             if self._staged is None:
                 self._known = self._live()
             else:
-                name = index_name(self.alias, self._staged)
+                name = self.index_for(self._staged)
                 self._known = (name, self._staged) if self._indices(name) else None
         return self._known
 
+    def index_for(self, descriptor: str) -> str:
+        """The name of the physical index this store creates for `descriptor` with its index options."""
+        return index_name(self.alias, descriptor, **self.index_options)
+
     def _read_index(self) -> str:
         """The name searches use: the alias (so a rebuild promoted elsewhere is seen at once) or the staged index."""
-        return self.alias if self._staged is None else index_name(self.alias, self._staged)
+        return self.alias if self._staged is None else self.index_for(self._staged)
 
     def _check_source(self, hits: list[dict]) -> None:
         """A hit from another physical index than the remembered one: the alias moved, read it again."""
@@ -359,7 +367,7 @@ class ElasticStore(Store):
             self._target(fresh=True)
 
     def _create(self, descriptor: str, dims: int) -> str:
-        name = index_name(self.alias, descriptor)
+        name = self.index_for(descriptor)
         with self._call(f"create index {name} ({self.index_options['index_type']}, {dims} dimensions)"):
             try:
                 self._client.indices.create(index=name, **index_body(descriptor, dims, **self.index_options))
@@ -389,14 +397,14 @@ class ElasticStore(Store):
         """From now on this store object reads and writes the index for `descriptor` beside the live one
         (created with the first documents); the alias does not move until promote(). Returns its name."""
         self._staged, self._known = descriptor, None
-        return index_name(self.alias, descriptor)
+        return self.index_for(descriptor)
 
     def promote(self) -> str:
         """Point the alias at the staged index in one atomic _aliases call; the old index is kept (for
         going back) until you delete it. Returns the name of the index now live."""
         if self._staged is None:
             raise StoreError("nothing is staged: call stage(descriptor) and index first")
-        name = index_name(self.alias, self._staged)
+        name = self.index_for(self._staged)
         if not self._indices(name):
             raise StoreError(f"{name} does not exist yet: index some files with the new descriptor first")
         old = list(self._indices(self.alias))
