@@ -204,6 +204,7 @@ def test_emptied_and_refilled_with_another_descriptor(tmp_path):
     store.delete([f"d{i:05d}" for i in range(300)])
     assert store.knn(vectors(1, 12)[0], descriptor=DESC, limit=5).total == 0
     other = np.random.default_rng(13).standard_normal((80, 8)).astype(np.float32)
+    other /= np.linalg.norm(other, axis=1, keepdims=True)     # stores keep unit vectors only
     store.upsert(docs(0, other, descriptor="other-8d"))
     hits = store.knn(other[3], descriptor="other-8d", limit=80)
     assert hits.total == 80 and hits.hits[0].document.id == "d00003"
