@@ -425,6 +425,9 @@ def test_phone_width(browser, site):
 def assert_justified(page) -> None:
     """Every picture whole (its box has the picture's aspect), rows that fill the grid's width exactly
     (but the last), and no blank space in a card (the picture and the text fill it)."""
+    # Lazy pictures below the fold: load them all, to compare each box with its picture's own aspect.
+    page.evaluate("document.querySelectorAll('#grid img').forEach((img) => { img.loading = 'eager'; })")
+    page.wait_for_function("[...document.querySelectorAll('#grid img')].every((i) => i.complete && i.naturalWidth)")
     info = page.evaluate("""() => {
         const grid = document.getElementById("grid").getBoundingClientRect();
         return {width: grid.width, left: grid.left, cards: [...document.querySelectorAll("#grid .card")].map((c) => {

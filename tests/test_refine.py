@@ -226,7 +226,7 @@ def test_refine_on_every_store(store):
     order = [ids[i] for i in np.argsort(-(vectors @ expected)) if i >= 5]
     page = service.refine(positive, negative, limit=10)
     assert [h.document.id for h in page.hits] == order[:10]
-    assert page.total == (35 if store.backend == "embedded" else 10)    # Elasticsearch: kNN totals are at most k
+    assert page.total == 35
     assert [h.document.id for h in service.refine(positive, negative, offset=10, limit=10).hits] == order[10:20]
     for method in ("fusion", "classifier"):
         hits = service.refine(positive, negative, limit=35, method=method).hits
