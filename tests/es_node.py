@@ -146,7 +146,8 @@ def start(version: str = "8", *, port: int = 0, home: Path | None = None, settin
     version = full_version(version)
     java, classpath = build(version)
     command = [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseSerialGC", *jvm_options, "-cp", classpath,
-               "org.elasticsearch.node.TestNode", "--port", str(port)]
+               "org.elasticsearch.node.TestNode", "--port", str(port),
+               "--owner", str(os.getpid())]   # the node stops by itself if this process dies
     if home is not None:
         command += ["--home", str(home)]
     command += [f"-E{k}={v}" for k, v in (settings or {}).items()]

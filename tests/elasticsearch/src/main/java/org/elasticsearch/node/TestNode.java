@@ -26,11 +26,12 @@ import java.util.stream.Stream;
 /**
  * A real single-node Elasticsearch in this JVM, HTTP on 127.0.0.1, for tests and development.
  *
- * <pre>java -Xmx512m -cp CLASSPATH org.elasticsearch.node.TestNode [--port N] [--home DIR] [-Ename=value ...]</pre>
+ * <pre>java -Xmx512m -cp CLASSPATH org.elasticsearch.node.TestNode [--port N] [--home DIR] [--owner PID] [-Ename=value ...]</pre>
  *
  * --port 0 (the default) takes a free port. Without --home the data lives in a temporary folder that is
  * removed at exit; with --home it is kept, so a node killed with SIGKILL can be started again on its data.
- * Prints one line, "elasticsearch VERSION ready at URL", once the cluster is at least yellow; stops on SIGTERM.
+ * Prints one line, "elasticsearch VERSION ready at URL", once the cluster is at least yellow; stops on SIGTERM,
+ * and when the process --owner names is gone (a test run that was killed leaves no node behind).
  * Lives in this package because NodeConstruction.prepareConstruction is package-private.
  */
 public final class TestNode extends Node {
@@ -48,6 +49,7 @@ public final class TestNode extends Node {
     public static void main(String[] args) throws Exception {
         String port = "0";
         Path home = null;
+        long owner = -1;
         Settings.Builder extra = Settings.builder();
         for (int i = 0; i < args.length; i++) {
             String arg = args[i];
@@ -55,11 +57,13 @@ public final class TestNode extends Node {
                 port = args[++i];
             } else if (arg.equals("--home") && i + 1 < args.length) {
                 home = Path.of(args[++i]).toAbsolutePath();
+            } else if (arg.equals("--owner") && i + 1 < args.length) {
+                owner = Long.parseLong(args[++i]);
             } else if (arg.startsWith("-E") && arg.contains("=")) {
                 String[] pair = arg.substring(2).split("=", 2);
                 extra.put(pair[0], pair[1]);
             } else {
-                System.err.println("usage: TestNode [--port N] [--home DIR] [-Ename=value ...]; not understood: " + arg);
+                System.err.println("usage: TestNode [--port N] [--home DIR] [--owner PID] [-Ename=value ...]; not understood: " + arg);
                 System.exit(2);
             }
         }
@@ -110,7 +114,27 @@ public final class TestNode extends Node {
         System.out.println("elasticsearch " + org.elasticsearch.Build.current().version() + " ready at http://"
             + address.getAddress() + ":" + address.getPort());
         System.out.flush();
+        if (owner > 0) {
+            watchOwner(owner);
+        }
         stopped.await();
+    }
+
+    /** Exit (through the shutdown hook: node closed, temporary data removed) once the owner process is gone. */
+    private static void watchOwner(long pid) {
+        Thread watcher = new Thread(() -> {
+            while (ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false)) {
+                try {
+                    Thread.sleep(2000);
+                } catch (InterruptedException e) {
+                    return;
+                }
+            }
+            System.err.println("elasticsearch test node: owner process " + pid + " is gone, stopping");
+            System.exit(0);
+        }, "test-node-owner-watch");
+        watcher.setDaemon(true);
+        watcher.start();
     }
 
     private static void deleteTree(Path root) throws IOException {
