@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
     model_error = None
     if load_model:
         try:
-            extractor = service.extractor  # noqa: F841 (builds it)
+            extractor = service.extractor  # builds it
             # One call at every input shape, beside the first requests (not before them: under a loaded
             # machine it could outlast gunicorn's boot timeout), so memory stays flat from then on.
             threading.Thread(target=_warm_up, args=(extractor,), name="model-warm-up", daemon=True).start()
