@@ -129,6 +129,7 @@ def test_cli_index_is_idempotent_and_answers_in_json(fast_env, image_folder):
     stats = last_json(cli(fast_env, "stats", "--json").stdout)
     assert stats["count"] == 12 and stats["backend"] == "embedded"
     assert stats["descriptor"] == "vgg16-random-conv5-gem1.5-ar64-512d"
+    assert stats["precision"] == "float32" and stats["precision_reason"] and stats["cpu"]   # what would run
     found = last_json(cli(fast_env, "search", "--text", "photo", "--tag", "cats", "--json").stdout)
     assert found["total"] == 6 and all("cats" in r["tags"] and "demo" in r["tags"] for r in found["results"])
     query = image_folder / "dogs" / "photo_4.jpg"
