@@ -170,6 +170,7 @@ def test_cli_index_is_idempotent_and_answers_in_json(fast_env, image_folder):
     stats = last_json(cli(fast_env, "stats", "--json").stdout)
     assert stats["count"] == 12 and stats["backend"] == "embedded"
     assert stats["descriptor"] == "vgg16-random-conv5-gem1.5-ar64-512d"
+    assert stats["precision"] == "float32" and stats["precision_reason"] and stats["cpu"]   # what would run
     found = last_json(cli(fast_env, "search", "--text", "photo", "--tag", "cats", "--json").stdout)
     assert found["total"] == 6 and all("cats" in r["tags"] and "demo" in r["tags"] for r in found["results"])
     query = image_folder / "dogs" / "photo_4.jpg"
@@ -233,7 +234,7 @@ def test_cli_fatal_errors_are_one_line(fast_env, image_folder, tmp_path):
 
 def test_cli_reports_every_file_it_could_not_take_and_nothing_else(fast_env, image_folder):
     """Problems met while walking the folders are reported like decoding failures, and TensorFlow's
-    start-up notices do not mix into the indexer's lines."""
+    start-up notices do not mix into the indexer's lines (the one line naming the model's precision)."""
     odd = os.fsencode(str(image_folder / "cats")) + b"/latin1-\xe9.jpg"
     with open(odd, "wb") as f:
         f.write((image_folder / "cats" / "photo_1.jpg").read_bytes())
@@ -245,7 +246,8 @@ def test_cli_reports_every_file_it_could_not_take_and_nothing_else(fast_env, ima
     reasons = sorted((Path(f["path"]).name, f["reason"]) for f in summary["failures"])
     assert reasons[0][0] == "broken.jpg"
     assert reasons[1][0].startswith("latin1-") and reasons[1][1].startswith("file name is not valid UTF-8"), reasons
-    assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["failed", "failed"], result.stderr
+    assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["model", "failed", "failed"], result.stderr
+    assert result.stderr.startswith("model: float32 (asked for")
 
 
 def test_cli_rerun_without_tag_options_keeps_the_tags(fast_env, image_folder):
