@@ -1,7 +1,9 @@
 """An exclusive lock on a file, held for a `with` block: one process at a time does a costly write
-(a vector snapshot, a converted model) while the others wait for it and then use the result."""
+(a vector snapshot, a converted model) while the others wait for it and then use the result; and
+`fsync`, which makes such a write durable before it is named."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 try:
@@ -30,3 +32,12 @@ class FileLock:
     def __exit__(self, *exc) -> None:
         if self.file:
             self.file.close()   # releases the lock
+
+
+def fsync(path: Path) -> None:
+    """Flush a file's (or a folder's) contents to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

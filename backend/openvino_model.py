@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from .filelock import FileLock
+from .filelock import FileLock, fsync
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def cached_model(cache: Path, name: str, fields: dict, build: Callable[[], objec
             files = {name: _sha256(tmp / name) for name in ("model.xml", "model.bin")}
             (tmp / "meta.json").write_text(json.dumps({"key": fields, "files": files}, indent=1))
             for path in tmp.iterdir():
-                _fsync(path)
+                fsync(path)
             if folder.exists():
                 trash = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.old")
                 folder.rename(trash)
@@ -115,14 +115,6 @@ def cached_model(cache: Path, name: str, fields: dict, build: Callable[[], objec
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def convert(keras_model):

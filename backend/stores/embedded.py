@@ -404,26 +404,22 @@ class EmbeddedStore(Store):
             yield Entry(doc_id, path, content_hash, size, modified_at, tuple(json.loads(tags)))
 
     def find_by_hash(self, content_hashes):
-        hashes = list(dict.fromkeys(content_hashes))
-        out: dict[str, np.ndarray] = {}
-        with self._lock:
-            for start in range(0, len(hashes), 500):
-                chunk = hashes[start:start + 500]
-                marks = ",".join("?" * len(chunk))
-                for content_hash, blob in self._db.execute(
-                        f"SELECT content_hash, vector FROM docs WHERE content_hash IN ({marks})", chunk):
-                    out[content_hash] = np.frombuffer(blob, dtype="<f4").copy()
-        return out
+        return self._vectors_by("content_hash", content_hashes)
 
     def vectors(self, doc_ids):
-        ids = list(dict.fromkeys(doc_ids))
+        return self._vectors_by("id", doc_ids)
+
+    def _vectors_by(self, column: str, keys) -> dict[str, np.ndarray]:
+        """Stored vectors keyed by `column` (id or content_hash), 500 keys a query."""
+        keys = list(dict.fromkeys(keys))
         out: dict[str, np.ndarray] = {}
         with self._lock:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
                 marks = ",".join("?" * len(chunk))
-                for doc_id, blob in self._db.execute(f"SELECT id, vector FROM docs WHERE id IN ({marks})", chunk):
-                    out[doc_id] = np.frombuffer(blob, dtype="<f4").copy()
+                for key, blob in self._db.execute(f"SELECT {column}, vector FROM docs WHERE {column} IN ({marks})",
+                                                  chunk):
+                    out[key] = np.frombuffer(blob, dtype="<f4").copy()
         return out
 
     def tag_counts(self, limit: int = 50) -> list[tuple[str, int]]:

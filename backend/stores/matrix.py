@@ -27,7 +27,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..filelock import FileLock
+from ..filelock import FileLock, fsync
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +186,9 @@ class Snapshots:
                 out.flush()
                 os.fsync(out.fileno())
             np.save(part / "rowids.npy", rowids)
-            _fsync(part / "rowids.npy")
+            fsync(part / "rowids.npy")
             part.rename(self.folder / token)
-            _fsync(self.folder)
+            fsync(self.folder)
             return token
         except BaseException:
             shutil.rmtree(part, ignore_errors=True)
@@ -212,14 +212,6 @@ class Snapshots:
         return FileLock(self.folder / "lock")
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def decode_meta(value: str | None) -> tuple[str, int] | None:
     """The database's meta `snapshot` value: (token, seq)."""
     if not value:
@@ -234,4 +226,3 @@ def decode_meta(value: str | None) -> tuple[str, int] | None:
 
 def encode_meta(token: str, seq: int) -> str:
     return json.dumps({"token": token, "seq": seq})
-
