@@ -562,25 +562,22 @@ class ElasticStore(Store):
                             src.get("modified_at", 0.0), tuple(src.get("tags") or ()))
 
     def find_by_hash(self, content_hashes):
-        hashes = list(dict.fromkeys(content_hashes))
-        out: dict[str, np.ndarray] = {}
-        for start in range(0, len(hashes), 500):
-            result = self._search("look up content hashes", **hash_body(hashes[start:start + 500]))
-            for hit in result["hits"]["hits"]:
-                values = (hit.get("fields") or {}).get(VECTOR)
-                if values is not None:
-                    out[hit["_source"]["content_hash"]] = np.asarray(values, dtype=np.float32).reshape(-1)
-        return out
+        return self._stored_vectors("look up content hashes", content_hashes, hash_body,
+                                    lambda hit: hit["_source"]["content_hash"])
 
     def vectors(self, doc_ids):
-        ids = list(dict.fromkeys(doc_ids))
+        return self._stored_vectors("read vectors", doc_ids, lambda ids: ids_body(ids, with_vector=True),
+                                    lambda hit: hit["_id"])
+
+    def _stored_vectors(self, what: str, keys, body, key_of) -> dict[str, np.ndarray]:
+        """Stored vectors for `keys`, 500 a request, keyed by key_of(hit)."""
+        keys = list(dict.fromkeys(keys))
         out: dict[str, np.ndarray] = {}
-        for start in range(0, len(ids), 500):
-            result = self._search("read vectors", **ids_body(ids[start:start + 500], with_vector=True))
-            for hit in result["hits"]["hits"]:
+        for start in range(0, len(keys), 500):
+            for hit in self._search(what, **body(keys[start:start + 500]))["hits"]["hits"]:
                 values = (hit.get("fields") or {}).get(VECTOR)
                 if values is not None:
-                    out[hit["_id"]] = np.asarray(values, dtype=np.float32).reshape(-1)
+                    out[key_of(hit)] = np.asarray(values, dtype=np.float32).reshape(-1)
         return out
 
     def tag_counts(self, limit: int = 50) -> list[tuple[str, int]]:
