@@ -7,18 +7,18 @@ import {el, pasteKey, touch} from "./dom.js";
 import {clearResults, followWidth, renderCardMarks, renderResults} from "./grid.js";
 import {initPictureInput} from "./input.js";
 import {IMAGE_TYPES} from "./messages.js";
-import * as page from "./state.js";
+import {keepSnapshot, nameQuery, navigate, noMarks, refineQuery, restore, setMarks, start, state,
+        toggledMarks} from "./state.js";
 import {blobOf, has, keep, tinyPreview} from "./uploads.js";
 import {describe, renderChips, renderChipsSelection, renderMarksBar, renderQuery, renderTrail,
         setStatus} from "./view.js";
 
-const {state} = page;
 const begin = oneAtATime();
 
 // ---- navigation ---------------------------------------------------------------------------------------
 
 function go(query, trail) {
-  page.navigate(query, trail);
+  navigate(query, trail);
   show();
 }
 
@@ -78,7 +78,7 @@ async function search(offset = 0) {
   showResults(body.results, query, focusFirst);
   state.results = state.results.concat(body.results);
   summarise(query, body.took_ms);
-  if (query.key) page.keepSnapshot();
+  if (query.key) keepSnapshot();
 }
 
 function showResults(results, query, focusFirst = false) {
@@ -90,7 +90,7 @@ async function nameSimilar(query) {
   try {
     const doc = await api(`/api/images/${encodeURIComponent(query.id)}`);
     if (state.query !== query) return;
-    page.nameQuery(doc.filename);
+    nameQuery(doc.filename);
     renderQuery(state.query);
   } catch { /* the search itself reports a missing picture */ }
 }
@@ -170,12 +170,12 @@ function renderMarks() {
 }
 
 function toggleMark(id, kind) {
-  page.setMarks(page.toggledMarks(id, kind));
+  setMarks(toggledMarks(id, kind));
   renderMarks();
 }
 
-el.refine.addEventListener("click", () => go(page.refineQuery(), [...state.trail, state.query]));
-el.clearMarks.addEventListener("click", () => { page.setMarks(page.noMarks()); renderMarks(); });
+el.refine.addEventListener("click", () => go(refineQuery(), [...state.trail, state.query]));
+el.clearMarks.addEventListener("click", () => { setMarks(noMarks()); renderMarks(); });
 
 // ---- region search ------------------------------------------------------------------------------------
 
@@ -197,9 +197,9 @@ el.cropWhole.addEventListener("click", () => go(wholeQuery(), [...state.trail, s
 initPictureInput(useFile);
 followWidth();
 window.addEventListener("popstate", (event) => {
-  page.restore(event.state);
+  restore(event.state);
   show();
 });
-page.start();
+start();
 show();
 api("/api/tags").then(({tags}) => renderChips(tags, toggleTag), () => { /* no chips; searching still works */ });

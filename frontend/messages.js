@@ -1,6 +1,6 @@
-// Sentences for the person at the page, chosen from the API's error code (backend/api/errors.py and the
-// table "Errors" in docs/api.md list every one): several codes share a status (503 is the store, the model
-// or a server still starting), and each calls for different words.
+// Sentences for the person at the page, chosen from the API's error code (backend/api/errors.py,
+// gunicorn.conf.py and the table "Errors" in docs/api.md list every one): several codes share a status
+// (503 is the store, the model or a server still starting), and each calls for different words.
 
 export const IMAGE_TYPES = "JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC or AVIF";
 
@@ -21,7 +21,6 @@ const BY_CODE = {
   // 401, 403: writes (the page makes none).
   unauthorized: WRITES,
   write_disabled: WRITES,
-  forbidden: WRITES,
   // 404
   not_found: ({unknown_ids: unknown = []}) => (unknown.length > 1
     ? "Some of these pictures are no longer in the collection. Start a new search."
@@ -36,7 +35,9 @@ const BY_CODE = {
   unsupported_image: `That file isn't a picture this search can read. Use a ${IMAGE_TYPES} image.`,
   corrupt_image: "That picture could not be read: the file seems damaged or incomplete. Try another one.",
   unsupported_media_type: RELOAD,
-  // Answered by the HTTP layer (Werkzeug, or gunicorn for 414 and 431).
+  // Answered by the HTTP layer (Werkzeug; gunicorn for 414, 417, 431 and its own 400, 403 and 501).
+  forbidden: RELOAD,
+  expectation_failed: RELOAD,
   method_not_allowed: RELOAD,
   not_acceptable: RELOAD,
   length_required: RELOAD,
