@@ -150,7 +150,11 @@ class Relay:
                 client, _ = self.listener.accept()
             except OSError:
                 return                                  # closed
-            server = socket.create_connection(self.upstream)
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()                          # the upstream is down too: refuse this one
+                continue
             with self.lock:
                 self.sockets += [client, server]
             for source, sink in ((client, server), (server, client)):
