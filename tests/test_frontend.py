@@ -18,7 +18,7 @@ def server_codes() -> set[str]:
     for path in [*(ROOT / "backend").rglob("*.py"), ROOT / "gunicorn.conf.py"]:
         codes |= {code for _, code in STATUS_AND_CODE.findall(path.read_text())}
     errors = (ROOT / "docs" / "api.md").read_text().split("\n## Errors", 1)[1]
-    for row in re.findall(r"^\| *\d{3}[^\n]*", errors, re.M):
+    for row in re.findall(r"^\| *\d{3}[^\n]*", errors, re.MULTILINE):
         codes |= set(re.findall(r"`([a-z][a-z0-9_]*)`", row.split("|")[2]))
     return codes
 
@@ -26,7 +26,7 @@ def server_codes() -> set[str]:
 def page_codes() -> set[str]:
     source = (ROOT / "frontend" / "messages.js").read_text()
     table = source.split("const BY_CODE = {", 1)[1].split("\n};", 1)[0]
-    return set(re.findall(r"^ +([a-z][a-z0-9_]*):", table, re.M))
+    return set(re.findall(r"^ +([a-z][a-z0-9_]*):", table, re.MULTILINE))
 
 
 def test_the_page_has_words_for_every_error_code_the_server_answers():
