@@ -13,7 +13,7 @@ import {blobOf, has, keep, tinyPreview} from "./uploads.js";
 import {describe, renderChips, renderChipsSelection, renderMarksBar, renderQuery, renderTrail,
         setStatus} from "./view.js";
 
-const begin = oneAtATime();
+const beginSearch = oneAtATime();
 
 // ---- navigation ---------------------------------------------------------------------------------------
 
@@ -36,7 +36,7 @@ function show() {
 
 async function search(offset = 0) {
   const {query} = state;
-  const request = begin();
+  const request = beginSearch();
   // "Load more" from the keyboard: carry on from the first new result (read before the button is disabled).
   const focusFirst = offset > 0 && document.activeElement === el.more;
   if (offset === 0) Object.assign(state, {results: [], total: 0});
