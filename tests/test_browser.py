@@ -11,8 +11,13 @@ import base64
 import io
 import re
 import shutil
+import socket
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +68,9 @@ def scene(tag: str, seed: int, size=(160, 120)) -> Image.Image:
     return img
 
 
-def serve_site(root: Path, store_env: dict):
-    """The real app over 30 indexed pictures, on a free 127.0.0.1 port. Yields (base url, image folder)."""
-    from werkzeug.serving import make_server
-
-    from backend import create_app
-
+def serve_site(root: Path, store_env: dict, serve_env: dict | None = None):
+    """The real app over 30 indexed pictures, on a free 127.0.0.1 port. Yields (base url, image folder).
+    serve_env: settings of the app that differ from the indexer's (weights it cannot load, say)."""
     images = root / "images"
     for n, tag in enumerate(PALETTES):
         (images / tag).mkdir(parents=True)
@@ -81,13 +83,28 @@ def serve_site(root: Path, store_env: dict):
         summary = Indexer(store, FeatureExtractor.from_settings(settings)).run(
             scan([images], tags_from_folders=True))
     assert summary.indexed == TOTAL and not summary.failures
+    if serve_env:
+        settings = Settings.from_env({**FAST_ENV, "LOOKALIKE_DATA_DIR": str(root / "data"),
+                                      "LOOKALIKE_MAX_IMAGE_BYTES": str(MAX_UPLOAD), **store_env, **serve_env})
+    with serve_app(settings) as base:
+        yield base, images
+
+
+@contextmanager
+def serve_app(settings: Settings):
+    """The real app with these settings in a thread, on a free 127.0.0.1 port: its base URL."""
+    from werkzeug.serving import make_server
+
+    from backend import create_app
 
     server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", images
-    server.shutdown()
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +121,87 @@ def elasticsearch_site(tmp_path_factory, elastic_nodes):
         yield from serve_site(tmp_path_factory.mktemp("browser-es"),
                               {"LOOKALIKE_STORE": url, "LOOKALIKE_ES_INDEX": alias})
     finally:
+        delete_indices(url, alias)
+
+
+@pytest.fixture(scope="module")
+def modelless_site(tmp_path_factory):
+    """The same pictures, served by an app whose model cannot load (its weights file is missing): searching
+    by a picture answers 503 model_unavailable, and everything else works."""
+    root = tmp_path_factory.mktemp("browser-no-model")
+    yield from serve_site(root, {}, {"LOOKALIKE_VGG16_WEIGHTS": str(root / "missing-weights.h5")})
+
+
+class Relay:
+    """A loopback TCP relay to (host, port); close() cuts it and every connection through it, so whatever
+    talked through it finds that server gone."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return                                  # closed
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()                          # the upstream is down too: refuse this one
+                continue
+            with self.lock:
+                self.sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)      # wakes the accept() above
+        except OSError:
+            pass
+        self.listener.close()
+        with self.lock:
+            for s in self.sockets:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+
+@pytest.fixture
+def storeless_site(tmp_path_factory, elastic_nodes):
+    """An app on a real Elasticsearch node (an empty index) reached through a Relay: (base url, relay). The
+    test cuts the relay, and the store is gone as far as the app can tell."""
+    url, alias = elastic_nodes.url("8"), f"lookalike-browser-{uuid.uuid4().hex[:8]}"
+    address = urllib.parse.urlsplit(url)
+    relay = Relay((address.hostname, address.port))
+    settings = Settings.from_env({**FAST_ENV, "LOOKALIKE_DATA_DIR": str(tmp_path_factory.mktemp("browser-no-store")),
+                                  "LOOKALIKE_STORE": f"http://127.0.0.1:{relay.port}", "LOOKALIKE_ES_INDEX": alias})
+    try:
+        with serve_app(settings) as base:
+            yield base, relay
+    finally:
+        relay.close()
         delete_indices(url, alias)
 
 
@@ -585,3 +683,171 @@ def test_drag_a_box_on_the_query_picture_searches_that_region(page, site):
     expect(page.locator("#drop-title")).to_contain_text("Pictures like part of")
     page.locator("#crop-whole").click()
     wait_for_results(page, 24, url=r"similar=\w+$")
+
+
+# The old script's top-level names: the page's modules keep their state and functions to themselves.
+OLD_GLOBALS = ["PAGE", "IMAGE_TYPES", "$", "el", "MAX_MARKED", "uploads", "current", "shown", "total", "run",
+               "inflight", "ids", "cropText", "pasteKey", "touch", "statusVersion", "dragStart", "dragDepth",
+               "layoutFrame", "clamp01", "carriesFiles", "initial", "ApiError", "noMarks", "urlFor", "stateFromUrl",
+               "apiParams", "explain", "base64Of", "api", "fetchPage", "go", "show", "search", "describeSimilar",
+               "renderQuery", "thumbUrl", "describe", "renderTrail", "renderResults", "markButtons", "layout",
+               "formatScore", "summarise", "clearResults", "intro", "setStatus", "loadTags", "renderChipsSelection",
+               "toggleTag", "currentTags", "refine", "baseOf", "refineQuery", "toggleMark", "setMarks",
+               "renderMarks", "openCropper", "closeCropper", "relative", "dragRect", "drawBox", "useFile",
+               "tinyPreview", "plainClick", "span", "li", "img"]
+
+
+def test_the_page_is_modules_that_leak_no_globals(page, site):
+    base, _ = site
+    blank = page.context.new_page()
+    blank.goto(base + "/api/health")
+    before = set(blank.evaluate("Object.keys(window)"))
+    blank.close()
+    page.goto(base + "/?q=beach")
+    wait_for_results(page, PER_TAG)
+    page.locator("#grid .card").nth(0).locator(".mark-pos").click()
+    expect(page.locator("#refine")).to_have_text("Refine (1)")
+    assert set(page.evaluate("Object.keys(window)")) - before == set()
+    # Not as window properties, and not as global bindings either (a classic script's let and const); a
+    # name may only be an element's id (the button #refine is window.refine).
+    leaked = page.evaluate("""(names) => names.filter((name) => {
+        const value = (0, eval)(`typeof ${name} === "undefined" ? undefined : ${name}`);
+        return value !== undefined && value !== document.getElementById(name);
+    })""", OLD_GLOBALS)
+    assert leaked == []
+    scripts = page.locator("script").evaluate_all("(all) => all.map((s) => [s.type, s.getAttribute('src')])")
+    assert scripts == [["module", "/static/app.js"]]
+
+
+def test_every_module_is_loaded_with_a_javascript_type_and_revalidated(page, site):
+    base, _ = site
+    loaded = []
+    page.on("response", lambda r: loaded.append(r.url.rsplit("/", 1)[1]) if "/static/" in r.url and
+            r.url.endswith(".js") else None)
+    page.goto(base + "/")
+    expect(page.locator("#status")).to_contain_text("pictures to search")
+    modules = sorted(p.name for p in (ROOT / "frontend").glob("*.js"))
+    assert sorted(loaded) == modules          # each once, all through app.js's imports
+    for name in modules:
+        with urllib.request.urlopen(f"{base}/static/{name}") as response:
+            assert response.headers["Content-Type"].split(";")[0] in ("text/javascript", "application/javascript")
+            # Asked again every time (a 304 when unchanged): a browser never runs a module from before an upgrade.
+            assert "no-cache" in response.headers["Cache-Control"]
+            etag = response.headers["ETag"]
+        again = urllib.request.Request(f"{base}/static/{name}", headers={"If-None-Match": etag})
+        with pytest.raises(urllib.error.HTTPError) as unchanged:
+            urllib.request.urlopen(again)
+        assert unchanged.value.code == 304
+
+
+# Counts the object URLs made and not yet revoked, as window.liveObjectUrls (not enumerable: not a global).
+COUNT_OBJECT_URLS = """(() => {
+    const live = new Set(), create = URL.createObjectURL, revoke = URL.revokeObjectURL;
+    URL.createObjectURL = (blob) => { const url = create.call(URL, blob); live.add(url); return url; };
+    URL.revokeObjectURL = (url) => { live.delete(url); revoke.call(URL, url); };
+    Object.defineProperty(window, "liveObjectUrls", {get: () => live.size});
+})();"""
+
+
+def test_object_urls_live_only_while_their_picture_is_shown(page, site):
+    base, images = site
+    page.add_init_script(COUNT_OBJECT_URLS)
+    page.goto(base + "/")
+    live = lambda: page.evaluate("window.liveObjectUrls")  # noqa: E731
+    assert live() == 0
+    drop(page, images / "forest" / "forest_03.jpg", "forest_03.jpg", "image/jpeg")
+    expect(page.locator("#drop-title")).to_have_text("Pictures like forest_03.jpg")
+    wait_for_results(page, 24)
+    assert page.locator("#query-preview").get_attribute("src").startswith("blob:") and live() == 1
+    drop(page, images / "city" / "city_02.jpg", "city_02.jpg", "image/jpeg")
+    expect(page.locator("#drop-title")).to_have_text("Pictures like city_02.jpg")
+    assert live() == 1                                  # the first picture's preview URL is gone
+    drop(page, images / "beach" / "beach_01.jpg", "beach_01.jpg", "image/jpeg", event="paste")
+    expect(page.locator("#drop-title")).to_have_text("Pictures like beach_01.jpg")
+    wait_for_results(page, 24)
+    assert live() == 1
+
+    # The cropper shows the picture too, while it is open.
+    page.locator("#crop-open").click()
+    expect(page.locator("#crop-image")).to_be_visible()
+    assert live() == 2
+    page.locator("#crop-cancel").click()
+    assert live() == 1
+    page.locator("#crop-open").click()
+    expect(page.locator("#crop-image")).to_have_js_property("complete", True)
+    box = page.locator("#crop-image").bounding_box()
+    page.mouse.move(box["x"] + 2, box["y"] + 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.up()
+    expect(page.locator("#drop-title")).to_have_text("Pictures like part of beach_01.jpg")
+    wait_for_results(page, 24, url=r"image=\w+&crop=")
+    assert live() == 1                                  # the cropper is closed; the query picture is shown
+
+    # A query of the collection shows no uploaded picture: nothing is left alive.
+    page.locator("#grid .card").nth(0).locator("a").click()
+    wait_for_results(page, 24, url=r"similar=\w+$")
+    assert live() == 0
+    page.locator("#keyword").fill("forest")
+    page.locator("#keyword").press("Enter")
+    wait_for_results(page, PER_TAG, url=r"q=forest$")
+    assert live() == 0
+    expect(page.locator("#query-preview")).to_be_hidden()
+
+    # Back to the uploaded picture: shown again, through one new URL.
+    page.go_back()
+    page.go_back()
+    expect(page.locator("#drop-title")).to_have_text("Pictures like part of beach_01.jpg")
+    wait_for_results(page, 24)
+    assert live() == 1
+
+
+MODEL_UNAVAILABLE = ("Searching by picture isn't available right now: the server could not load its model. "
+                     "Searching by words and tags still works.")
+
+
+@pytest.mark.parametrize("site", ["modelless"], indirect=True)
+def test_a_server_without_its_model_says_so_and_words_still_work(page, site):
+    base, images = site
+    page.goto(base + "/")
+    expect(page.locator("#status")).to_contain_text(f"{TOTAL} pictures to search")
+    with page.expect_response("**/api/search/image?*") as answer:
+        drop(page, images / "beach" / "beach_01.jpg", "beach_01.jpg", "image/jpeg")
+    assert answer.value.status == 503 and answer.value.json()["error"]["code"] == "model_unavailable"
+    expect(page.locator("#status")).to_contain_text(MODEL_UNAVAILABLE)
+    expect(page.locator("#status")).to_have_attribute("role", "alert")
+    shot(page, "desktop-no-model")
+
+    # Words, tags and "more like this" (stored vectors) need no model.
+    page.locator("#keyword").fill("beach")
+    page.locator("#keyword").press("Enter")
+    wait_for_results(page, PER_TAG)
+    page.locator("#grid .card", has_text="beach_04.jpg").click()
+    wait_for_results(page, 24, url=r"similar=\w+$")
+
+    # A region of it does: the model describes the region.
+    page.locator("#crop-open").click()
+    expect(page.locator("#crop-image")).to_have_js_property("complete", True)
+    box = page.locator("#crop-image").bounding_box()
+    with page.expect_response(re.compile(r"/similar\?.*crop=")) as answer:
+        page.mouse.move(box["x"] + 2, box["y"] + 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)
+        page.mouse.up()
+    assert answer.value.status == 503 and answer.value.json()["error"]["code"] == "model_unavailable"
+    expect(page.locator("#status")).to_contain_text(MODEL_UNAVAILABLE)
+
+
+@pytest.mark.parametrize("site", ["storeless"], indirect=True)
+def test_a_store_that_went_away_is_named_as_such(page, site):
+    base, relay = site
+    page.goto(base + "/")
+    expect(page.locator("#status")).to_contain_text("The collection is empty")
+    relay.close()
+    with page.expect_response("**/api/search?*") as answer:
+        page.locator("#keyword").fill("beach")
+        page.locator("#keyword").press("Enter")
+    assert answer.value.status == 503 and answer.value.json()["error"]["code"] == "store_unavailable"
+    expect(page.locator("#status")).to_contain_text("The picture collection can't be reached right now. "
+                                                    "Try again in a moment.")
+    expect(page.locator("#status button", has_text="Try again")).to_be_visible()

@@ -1,0 +1,136 @@
+// The results: one card per result (the API's Result objects) with its "+" and "−" marks, laid out in
+// justified rows.
+
+import {el, img, li, plainClick, span} from "./dom.js";
+import {state, urlOf} from "./state.js";
+
+// Adds cards for `results` of `query`. open(hit): a plain click or Enter on a card; mark(id, kind): a click
+// on its "+" (kind "pos") or "−" ("neg"). focusFirst: focus the first new card (paging from the keyboard).
+export function renderResults(results, query, {open, mark, focusFirst = false}) {
+  const visual = query.kind !== "text";
+  const fragment = document.createDocumentFragment();
+  for (const hit of results) {
+    const link = document.createElement("a");
+    link.className = "hit";
+    link.href = urlOf({kind: "similar", id: hit.id, tags: query.tags});
+    link.title = `Find more pictures like ${hit.filename}`;
+    link.addEventListener("click", (event) => {
+      if (plainClick(event)) { event.preventDefault(); open(hit); }
+    });
+    const frame = document.createElement("span");
+    frame.className = "frame";
+    const picture = img(hit.thumbnail_url, "");
+    picture.loading = "lazy";
+    picture.decoding = "async";
+    picture.addEventListener("error", () => frame.classList.add("broken"), {once: true});
+    frame.append(picture);
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    meta.append(span("visually-hidden", "More like "), span("name", hit.filename));
+    if (visual) meta.append(span("score", formatScore(hit.score)));
+    meta.append(span("card-tags", hit.tags.length ? hit.tags.join(" · ") : "\u00a0"));
+    link.append(frame, meta);
+    const item = li(link);
+    item.className = "card";
+    item.dataset.id = hit.id;
+    // Upright width / height, for the justified rows (kept within 1:4 and 4:1: beyond, the picture is cut).
+    item.ratio = Math.min(4, Math.max(0.25, hit.width / hit.height));
+    item.append(markButtons(hit, mark));
+    fragment.append(item);
+  }
+  const first = fragment.firstElementChild;
+  el.grid.append(fragment);
+  layout();
+  renderCardMarks();
+  if (focusFirst && first) first.querySelector("a").focus();
+}
+
+export function clearResults() {
+  el.grid.replaceChildren();
+  el.more.hidden = true;
+}
+
+// "More like this" and "not like this" toggles on a result card.
+function markButtons(hit, mark) {
+  const group = document.createElement("span");
+  group.className = "toggles";
+  group.setAttribute("role", "group");
+  group.setAttribute("aria-label", `Mark ${hit.filename}`);
+  for (const [kind, text, label] of [["pos", "+", "More like this"], ["neg", "−", "Not like this"]]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = `mark mark-${kind}`;
+    button.dataset.kind = kind;
+    button.textContent = text;
+    button.title = label;
+    button.setAttribute("aria-label", `${label}: ${hit.filename}`);
+    button.setAttribute("aria-pressed", "false");
+    button.addEventListener("click", () => mark(hit.id, kind));
+    group.append(button);
+  }
+  return group;
+}
+
+// Each card outlined and its toggles pressed as the current marks say.
+export function renderCardMarks() {
+  const {pos, neg} = state.marks;
+  for (const card of el.grid.querySelectorAll(".card")) {
+    const kind = pos.includes(card.dataset.id) ? "pos" : neg.includes(card.dataset.id) ? "neg" : "";
+    card.classList.toggle("marked-pos", kind === "pos");
+    card.classList.toggle("marked-neg", kind === "neg");
+    for (const button of card.querySelectorAll(".mark")) {
+      button.setAttribute("aria-pressed", String(button.dataset.kind === kind));
+    }
+  }
+}
+
+// Visual scores are cosine similarities, shown as a percentage. Keyword scores (BM25) are not shown: they
+// have no scale a person can read, and are near 0 for a word most pictures share; the order says it all.
+function formatScore(score) {
+  // Rounded down, so only the same picture (cosine 1, give or take float error) says 100%.
+  return `${Math.floor(Math.max(0, Math.min(1, score + 0.0005)) * 100)}% similar`;
+}
+
+// ---- justified rows -----------------------------------------------------------------------------------
+
+// Rows of pictures as photo sites lay them out: every picture whole, at its own aspect, each row as high
+// as it needs to be to fill the width exactly (the last row at the target height, not stretched).
+function layout() {
+  const width = el.grid.clientWidth;
+  if (!width) return;
+  const gap = parseFloat(getComputedStyle(el.grid).columnGap) || 0;
+  const target = width < 560 ? 120 : 200;   // px: about three pictures a row on a phone, five or six wide
+  const cards = [...el.grid.children];
+  let row = [];
+  let ratios = 0;
+  const place = (items, height, fill) => {
+    let used = 0;
+    items.forEach((card, i) => {
+      let w = Math.floor(card.ratio * height);
+      if (fill && i === items.length - 1) w = width - gap * (items.length - 1) - used;  // the rounding left over
+      used += w;
+      card.style.width = `${w}px`;
+      card.querySelector(".frame").style.height = `${Math.round(height)}px`;
+    });
+  };
+  for (const card of cards) {
+    row.push(card);
+    ratios += card.ratio;
+    const height = (width - gap * (row.length - 1)) / ratios;
+    if (height <= target) {
+      place(row, height, true);
+      row = [];
+      ratios = 0;
+    }
+  }
+  if (row.length) place(row, Math.min(target, (width - gap * (row.length - 1)) / ratios), false);
+}
+
+// Laid out again when the page width changes, once per frame at most.
+export function followWidth() {
+  let frame = 0;
+  new ResizeObserver(() => {
+    cancelAnimationFrame(frame);
+    frame = requestAnimationFrame(layout);
+  }).observe(el.grid);
+}
