@@ -197,18 +197,6 @@ def _stats(args, settings: Settings, store) -> int:
     return 0
 
 
-def _serve(args) -> int:
-    """Become gunicorn with the package's settings (backend/gunicorn_conf.py) and the app factory."""
-    if args.bind:
-        os.environ["GUNICORN_BIND"] = args.bind
-    if args.workers:
-        os.environ["GUNICORN_WORKERS"] = str(args.workers)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "python:backend.gunicorn_conf",
-                              "backend:create_app()"])
-
-
 def _search(args, settings: Settings, store) -> int:
     if args.text is not None and not args.text.strip():
         raise ValueError("--text needs at least one word")
@@ -227,6 +215,18 @@ def _search(args, settings: Settings, store) -> int:
     for hit in page.hits:
         print(f"{hit.score:8.4f}  {hit.document.path}  [{', '.join(hit.document.tags)}]")
     return 0
+
+
+def _serve(args) -> int:
+    """Become gunicorn with the package's settings (backend/gunicorn_conf.py) and the app factory."""
+    if args.bind:
+        os.environ["GUNICORN_BIND"] = args.bind
+    if args.workers:
+        os.environ["GUNICORN_WORKERS"] = str(args.workers)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "python:backend.gunicorn_conf",
+                              "backend:create_app()"])
 
 
 if __name__ == "__main__":
