@@ -13,7 +13,9 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 COPY . .
-RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin lookalike \
+# Then the project itself, as `make install` does (the lock is already in place: no dependency is resolved).
+RUN pip install --no-deps . \
+    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin lookalike \
     && mkdir -p /data \
     && chown lookalike:lookalike /data
 USER lookalike
@@ -24,4 +26,4 @@ ENV HOST=0.0.0.0 \
     PORT=8000 \
     LOOKALIKE_DATA_DIR=/data
 EXPOSE 8000
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "backend:create_app()"]
+CMD ["lookalike", "serve"]

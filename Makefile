@@ -14,10 +14,12 @@ SAMPLE   := $(LOOKALIKE_DATA_DIR)/sample-images
 install: $(VENV)/.installed
 
 # `make run` needs the runtime only; `make test` adds the test tools (pytest, schemathesis, playwright).
-$(VENV)/.installed: requirements.txt
+# The pinned lock first, then the project itself (editable: the `lookalike` command runs this checkout).
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
@@ -31,10 +33,10 @@ $(SAMPLE)/.done: | install
 	touch $@
 
 index: install $(if $(IMAGES),,sample)
-	$(PY) -m indexer index $(or $(IMAGES),$(SAMPLE)) --tags-from-folders
+	$(VENV)/bin/lookalike index $(or $(IMAGES),$(SAMPLE)) --tags-from-folders
 
 serve: install
-	HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/gunicorn -c gunicorn.conf.py "backend:create_app()"
+	HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/lookalike serve
 
 run: index serve
 
@@ -48,4 +50,4 @@ test: $(VENV)/.installed-dev
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build *.egg-info

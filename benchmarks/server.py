@@ -4,7 +4,6 @@ the latency and malformed-request scripts."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -48,8 +47,7 @@ def gunicorn(env: dict, log: Path, *, workers: int = 2, threads: int = 4, ready_
     """A gunicorn on 127.0.0.1:<free port>, with `env` (LOOKALIKE_* settings) and its output in `log`."""
     port = free_port()
     env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers),
-           "GUNICORN_THREADS": str(threads), "GUNICORN_ACCESS_LOG": "",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}
+           "GUNICORN_THREADS": str(threads), "GUNICORN_ACCESS_LOG": ""}
     gunicorn_bin = Path(sys.executable).with_name("gunicorn")
     command = [str(gunicorn_bin) if gunicorn_bin.exists() else "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
                "backend:create_app()"]

@@ -1,8 +1,10 @@
-"""python -m indexer: index folders of images, show the store's stats, search from the command line."""
+"""lookalike (or python -m indexer): index folders of images, show the store's stats, search from the command
+line, serve the API and the web page."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from .scan import Shard, read_tags_csv, scan
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.run is _serve:
+        return _serve(args)
     try:
         settings = Settings.from_env()
         if args.batch_size:
@@ -38,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m indexer", description=__doc__)
+    # `lookalike` (the installed command) and `python -m indexer` are this one parser.
+    prog = "python -m indexer" if Path(sys.argv[0]).name == "__main__.py" else Path(sys.argv[0]).name
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     index = sub.add_parser("index", help="index image files under folders (new and changed files only)")
@@ -74,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--tag", action="append", default=[], metavar="TAG", help="only results with this tag")
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.set_defaults(run=_search, batch_size=None)
+
+    serve = sub.add_parser("serve", help="serve the JSON API and the web page with gunicorn "
+                                         "(settings: GUNICORN_*, HOST, PORT, LOOKALIKE_*)")
+    serve.add_argument("--bind", metavar="ADDRESS", help="HOST:PORT or unix:PATH (default: GUNICORN_BIND, "
+                                                         "else HOST:PORT, else 127.0.0.1:8000)")
+    serve.add_argument("--workers", type=_positive, metavar="N", help="processes (default: GUNICORN_WORKERS, else 2)")
+    serve.set_defaults(run=_serve)
     return parser
 
 
@@ -202,6 +215,18 @@ def _search(args, settings: Settings, store) -> int:
     for hit in page.hits:
         print(f"{hit.score:8.4f}  {hit.document.path}  [{', '.join(hit.document.tags)}]")
     return 0
+
+
+def _serve(args) -> int:
+    """Become gunicorn with the package's settings (backend/gunicorn_conf.py) and the app factory."""
+    if args.bind:
+        os.environ["GUNICORN_BIND"] = args.bind
+    if args.workers:
+        os.environ["GUNICORN_WORKERS"] = str(args.workers)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "python:backend.gunicorn_conf",
+                              "backend:create_app()"])
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from backend.config import Settings
+from backend.features import DescriptorSpec, FeatureExtractor
 
-from backend.config import Settings  # noqa: E402
-from backend.features import DescriptorSpec, FeatureExtractor  # noqa: E402
+# The checkout: subprocesses run here (`python -m benchmarks...`); `backend` and `indexer` are installed.
+ROOT = Path(__file__).resolve().parent.parent
 
 FAST_SPEC = DescriptorSpec(pooling="gem", image_size=64, square=False)
 # One model cache for the session (converted models are built once, not per test), empty at its start.
@@ -78,7 +78,7 @@ def fast_settings(tmp_path) -> Settings:
 def fast_env(tmp_path) -> dict:
     """Environment for subprocesses (the indexer CLI, gunicorn) with the fast descriptor."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
-    return {**env, **FAST_ENV, "LOOKALIKE_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)}
+    return {**env, **FAST_ENV, "LOOKALIKE_DATA_DIR": str(tmp_path / "data")}
 
 
 def picture(seed: int, size=(96, 64), mode="RGB") -> Image.Image:
@@ -119,7 +119,7 @@ def corel_index(tmp_path_factory) -> CorelIndex:
     weights, corel = require_real("corel1k")
     data_dir = tmp_path_factory.mktemp("corel-data")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
-    env.update({"LOOKALIKE_VGG16_WEIGHTS": weights, "LOOKALIKE_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)})
+    env.update({"LOOKALIKE_VGG16_WEIGHTS": weights, "LOOKALIKE_DATA_DIR": str(data_dir)})
     result = subprocess.run([sys.executable, "-m", "indexer", "index", str(corel), "--tags-from-folders", "--json"],
                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stderr[-2000:]

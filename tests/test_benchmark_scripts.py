@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from .conftest import picture
+from .conftest import ROOT, picture
 
 
 def run(env: dict, *args: str) -> dict:
@@ -20,7 +20,7 @@ def run(env: dict, *args: str) -> dict:
 
 
 def run_all(env: dict, *args: str) -> list[dict]:
-    result = subprocess.run([sys.executable, "-m", *args, "--json"], env=env, cwd=env["PYTHONPATH"],
+    result = subprocess.run([sys.executable, "-m", *args, "--json"], env=env, cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     return [json.loads(line) for line in result.stdout.strip().splitlines() if line.startswith("{")]
@@ -83,7 +83,7 @@ def test_benchmark_commands_explain_bad_input_in_one_line(tmp_path, fast_env):
         (["benchmarks.model_cost", "--weights", "random", "--data", str(tmp_path)], "ukbench-600/labels.csv"),
     ]
     for args, message in cases:
-        result = subprocess.run([sys.executable, "-m", *args], env=fast_env, cwd=fast_env["PYTHONPATH"],
+        result = subprocess.run([sys.executable, "-m", *args], env=fast_env, cwd=ROOT,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)

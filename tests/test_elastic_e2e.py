@@ -78,7 +78,7 @@ def es_corel(elastic_nodes, tmp_path_factory):
     alias = new_alias("corel")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
     env.update({"LOOKALIKE_VGG16_WEIGHTS": weights, "LOOKALIKE_STORE": url, "LOOKALIKE_ES_INDEX": alias,
-                "LOOKALIKE_DATA_DIR": str(tmp_path_factory.mktemp("es-corel-data")), "PYTHONPATH": str(ROOT)})
+                "LOOKALIKE_DATA_DIR": str(tmp_path_factory.mktemp("es-corel-data"))})
     started = time.monotonic()
     try:
         result = run_cli(env, "index", str(corel), "--tags-from-folders", "--json", timeout=3600)

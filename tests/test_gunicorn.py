@@ -124,6 +124,13 @@ def test_gunicorn_refuses_bad_settings_with_one_line(fast_env):
     assert "Traceback" not in result.stderr
 
 
+def test_gunicorn_refuses_bad_server_settings_with_one_line(fast_env):
+    result = start_failing({**fast_env, "GUNICORN_WORKERS": "two"})
+    assert result.returncode != 0
+    assert "error: GUNICORN_WORKERS='two' is not valid: expected a whole number" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_gunicorn_stops_with_one_line_when_elasticsearch_is_unreachable(fast_env):
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     result = start_failing({**fast_env, "LOOKALIKE_STORE": url, "LOOKALIKE_ES_WAIT": "1"})

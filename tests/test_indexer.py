@@ -22,12 +22,12 @@ from backend.stores.embedded import EmbeddedStore
 from indexer.pipeline import Indexer
 from indexer.scan import read_tags_csv, scan
 
-from .conftest import picture
+from .conftest import ROOT, picture
 
 
 def cli(env: dict, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "indexer", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=env["PYTHONPATH"])
+                          timeout=timeout, cwd=ROOT)
 
 
 def last_json(out: str) -> dict:
@@ -188,7 +188,7 @@ def test_two_indexers_at_once_on_one_store(fast_env, tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         picture(100 + i, size=(80, 60)).save(folder / f"p{i}.jpg", quality=90)
     command = [sys.executable, "-m", "indexer", "index", "--batch-size", "4", "--json"]
-    procs = [subprocess.Popen(command + [str(root / a), str(root / b)], env=fast_env, cwd=fast_env["PYTHONPATH"],
+    procs = [subprocess.Popen(command + [str(root / a), str(root / b)], env=fast_env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for a, b in (("set0", "set1"), ("set2", "set1"))]
     for proc in procs:
@@ -309,7 +309,7 @@ def test_cli_interrupted_run_resumes_without_duplicates(fast_env, tmp_path, how)
     for i in range(240):
         picture(i, (72, 48)).save(root / f"img_{i:03d}.jpg")
     proc = subprocess.Popen([sys.executable, "-m", "indexer", "index", str(root), "--batch-size", "4"],
-                            env=fast_env, cwd=fast_env["PYTHONPATH"], stdout=subprocess.PIPE,
+                            env=fast_env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     db = Path(fast_env["LOOKALIKE_DATA_DIR"]) / "index.sqlite3"
     deadline, count = time.time() + 120, 0

@@ -11,13 +11,13 @@ import json
 import subprocess
 import sys
 
-from .conftest import picture
+from .conftest import ROOT, picture
 
 GROUPS = 6
 
 
 def quality(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmarks.quality", *args], env=env, cwd=env["PYTHONPATH"],
+    return subprocess.run([sys.executable, "-m", "benchmarks.quality", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 

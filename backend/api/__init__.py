@@ -5,6 +5,7 @@ model are built here once and shared by every request thread (see `Lookalike`).
 """
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import sqlite3
 import threading
@@ -21,7 +22,8 @@ from backend.stores import Store, StoreError, open_store
 
 from . import errors, params
 
-FRONTEND_DIR = Path(__file__).resolve().parent.parent.parent / "frontend"
+# The web page's files are package data of `frontend`, on disk wherever the package is installed.
+FRONTEND_DIR = Path(str(importlib.resources.files("frontend")))
 # Multipart framing and JSON's base64 (4/3 of the bytes) need room beyond the image byte limit;
 # the decoder then applies the exact limit to the image itself.
 _BODY_SLACK = 64 * 1024
