@@ -1,11 +1,11 @@
 """Stores: the contract (base.py) and its backends. `open_store` picks the configured one."""
 from __future__ import annotations
 
-from .base import (DescriptorMismatch, Document, Entry, Hit, InvalidVector, Page, Store, StoreError,
+from .base import (BACKENDS, DescriptorMismatch, Document, Entry, Hit, InvalidVector, Page, Store, StoreError,
                    StoreUnavailable, document_id, search_words)
 
-__all__ = ["DescriptorMismatch", "Document", "Entry", "Hit", "InvalidVector", "Page", "Store", "StoreError",
-           "StoreUnavailable", "document_id", "open_store", "search_words"]
+__all__ = ["BACKENDS", "DescriptorMismatch", "Document", "Entry", "Hit", "InvalidVector", "Page", "Store",
+           "StoreError", "StoreUnavailable", "document_id", "open_store", "search_words"]
 
 
 def open_store(settings) -> Store:

@@ -65,7 +65,7 @@ def snapshot_folder(db_path: Path) -> Path:
 
 
 class EmbeddedStore(Store):
-    backend = "embedded"
+    backend = EMBEDDED
 
     def __init__(self, path: Path | str, snapshot_min_rows: int | None = 1000):
         """snapshot_min_rows: a process writes a new vector snapshot once it holds more than this many
