@@ -107,7 +107,7 @@ class VectorRows:
             with self._lock:
                 yield self._db
         except sqlite3.Error as exc:
-            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
                 raise ReadOnlyDatabase(f"the embedded store {self.path} is read-only: {exc}") from exc
             raise _unavailable(exc, self.path) from exc
 
