@@ -26,7 +26,8 @@ from . import imaging
 from .features import FeatureExtractor
 from .imaging import Decoded, ImageError, Limits, one_picture, read_file, thumbnail_jpeg
 from .search import FileMissing
-from .stores.base import Document, Entry, InvalidVector, Store, check_vectors, document_id, normalise_tags
+from .stores.base import (Document, Entry, InvalidVector, Store, StoreError, check_vectors, document_id,
+                          normalise_tags)
 
 MAX_FILENAME_LENGTH = 255
 _EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp",
@@ -70,7 +71,7 @@ class _Loaded:
     content_hash: str
     width: int
     height: int
-    pixels: np.ndarray | None   # prepared model input
+    pixels: np.ndarray          # prepared model input
     filename: str | None = None  # the document's file name when not the file's own (an upload's)
 
 
@@ -140,7 +141,10 @@ class Indexer:
         self._write([self._prepared(item, data, decoded, filename)], summary)
         if summary.failures:    # the picture gave no usable vector
             raise ImageError(str(path), summary.failures[0][1], "unsupported")
-        return self.store.get(item.id)
+        doc = self.store.get(item.id)
+        if doc is None:         # another writer removed it a moment ago
+            raise StoreError(f"{path} was removed from the store while it was being added")
+        return doc
 
     # -- steps ---------------------------------------------------------------------------------
 

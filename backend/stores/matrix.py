@@ -277,6 +277,10 @@ class VectorSource(Protocol):
         """The same database on a connection of its own (for writing a snapshot beside the searches)."""
 
 
+class _ManyRows(Exception):
+    """Following would mean holding many rows privately: a new snapshot is cheaper."""
+
+
 class SharedVectors:
     """The vectors of one database as this process searches them, kept up to date: `current()` moves onto
     the snapshot the database names (mapped, shared with every process) and applies the rows written and
@@ -304,8 +308,9 @@ class SharedVectors:
                 return self.vectors
             # First load (a worker starting): a new snapshot, if one is due, costs less than reading every
             # vector into memory of its own, and nothing is served yet.
-            followed = self._follow(self.vectors, snapshot_if_large=not self._loaded)
-            if followed is None:
+            try:
+                followed = self._follow(self.vectors, snapshot_if_large=not self._loaded)
+            except _ManyRows:
                 self._write_snapshot()
                 followed = self._follow(self.vectors, snapshot_if_large=False)
             self.vectors, self._loaded, self._version = followed, True, version
@@ -325,9 +330,9 @@ class SharedVectors:
         return (not self._off and time.monotonic() >= self._retry_at
                 and changes > max(self.min_rows or 0, base_rows // 8))
 
-    def _follow(self, vectors: Vectors, snapshot_if_large: bool) -> Vectors | None:
-        """`vectors` moved to the database's current state. With snapshot_if_large: None instead when that
-        means holding many rows privately (a new snapshot is cheaper)."""
+    def _follow(self, vectors: Vectors, snapshot_if_large: bool) -> Vectors:
+        """`vectors` moved to the database's current state. With snapshot_if_large: raises _ManyRows instead
+        when that means holding many rows privately."""
         source, reopened = self.source, 0
         while True:
             with source.reading():
@@ -348,7 +353,7 @@ class SharedVectors:
                 removed, count = source.removed_since(vectors.seq), source.count_since(vectors.seq)
                 if snapshot_if_large and self._needs_snapshot(vectors.changes + len(removed) + count,
                                                               len(vectors.base_rowids)):
-                    return None
+                    raise _ManyRows
                 return vectors.apply(removed, source.rows_since(vectors.seq), seq, count)
 
     def _write_snapshot(self) -> None:
