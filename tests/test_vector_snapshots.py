@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -289,18 +290,26 @@ def test_a_backup_restored_under_a_running_process(tmp_path):
 
 # -- SharedVectors on its own: one way in, current() -------------------------------------------------
 
-def follower(path: Path, min_rows: int | None = MIN_ROWS):
-    """A SharedVectors on a connection of its own, as a search process holds one (the store's SQL beneath)."""
+@contextmanager
+def following(path: Path, rows: int = 0, seed: int = 0, min_rows: int | None = MIN_ROWS):
+    """(a SharedVectors on a connection of its own, as a search process holds one over the store's SQL;
+    a writer store that first writes `rows` rows)."""
     import threading
 
     from backend.stores.embedded import VectorRows
     from backend.stores.matrix import SharedVectors
 
+    writer = open_store(path)                    # the schema, and what it writes
+    if rows:
+        writer.upsert(docs(0, vectors(rows, seed)))
     db_path = path / "index.sqlite3"
-    EmbeddedStore(db_path).close()     # the schema
     db = sqlite3.connect(db_path, timeout=60, isolation_level=None, check_same_thread=False)
     lock = threading.RLock()
-    return SharedVectors(VectorRows(db, lock, db_path), snapshot_folder(db_path), min_rows, lock), db
+    try:
+        yield SharedVectors(VectorRows(db, lock, db_path), snapshot_folder(db_path), min_rows, lock), writer
+    finally:
+        writer.close()
+        db.close()
 
 
 def held(view) -> dict[int, np.ndarray]:
@@ -322,52 +331,42 @@ def assert_same(view, path: Path) -> None:
 
 
 def test_current_is_the_database_now_and_costs_nothing_when_nothing_changed(tmp_path):
-    shared, db = follower(tmp_path)
-    empty = shared.current()
-    assert len(empty) == 0 and shared.current() is empty
-    writer = open_store(tmp_path)
-    writer.upsert(docs(0, vectors(30, 30)))
-    few = shared.current()
-    assert few is not empty and few.snapshot is None and few.changes == 30   # under MIN_ROWS: private rows
-    assert_same(few, tmp_path)
-    assert shared.current() is few                                         # nothing committed since
-    writer.upsert(docs(0, vectors(10, 31)))
-    writer.delete(["d00029"])
-    moved = shared.current()
-    assert moved is not few and moved.seq > few.seq
-    assert_same(moved, tmp_path)
-    writer.close()
-    db.close()
+    with following(tmp_path) as (shared, writer):
+        empty = shared.current()
+        assert len(empty) == 0 and shared.current() is empty
+        writer.upsert(docs(0, vectors(30, 30)))
+        few = shared.current()
+        assert few is not empty and few.snapshot is None and few.changes == 30   # under MIN_ROWS: private rows
+        assert_same(few, tmp_path)
+        assert shared.current() is few                                         # nothing committed since
+        writer.upsert(docs(0, vectors(10, 31)))
+        writer.delete(["d00029"])
+        moved = shared.current()
+        assert moved is not few and moved.seq > few.seq
+        assert_same(moved, tmp_path)
 
 
 def test_current_writes_and_maps_a_snapshot_once_the_changes_are_many(tmp_path):
-    writer = open_store(tmp_path)
-    writer.upsert(docs(0, vectors(300, 32)))
-    shared, db = follower(tmp_path)
-    first = shared.current()               # the first load writes the snapshot itself: nothing is served yet
-    (token,) = snapshot_dirs(tmp_path)
-    assert first.snapshot == token and isinstance(first.base, np.memmap) and first.changes == 0
-    writer.upsert(docs(300, vectors(200, 33)))
-    later = shared.current()               # answers at once from its own rows; the new snapshot follows
-    assert_same(later, tmp_path)
-    shared.writer.join(timeout=60)
-    settled = shared.current()
-    assert settled.snapshot != token and settled.changes == 0 and snapshot_dirs(tmp_path) == [settled.snapshot]
-    assert_same(settled, tmp_path)
-    writer.close()
-    db.close()
+    with following(tmp_path, rows=300, seed=32) as (shared, writer):
+        first = shared.current()           # the first load writes the snapshot itself: nothing is served yet
+        (token,) = snapshot_dirs(tmp_path)
+        assert first.snapshot == token and isinstance(first.base, np.memmap) and first.changes == 0
+        writer.upsert(docs(300, vectors(200, 33)))
+        later = shared.current()           # answers at once from its own rows; the new snapshot follows
+        assert_same(later, tmp_path)
+        shared.writer.join(timeout=60)
+        settled = shared.current()
+        assert settled.snapshot != token and settled.changes == 0
+        assert snapshot_dirs(tmp_path) == [settled.snapshot]
+        assert_same(settled, tmp_path)
 
 
 def test_no_snapshots_keeps_every_vector_in_the_process(tmp_path):
-    writer = open_store(tmp_path)
-    writer.upsert(docs(0, vectors(300, 34)))
-    shared, db = follower(tmp_path, min_rows=None)
-    view = shared.current()
-    assert view.snapshot is None and not isinstance(view.base, np.memmap) and shared.writer is None
-    assert_same(view, tmp_path)
-    assert not folder(tmp_path).exists() or snapshot_dirs(tmp_path) == []
-    writer.close()
-    db.close()
+    with following(tmp_path, rows=300, seed=34, min_rows=None) as (shared, _):
+        view = shared.current()
+        assert view.snapshot is None and not isinstance(view.base, np.memmap) and shared.writer is None
+        assert_same(view, tmp_path)
+        assert not folder(tmp_path).exists() or snapshot_dirs(tmp_path) == []
 
 
 WRITERS = """
@@ -391,21 +390,20 @@ def test_current_follows_concurrent_writers_in_other_processes(tmp_path):
     step current() is a consistent view, and once they are done it is exactly what the database holds."""
     import time
 
-    shared, db = follower(tmp_path)
-    writers = [subprocess.Popen([sys.executable, "-c", WRITERS, str(tmp_path), str(ROOT), str(start)])
-               for start in (0, 10_000)]
-    views = 0
-    while any(w.poll() is None for w in writers):
-        view = shared.current()
-        assert len(held(view)) == int(view.live.sum())     # each current row once
-        views += 1
-        time.sleep(0.01)
-    assert [w.wait(timeout=120) for w in writers] == [0, 0] and views
-    final = shared.current()
-    while shared.writer is not None and shared.writer.is_alive():   # a snapshot it started: let it land
-        shared.writer.join(timeout=60)
+    with following(tmp_path) as (shared, _):
+        writers = [subprocess.Popen([sys.executable, "-c", WRITERS, str(tmp_path), str(ROOT), str(start)])
+                   for start in (0, 10_000)]
+        views = 0
+        while any(w.poll() is None for w in writers):
+            view = shared.current()
+            assert len(held(view)) == int(view.live.sum())     # each current row once
+            views += 1
+            time.sleep(0.01)
+        assert [w.wait(timeout=120) for w in writers] == [0, 0] and views
         final = shared.current()
-    assert_same(final, tmp_path)
-    assert len(stored(tmp_path)) == 2 * (12 * 25 - 4 * 5)
-    assert final.snapshot is not None    # the rows came to many: it maps a snapshot (its own or a writer's)
-    db.close()
+        while shared.writer is not None and shared.writer.is_alive():   # a snapshot it started: let it land
+            shared.writer.join(timeout=60)
+            final = shared.current()
+        assert_same(final, tmp_path)
+        assert len(stored(tmp_path)) == 2 * (12 * 25 - 4 * 5)
+        assert final.snapshot is not None   # the rows came to many: it maps a snapshot (its own or a writer's)
