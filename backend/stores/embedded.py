@@ -64,29 +64,33 @@ def snapshot_folder(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".vectors")
 
 
-def _unavailable(exc: sqlite3.Error, path: Path) -> StoreUnavailable:
-    """A sqlite3 error as the contract's: the file cannot be read or written (disk error, closed, locked)."""
-    return StoreUnavailable(f"the embedded store {path} failed: {exc}")
+@contextmanager
+def _contract_errors(path: Path) -> Iterator[None]:
+    """sqlite3's errors as the contract's: the file cannot be read or written (disk error, closed, locked,
+    read-only) is StoreUnavailable."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
+            raise ReadOnlyDatabase(f"the embedded store {path} is read-only: {exc}") from exc
+        raise StoreUnavailable(f"the embedded store {path} failed: {exc}") from exc
 
 
 def _translated(method):
     """A public method of the store that raises the contract's errors only, never sqlite3's."""
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        try:
+        with _contract_errors(self.path):
             return method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            raise _unavailable(exc, self.path) from exc
     return wrapper
 
 
 def _translated_iterator(method):
+    """The same for a method that yields."""
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        try:
+        with _contract_errors(self.path):
             yield from method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            raise _unavailable(exc, self.path) from exc
     return wrapper
 
 
@@ -96,20 +100,15 @@ def _connect(path: Path, **options) -> sqlite3.Connection:
 
 class VectorRows:
     """The database's side of following its vectors (matrix.VectorSource), in SQL on one connection;
-    sqlite3's errors leave it as StoreUnavailable (ReadOnlyDatabase for a read-only file)."""
+    sqlite3's errors leave it as the contract's (ReadOnlyDatabase for a read-only file)."""
 
     def __init__(self, db: sqlite3.Connection, lock: threading.RLock, path: Path):
         self._db, self._lock, self.path = db, lock, path
 
     @contextmanager
-    def _sql(self):
-        try:
-            with self._lock:
-                yield self._db
-        except sqlite3.Error as exc:
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
-                raise ReadOnlyDatabase(f"the embedded store {self.path} is read-only: {exc}") from exc
-            raise _unavailable(exc, self.path) from exc
+    def _sql(self) -> Iterator[sqlite3.Connection]:
+        with _contract_errors(self.path), self._lock:
+            yield self._db
 
     def _one(self, sql: str, *params):
         with self._sql() as db:
@@ -182,7 +181,7 @@ class EmbeddedStore(Store):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        try:
+        with _contract_errors(self.path):
             self._db = _connect(self.path, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # durable against process crashes; see docs
@@ -193,8 +192,6 @@ class EmbeddedStore(Store):
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             self._db.execute(statement)
-        except sqlite3.Error as exc:
-            raise _unavailable(exc, self.path) from exc
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -207,7 +204,11 @@ class EmbeddedStore(Store):
         class _Txn:
             def __enter__(self):
                 store._lock.acquire()
-                store._db.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
+                try:
+                    store._db.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
+                except BaseException:
+                    store._lock.release()
+                    raise
 
             def __exit__(self, exc_type, *_):
                 try:

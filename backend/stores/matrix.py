@@ -31,7 +31,7 @@ from typing import Iterable, Protocol
 import numpy as np
 
 from ..filelock import FileLock, fsync
-from .base import StoreError
+from .base import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 SNAPSHOT_RETRY_SECONDS = 600
@@ -233,7 +233,7 @@ def encode_meta(token: str, seq: int) -> str:
     return json.dumps({"token": token, "seq": seq})
 
 
-class ReadOnlyDatabase(StoreError):
+class ReadOnlyDatabase(StoreUnavailable):
     """The database cannot be written: snapshots, which it must name, are off."""
 
 
