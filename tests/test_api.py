@@ -131,6 +131,27 @@ def test_a_model_that_cannot_load_answers_503_and_the_rest_works(tmp_path, index
     assert client.get("/api/search?q=cats").get_json()["total"] == 6
 
 
+def test_a_model_that_cannot_load_is_a_state_of_the_search_service(indexed):
+    """Tried once at start-up; from then on every search that needs it raises the same WeightsError."""
+    from backend.features import WeightsError
+    from backend.search import SearchService
+
+    tries = []
+
+    def broken():
+        tries.append(1)
+        raise WeightsError("no weights at /nowhere.h5")
+
+    with open_store(indexed) as store:
+        service = SearchService(store, broken)
+        assert service.load_model() is None and service.model_error == "no weights at /nowhere.h5"
+        for _ in range(2):
+            with pytest.raises(WeightsError, match="no weights at /nowhere.h5"):
+                service.by_image(jpeg_bytes(1))
+        assert tries == [1] and not service.model_loaded
+        assert service.by_text("cats").total == 6       # what needs no model goes on
+
+
 def test_a_store_that_fails_answers_503(app, client):
     app.extensions["lookalike"].store.close()  # the database can no longer be read
     body = assert_error(client.get("/api/ready"), 503, "not_ready")
@@ -566,8 +587,8 @@ def test_an_upload_is_decoded_once(client, indexed, monkeypatch):
         return real_decode(*args, **kwargs)
 
     # backend.imaging.decode, and wherever a module imported it by name
-    for name, module in list(sys.modules.items()):
-        if name.split(".")[0] == "backend" and getattr(module, "decode", None) is real_decode:
+    for module in list(sys.modules.values()):
+        if getattr(module, "decode", None) is real_decode:
             monkeypatch.setattr(module, "decode", counting_decode)
     data = jpeg_bytes(43, (120, 90))
     response = client.post("/api/images", data=upload(data, "once.jpg", tags="once"), headers=AUTH)
