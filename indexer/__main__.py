@@ -143,7 +143,7 @@ def _index(args, engine: Engine) -> int:
         # With no tag option, tags already given are kept: a plain re-run must not strip them.
         keep_tags = not (args.tags_from_folders or args.tags_csv or args.tag)
         summary = engine.indexer.run(files, prune_under=args.paths if args.prune else (), on_plan=on_plan,
-                              progress=lambda n: bar.update(n), failures=problems, keep_tags=keep_tags)
+                                     progress=lambda n: bar.update(n), failures=problems, keep_tags=keep_tags)
     finally:
         if bar is not None:
             bar.close()
