@@ -331,9 +331,9 @@ def _import_tensorflow():
     # oneDNN convolutions: about 1.3x faster here, same vectors; TF enables them by default only on CPUs
     # with AVX-512 VNNI/BF16 or AMX (read at TF's import, hence here).
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    # TensorFlow carries its own SQLite without FTS5; Python's sqlite3 must bind to the system one first,
-    # or the embedded store fails with "no such module: fts5" in any process that built a model before it.
-    import sqlite3  # noqa: F401
+    # The stores' native libraries first: TensorFlow bundles some of its own (load_native_libraries says which).
+    from .stores import load_native_libraries
+    load_native_libraries()
     with _import_notices_dropped():
         import keras
         import tensorflow as tf

@@ -64,6 +64,15 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def content_type(path: Path) -> str:
+    """The media type of an image file, from its header; application/octet-stream when it is not one."""
+    try:
+        with Image.open(path) as img:  # reads the header only
+            return CONTENT_TYPES.get(img.format or "", "application/octet-stream")
+    except Exception:  # noqa: BLE001 -- a file that changed since indexing: still serve its bytes
+        return "application/octet-stream"
+
+
 def read_file(path: Path, limits: Limits) -> bytes:
     """Read a file, refusing it before reading when it is over the byte limit."""
     try:

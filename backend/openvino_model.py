@@ -2,7 +2,7 @@
 
 Keras stays the model definition and the weights loader: the Keras conv5 model is converted with
 `openvino.convert_model`; int8 adds NNCF post-training quantisation, calibrated on the 16 sample photos
-that `make run` indexes (`indexer/sample.py`: the photos of scikit-image's wheel, which every
+that `make run` indexes (`backend/sample_photos.py`: the photos of scikit-image's wheel, which every
 installation can fetch from the package index), so two machines build the same int8 model.
 
 Models are cached in `LOOKALIKE_MODEL_CACHE`, one folder per key (weights, descriptor, precision and the
@@ -144,7 +144,7 @@ def quantise(model, calibration: list[np.ndarray]):
 
 def calibration_photos(cache: Path) -> list[Path]:
     """The sample photos, fetched into the cache once (from scikit-image's wheel), in a fixed order."""
-    from indexer.sample import PHOTOS, fetch
+    from .sample_photos import PHOTOS, fetch
 
     folder = Path(cache) / "calibration-photos"
     paths = [folder / group / name for group, names in PHOTOS.items() for name in names]

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import feedback
-from .features import DIMS, FeatureExtractor, l2_normalise
+from .features import DIMS, FeatureExtractor, WeightsError, l2_normalise
 from .imaging import Limits, decode, one_picture, read_file
 from .stores.base import Hit, Page, Store
 
@@ -99,22 +99,24 @@ class QueryVectorCache:
 
 
 class SearchService:
+    """The searches. The model is built on first use, or at once by load_model(); a model that cannot be
+    loaded there is a state of the service: `model_error` says why, and every search that needs the
+    model raises that WeightsError again, while the others go on."""
+
     def __init__(self, store: Store, extractor: Callable[[], FeatureExtractor] | FeatureExtractor,
                  limits: Limits = Limits(), query_cache: QueryVectorCache | None = None):
         self.store = store
         self.limits = limits
         self.query_cache = query_cache
+        self.model_error: str | None = None    # why load_model() could not load the model
         self._extractor = extractor
         self._lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls, settings, store: Store) -> "SearchService":
-        return cls(store, lambda: FeatureExtractor.from_settings(settings),
-                   Limits(settings.max_image_bytes, settings.max_image_pixels))
 
     @property
     def extractor(self) -> FeatureExtractor:
         with self._lock:  # built once, even when the first requests arrive together
+            if self.model_error is not None:
+                raise WeightsError(self.model_error)
             if not isinstance(self._extractor, FeatureExtractor):
                 self._extractor = self._extractor()
             return self._extractor
@@ -122,6 +124,14 @@ class SearchService:
     @property
     def model_loaded(self) -> bool:
         return isinstance(self._extractor, FeatureExtractor)
+
+    def load_model(self) -> FeatureExtractor | None:
+        """Build the model now; None when it cannot be loaded (model_error then says why, for good)."""
+        try:
+            return self.extractor
+        except WeightsError as exc:
+            self.model_error = str(exc)
+            return None
 
     def by_image(self, data: bytes, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 24,
                  min_score: float | None = None, source: str = "upload", crop: Crop | None = None,

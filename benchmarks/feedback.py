@@ -38,11 +38,10 @@ from tqdm import tqdm
 
 from backend import feedback
 from backend.config import ConfigError, Settings
-from backend.features import FeatureExtractor, WeightsError
-from backend.imaging import Limits
+from backend.factory import open_engine
+from backend.features import WeightsError
 from backend.search import SearchService
 from backend.stores.embedded import EmbeddedStore
-from indexer.pipeline import Indexer
 from indexer.scan import scan
 
 from .datasets import read_labels
@@ -57,15 +56,14 @@ def index(folder: Path, data_dir: Path, settings: Settings, limit: int | None) -
     """Index the labelled images into data_dir/index.sqlite3 (incremental); {document id: label}."""
     labels = subset(read_labels(folder), limit)
     path = data_dir / "index.sqlite3"
-    limits = Limits(settings.max_image_bytes, settings.max_image_pixels)
-    with EmbeddedStore(path) as store:
+    with open_engine(settings, store=EmbeddedStore(path)) as engine:
         files = list(scan([Path(p) for p in labels]))
-        known = {e.path for e in store.entries()}
+        known = {e.path for e in engine.store.entries()}
         todo = [f for f in files if str(f.path) not in known]
         if todo:
             with tqdm(total=len(todo), unit="img", desc="indexing", disable=None, file=sys.stderr) as bar:
-                Indexer(store, lambda: FeatureExtractor.from_settings(settings), limits, settings.batch_size).run(todo, progress=bar.update)
-        docs = {e.id: labels[e.path] for e in store.entries() if e.path in labels}
+                engine.indexer.run(todo, progress=bar.update)
+        docs = {e.id: labels[e.path] for e in engine.store.entries() if e.path in labels}
     return docs, path
 
 
@@ -178,9 +176,8 @@ def main(argv=None) -> int:
             settings = Settings.from_env(os.environ)
             with tempfile.TemporaryDirectory(prefix="lookalike-feedback-") as tmp:
                 docs, path = index(args.dataset, args.data_dir or Path(tmp), settings, args.limit)
-                with EmbeddedStore(path) as store:
-                    service = SearchService(store, lambda: FeatureExtractor.from_settings(settings))
-                    results = {m: simulate(service, docs, m, args.rounds, args.marks, args.expand)
+                with open_engine(settings, store=EmbeddedStore(path)) as engine:
+                    results = {m: simulate(engine.service, docs, m, args.rounds, args.marks, args.expand)
                                for m in args.methods}
         except (ConfigError, WeightsError, ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)

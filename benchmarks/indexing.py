@@ -40,10 +40,10 @@ from PIL import Image, ImageOps
 from backend.config import ConfigError, Settings
 from backend.features import FeatureExtractor, WeightsError, pool_maps
 from backend.imaging import Limits, decode, read_file
+from backend.ingest import FileToIndex, Indexer
 from backend.stores.base import Document
 from backend.stores.embedded import EmbeddedStore
-from indexer.pipeline import Indexer
-from indexer.scan import FileToIndex, scan
+from indexer.scan import scan
 
 # VGG16's convolutions up to block5_conv3: (stride of the map relative to the input, in, out channels).
 VGG16_CONVS = ((1, 3, 64), (1, 64, 64), (2, 64, 128), (2, 128, 128), (4, 128, 256), (4, 256, 256),

@@ -6,7 +6,7 @@
 DATASET_DIR holds images and a labels.csv of `path,label` (relevant = same class) or `path,group`
 (relevant = same object); it may also be the CSV file itself (format: benchmarks/datasets.py). The
 images are indexed into a temporary embedded store by the product's own indexer (indexer.scan +
-indexer.pipeline.Indexer), then every image is a query through the product's "similar" search
+backend.ingest.Indexer), then every image is a query through the product's "similar" search
 (SearchService.similar: the stored vector, kNN in the store, the query left out). Prints mAP, P@1,
 P@10, recall@100, nDCG@10 and, when every group has 4 images, the UKBench N-S score (top 4 of a kNN
 that includes the query). Settings not given as options come from LOOKALIKE_* variables.
@@ -26,12 +26,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from backend.config import ConfigError, Settings
+from backend.factory import open_engine
 from backend.features import FeatureExtractor, WeightsError
-from backend.imaging import Limits
 from backend.search import SearchService
 from backend.stores.base import Store
 from backend.stores.embedded import EmbeddedStore
-from indexer.pipeline import Indexer
 from indexer.scan import scan
 
 from .datasets import read_labels
@@ -95,16 +94,14 @@ def run(folder: Path, settings: Settings, limit: int | None = None) -> dict:
     problems: list[tuple[str, str]] = []
     files = list(scan([Path(p) for p in labels], problems=problems))
     extractor = FeatureExtractor.from_settings(settings)
-    limits = Limits(settings.max_image_bytes, settings.max_image_pixels)
     with tempfile.TemporaryDirectory(prefix="lookalike-quality-") as tmp, \
-            EmbeddedStore(Path(tmp) / "index.sqlite3") as store:
+            open_engine(settings, store=EmbeddedStore(Path(tmp) / "index.sqlite3"), extractor=extractor) as engine:
         # progress bars (rate, ETA) on a terminal only: big sets take a while
         with tqdm(total=len(files), unit="img", desc="indexing", disable=None, file=sys.stderr) as bar:
-            summary = Indexer(store, extractor, limits, settings.batch_size).run(
-                files, failures=problems, progress=bar.update)
+            summary = engine.indexer.run(files, failures=problems, progress=bar.update)
         started = time.perf_counter()
         with tqdm(total=summary.indexed, unit="query", desc="querying", disable=None, file=sys.stderr) as bar:
-            metrics = evaluate_store(store, labels, SearchService(store, extractor, limits), bar.update)
+            metrics = evaluate_store(engine.store, labels, engine.service, bar.update)
         query_seconds = time.perf_counter() - started
     return {"dataset": str(folder), "descriptor": extractor.descriptor_id, "images": len(labels),
             "indexed": summary.indexed, "failed": summary.failed, "index_seconds": round(summary.seconds, 1),

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 from backend.config import ConfigError, Settings
+from backend.factory import Engine, open_engine
 from backend.features import DescriptorSpec, FeatureExtractor, WeightsError, planned_precision, weights_tag
-from backend.imaging import ImageError, Limits, read_file
-from backend.search import SearchService
-from backend.stores import StoreError, open_store
+from backend.imaging import ImageError, read_file
+from backend.ingest import entries_under
+from backend.stores import StoreError
 
-from .pipeline import Indexer, entries_under
 from .scan import Shard, read_tags_csv, scan
 
 
@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no index at {settings.embedded_path} yet: index a folder first (python -m indexer "
                   "index FOLDER), or set LOOKALIKE_DATA_DIR to the folder that holds it", file=sys.stderr)
             return 1
-        with open_store(settings) as store:
-            return args.run(args, settings, store)
+        # Indexing names the model it runs, once built (the first file that needs it).
+        with open_engine(settings, on_model=_announce if args.run is _index else None) as engine:
+            return args.run(args, engine)
     except KeyboardInterrupt:
         print("interrupted: everything indexed so far is kept; run the same command again to resume",
               file=sys.stderr)
@@ -119,14 +120,19 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="end with one JSON summary line on standard output")
 
 
-def _index(args, settings: Settings, store) -> int:
+def _announce(extractor: FeatureExtractor) -> None:
+    print(f"model: {extractor.describe()}", file=sys.stderr, flush=True)
+
+
+def _index(args, engine: Engine) -> int:
     from tqdm import tqdm
 
+    settings, store = engine.settings, engine.store
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         raise ValueError(f"no such file or folder: {', '.join(missing)}")
     if args.rebuild:
-        if not hasattr(store, "stage"):
+        if not store.supports_rebuild:
             raise ValueError("--rebuild needs an Elasticsearch store (LOOKALIKE_STORE=http://...)")
         spec = DescriptorSpec(settings.pooling, settings.image_size, settings.square)
         store.stage(spec.descriptor_id(weights_tag(settings.vgg16_weights)))
@@ -139,13 +145,6 @@ def _index(args, settings: Settings, store) -> int:
         if unused and not args.shard:
             print(f"warning: {len(unused)} rows of {args.tags_csv} name no image under the given paths, "
                   f"such as {unused[0]}", file=sys.stderr)
-    def build_model() -> FeatureExtractor:
-        extractor = FeatureExtractor.from_settings(settings)
-        print(f"model: {extractor.describe()}", file=sys.stderr, flush=True)
-        return extractor
-
-    indexer = Indexer(store, build_model,
-                      Limits(settings.max_image_bytes, settings.max_image_pixels), settings.batch_size)
     bar = None
 
     def on_plan(total: int) -> None:
@@ -156,8 +155,8 @@ def _index(args, settings: Settings, store) -> int:
     try:
         # With no tag option, tags already given are kept: a plain re-run must not strip them.
         keep_tags = not (args.tags_from_folders or args.tags_csv or args.tag)
-        summary = indexer.run(files, prune_under=args.paths if args.prune else (), on_plan=on_plan,
-                              progress=lambda n: bar.update(n), failures=problems, keep_tags=keep_tags)
+        summary = engine.indexer.run(files, prune_under=args.paths if args.prune else (), on_plan=on_plan,
+                                     progress=lambda n: bar.update(n), failures=problems, keep_tags=keep_tags)
     finally:
         if bar is not None:
             bar.close()
@@ -176,7 +175,8 @@ def _index(args, settings: Settings, store) -> int:
     return 0
 
 
-def _remove(args, settings: Settings, store) -> int:
+def _remove(args, engine: Engine) -> int:
+    store = engine.store
     removed = store.delete([entry.id for entry in entries_under(store.entries(), args.paths)])
     if args.json:
         print(json.dumps({"removed": removed, "count": store.count()}))
@@ -185,9 +185,9 @@ def _remove(args, settings: Settings, store) -> int:
     return 0
 
 
-def _stats(args, settings: Settings, store) -> int:
-    planned = planned_precision(settings)
-    stats = {**store.stats(), "precision": planned["precision"], "precision_reason": planned["reason"],
+def _stats(args, engine: Engine) -> int:
+    planned = planned_precision(engine.settings)
+    stats = {**engine.store.stats(), "precision": planned["precision"], "precision_reason": planned["reason"],
              "cpu": planned["cpu"]}
     if args.json:
         print(json.dumps(stats, ensure_ascii=False))
@@ -197,10 +197,10 @@ def _stats(args, settings: Settings, store) -> int:
     return 0
 
 
-def _search(args, settings: Settings, store) -> int:
+def _search(args, engine: Engine) -> int:
     if args.text is not None and not args.text.strip():
         raise ValueError("--text needs at least one word")
-    service = SearchService.from_settings(settings, store)
+    service = engine.service
     limit = min(args.k, 1000)
     if args.image:
         data = read_file(args.image, service.limits)

@@ -9,21 +9,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from backend.imaging import is_image_path
+from backend.ingest import FileToIndex
 from backend.stores.base import document_id
 
 _TAG_SEPARATORS = re.compile(r"[;|,]")
-
-
-@dataclass(frozen=True)
-class FileToIndex:
-    path: Path           # absolute
-    tags: tuple[str, ...]
-    bytes: int
-    modified_at: float
-
-    @property
-    def id(self) -> str:
-        return document_id(str(self.path))
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from PIL import Image
 from backend import create_app
 from backend.config import Settings
 from backend.features import DescriptorSpec, FeatureExtractor
+from backend.ingest import Indexer
 from backend.search import QueryVectorCache
 from backend.stores import open_store
-from indexer.pipeline import Indexer
 from indexer.scan import scan
 
 from .conftest import FAST_ENV, ROOT, picture
@@ -129,6 +129,27 @@ def test_a_model_that_cannot_load_answers_503_and_the_rest_works(tmp_path, index
     assert_error(client.post("/api/images", data=upload(jpeg_bytes(1)), headers=AUTH), 503, "model_unavailable")
     assert not any((indexed.uploads_dir).glob("*")) if indexed.uploads_dir.exists() else True
     assert client.get("/api/search?q=cats").get_json()["total"] == 6
+
+
+def test_a_model_that_cannot_load_is_a_state_of_the_search_service(indexed):
+    """Tried once at start-up; from then on every search that needs it raises the same WeightsError."""
+    from backend.features import WeightsError
+    from backend.search import SearchService
+
+    tries = []
+
+    def broken():
+        tries.append(1)
+        raise WeightsError("no weights at /nowhere.h5")
+
+    with open_store(indexed) as store:
+        service = SearchService(store, broken)
+        assert service.load_model() is None and service.model_error == "no weights at /nowhere.h5"
+        for _ in range(2):
+            with pytest.raises(WeightsError, match="no weights at /nowhere.h5"):
+                service.by_image(jpeg_bytes(1))
+        assert tries == [1] and not service.model_loaded
+        assert service.by_text("cats").total == 6       # what needs no model goes on
 
 
 def test_a_store_that_fails_answers_503(app, client):
@@ -553,6 +574,31 @@ def test_upload_indexes_the_file_and_delete_removes_it(client, indexed):
     assert not stored.exists() and not list(indexed.thumbnails_dir.glob(f"{doc['id']}-*"))
     assert client.get("/api/stats").get_json()["count"] == 12
     assert_error(client.delete(f"/api/images/{doc['id']}", headers=AUTH), 404, "not_found")
+
+
+def test_an_upload_is_decoded_once(client, indexed, monkeypatch):
+    from backend import imaging
+
+    calls = []
+    real_decode = imaging.decode
+
+    def counting_decode(*args, **kwargs):
+        calls.append(args[2] if len(args) > 2 else kwargs.get("source", "upload"))
+        return real_decode(*args, **kwargs)
+
+    # backend.imaging.decode, and wherever a module imported it by name
+    for module in list(sys.modules.values()):
+        if getattr(module, "decode", None) is real_decode:
+            monkeypatch.setattr(module, "decode", counting_decode)
+    data = jpeg_bytes(43, (120, 90))
+    response = client.post("/api/images", data=upload(data, "once.jpg", tags="once"), headers=AUTH)
+    assert response.status_code == 201, response.get_json()
+    assert calls == ["upload"]
+    # ... and the document holds what a file indexed from a folder would: the picture's own vector.
+    doc = response.get_json()
+    assert (doc["width"], doc["height"]) == (120, 90) and doc["filename"] == "once.jpg"
+    top = client.post("/api/search/image", data=upload(data)).get_json()["results"][0]
+    assert top["id"] == doc["id"] and top["score"] > 0.999
 
 
 def test_an_iphone_heic_searches_uploads_and_is_served_as_heic(client, indexed):

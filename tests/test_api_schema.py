@@ -17,8 +17,8 @@ from schemathesis import GenerationMode
 from backend import create_app
 from backend.api.openapi import PATHS
 from backend.config import Settings
+from backend.ingest import Indexer
 from backend.stores import open_store
-from indexer.pipeline import Indexer
 from indexer.scan import scan
 
 from .conftest import FAST_ENV, picture

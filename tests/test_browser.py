@@ -26,8 +26,8 @@ from PIL import Image, ImageDraw
 
 from backend.config import Settings
 from backend.features import FeatureExtractor
+from backend.ingest import Indexer
 from backend.stores import open_store
-from indexer.pipeline import Indexer
 from indexer.scan import scan
 
 from .conftest import FAST_ENV, ROOT, delete_indices

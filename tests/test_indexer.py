@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from backend.imaging import Limits
+from backend.ingest import Indexer
 from backend.stores.embedded import EmbeddedStore
-from indexer.pipeline import Indexer
 from indexer.scan import read_tags_csv, scan
 
 from .conftest import ROOT, picture

@@ -11,8 +11,7 @@ from __future__ import annotations
 import pytest
 
 from backend.config import Settings
-from backend.search import SearchService
-from backend.stores import open_store
+from backend.factory import open_engine
 from benchmarks.datasets import read_labels
 from benchmarks.quality import evaluate_store, run
 
@@ -31,8 +30,8 @@ UKBENCH_200_MAP_MIN = 0.97
 
 def test_corel_map_of_the_default_descriptor(corel_index):
     labels = read_labels(corel_index.root)
-    with open_store(corel_index.settings) as store:
-        result = evaluate_store(store, labels, SearchService.from_settings(corel_index.settings, store))
+    with open_engine(corel_index.settings) as engine:
+        result = evaluate_store(engine.store, labels, engine.service)
     print(f"Corel-1k, {corel_index.settings.pooling} {corel_index.settings.image_size}: {result}")
     assert result["queries"] == 1000
     assert result["mAP"] >= COREL_MAP_MIN

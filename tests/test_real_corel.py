@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from backend.search import SearchService
+from backend.factory import open_engine
 from backend.stores import open_store
 
 from .conftest import ROOT
@@ -36,8 +36,8 @@ def test_top_10_of_an_uploaded_photo_are_mostly_its_own_class(corel_index):
         labels = {row["path"]: row["label"] for row in csv.DictReader(f)}
     queries = sorted(labels)[::20]                                    # 50 photos, 5 of each class
     assert len(queries) == 50
-    with open_store(corel_index.settings) as store:
-        service = SearchService.from_settings(corel_index.settings, store)
+    with open_engine(corel_index.settings) as engine:
+        service = engine.service
         same_class = []
         for rel in queries:
             path = corel_index.root / rel

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from backend.config import Settings
-from backend.stores import DescriptorMismatch, Document, open_store
+from backend.stores import DescriptorMismatch, Document, StoreError, StoreUnavailable, open_store
 
 from .conftest import delete_indices
 
@@ -265,6 +265,71 @@ def test_an_emptied_store_accepts_a_new_descriptor(store):
     store.delete(["id001"])
     store.upsert([doc(2, descriptor="another-descriptor")])
     assert store.descriptor() == "another-descriptor"
+
+
+def test_rebuild_is_a_declared_capability(store):
+    """A store that supports_rebuild fills an index for another descriptor beside the live one, which
+    readers keep searching until promote(); one that does not refuses stage and promote alike."""
+    store.upsert([doc(1), doc(2)])
+    if not store.supports_rebuild:
+        with pytest.raises(StoreError, match="cannot rebuild"):
+            store.stage("another-descriptor")
+        with pytest.raises(StoreError, match="cannot rebuild"):
+            store.promote()
+        assert store.descriptor() == DESC and store.count() == 2
+        return
+    with pytest.raises(StoreError):
+        store.promote()                  # nothing staged yet
+    staged = store.stage("another-descriptor")
+    assert staged
+    with pytest.raises(StoreError):
+        store.promote()                  # staged, but nothing written to it yet
+    store.upsert([doc(3, descriptor="another-descriptor")])
+    assert store.promote() == staged
+    assert store.descriptor() == "another-descriptor"
+    assert [h.document.id for h in store.knn(unit(1), descriptor="another-descriptor", limit=10).hits] == ["id003"]
+
+
+@pytest.mark.parametrize("snapshot_min_rows", [1000, 0])
+def test_the_embedded_store_raises_the_contracts_errors_only(tmp_path, snapshot_min_rows):
+    """sqlite3's errors (here: the connection is closed) leave every public method as StoreUnavailable."""
+    from backend.stores.embedded import EmbeddedStore
+
+    store = EmbeddedStore(tmp_path / "index.sqlite3", snapshot_min_rows=snapshot_min_rows)
+    store.upsert([doc(1)])
+    store.close()
+    for call in (store.count, store.descriptor, lambda: store.get("id001"), lambda: list(store.entries()),
+                 lambda: store.knn(unit(1), descriptor=DESC), lambda: store.keyword("photo"),
+                 lambda: store.upsert([doc(2)]), lambda: store.delete(["id001"]), lambda: store.vectors(["id001"]),
+                 lambda: store.find_by_hash(["hash1"]), lambda: store.tag_counts(), store.warm_up, store.stats):
+        with pytest.raises(StoreUnavailable):
+            call()
+    assert store.ping() is False
+
+
+def test_the_embedded_store_reports_an_unreadable_file_as_unavailable(tmp_path):
+    from backend.stores.embedded import EmbeddedStore
+
+    (tmp_path / "index.sqlite3").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreUnavailable, match="index.sqlite3"):
+        EmbeddedStore(tmp_path / "index.sqlite3")
+
+
+def test_the_embedded_store_works_in_a_process_that_loaded_the_model_first(tmp_path):
+    """TensorFlow bundles a SQLite without FTS5: the model's import binds the system one first."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import sys; sys.path.insert(0, sys.argv[2])\n"
+              "from backend.features import _import_tensorflow\n"
+              "_import_tensorflow()\n"
+              "from backend.stores.embedded import EmbeddedStore\n"
+              "print(EmbeddedStore(sys.argv[1]).keyword('photo').total)\n")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "index.sqlite3"),
+                             str(Path(__file__).parent.parent)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "0"
 
 
 # -- embedded store: several processes, crashes ------------------------------------------------

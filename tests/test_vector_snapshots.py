@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,9 @@ def folder(path: Path) -> Path:
 
 def settle(store: EmbeddedStore) -> None:
     """Wait for a snapshot being written in the background, then search as a worker would next."""
-    if store._writer is not None:
-        store._writer.join(timeout=60)
-    store.sync()
+    if store._shared.writer is not None:
+        store._shared.writer.join(timeout=60)
+    store.warm_up()
 
 
 def snapshot_dirs(path: Path) -> list[str]:
@@ -79,9 +80,9 @@ def test_workers_share_one_mapped_file_and_follow_changes(tmp_path):
     b.warm_up()
     (token,) = snapshot_dirs(tmp_path)          # the first worker wrote it, the second mapped it
     for store in (a, b):
-        assert isinstance(store._vectors.base, np.memmap)
-        assert Path(store._vectors.base.filename) == folder(tmp_path) / token / "vectors.npy"
-        assert store._vectors.changes == 0
+        assert isinstance(store._shared.vectors.base, np.memmap)
+        assert Path(store._shared.vectors.base.filename) == folder(tmp_path) / token / "vectors.npy"
+        assert store._shared.vectors.changes == 0
     check(a, current, 10)
 
     # A few changes stay private to each reader: no new file.
@@ -92,7 +93,7 @@ def test_workers_share_one_mapped_file_and_follow_changes(tmp_path):
     del current["d00000"], current["d00001"]
     check(a, current, 11)
     # 20 private rows, and 12 dead ones in the file (10 replaced, 2 removed)
-    assert a._vectors.changes == 32 and snapshot_dirs(tmp_path) == [token]
+    assert a._shared.vectors.changes == 32 and snapshot_dirs(tmp_path) == [token]
 
     # Many: the next search starts writing a new snapshot beside the searches and it replaces the old
     # one; b still maps the old file (deleted, but readable while mapped) until its next search.
@@ -102,10 +103,10 @@ def test_workers_share_one_mapped_file_and_follow_changes(tmp_path):
     check(a, current, 12)
     settle(a)
     (newer,) = snapshot_dirs(tmp_path)
-    assert newer != token and a._vectors.snapshot == newer and a._vectors.changes == 0
-    assert b._vectors.snapshot == token
+    assert newer != token and a._shared.vectors.snapshot == newer and a._shared.vectors.changes == 0
+    assert b._shared.vectors.snapshot == token
     check(b, current, 13)
-    assert b._vectors.snapshot == newer
+    assert b._shared.vectors.snapshot == newer
     for store in (a, b, writer):
         store.close()
 
@@ -193,7 +194,7 @@ def test_unwritable_snapshot_folder_warns_once_and_searches_go_on(tmp_path, capl
         store.upsert(docs(300, more))
         current.update({d.id: d.vector for d in docs(300, more)})
         check(store, current, 41)
-        assert not isinstance(store._vectors.base, np.memmap)
+        assert not isinstance(store._shared.vectors.base, np.memmap)
     assert caplog.text.count("cannot write vector snapshots") == 1
 
 
@@ -262,10 +263,10 @@ def test_searches_go_on_while_a_new_snapshot_waits_to_be_written(tmp_path):
         started = time.monotonic()
         check(store, current, 60)
         assert time.monotonic() - started < 5
-        assert store._writer.is_alive() and snapshot_dirs(tmp_path) == [token]   # waiting for the lock
+        assert store._shared.writer.is_alive() and snapshot_dirs(tmp_path) == [token]   # waiting for the lock
     settle(store)
     (newer,) = snapshot_dirs(tmp_path)
-    assert newer != token and store.vector_snapshot == newer and store._vectors.changes == 0
+    assert newer != token and store.vector_snapshot == newer and store._shared.vectors.changes == 0
     check(store, current, 61)
     store.close()
 
@@ -285,3 +286,124 @@ def test_a_backup_restored_under_a_running_process(tmp_path):
     check(reader, {d.id: d.vector for d in docs(0, before)}, 70)
     for s in (store, reader):
         s.close()
+
+
+# -- SharedVectors on its own: one way in, current() -------------------------------------------------
+
+@contextmanager
+def following(path: Path, rows: int = 0, seed: int = 0, min_rows: int | None = MIN_ROWS):
+    """(a SharedVectors on a connection of its own, as a search process holds one over the store's SQL;
+    a writer store that first writes `rows` rows)."""
+    import threading
+
+    from backend.stores.embedded import VectorRows
+    from backend.stores.matrix import SharedVectors
+
+    writer = open_store(path)                    # the schema, and what it writes
+    if rows:
+        writer.upsert(docs(0, vectors(rows, seed)))
+    db_path = path / "index.sqlite3"
+    db = sqlite3.connect(db_path, timeout=60, isolation_level=None, check_same_thread=False)
+    lock = threading.RLock()
+    try:
+        yield SharedVectors(VectorRows(db, lock, db_path), snapshot_folder(db_path), min_rows, lock), writer
+    finally:
+        writer.close()
+        db.close()
+
+
+def held(view) -> dict[int, np.ndarray]:
+    """{rowid: vector} of the current rows of a Vectors view."""
+    matrix = np.concatenate([np.asarray(view.base).reshape(-1, DIMS), view.extra.reshape(-1, DIMS)])
+    return {int(r): matrix[i] for i, r in enumerate(view.rowids) if view.live[i]}
+
+
+def stored(path: Path) -> dict[int, np.ndarray]:
+    with sqlite3.connect(path / "index.sqlite3") as db:
+        return {r: np.frombuffer(v, dtype="<f4") for r, v in db.execute("SELECT rowid, vector FROM docs")}
+
+
+def assert_same(view, path: Path) -> None:
+    got, want = held(view), stored(path)
+    assert got.keys() == want.keys()
+    for rowid, vector in want.items():
+        np.testing.assert_array_equal(got[rowid], vector)
+
+
+def test_current_is_the_database_now_and_costs_nothing_when_nothing_changed(tmp_path):
+    with following(tmp_path) as (shared, writer):
+        empty = shared.current()
+        assert len(empty) == 0 and shared.current() is empty
+        writer.upsert(docs(0, vectors(30, 30)))
+        few = shared.current()
+        assert few is not empty and few.snapshot is None and few.changes == 30   # under MIN_ROWS: private rows
+        assert_same(few, tmp_path)
+        assert shared.current() is few                                         # nothing committed since
+        writer.upsert(docs(0, vectors(10, 31)))
+        writer.delete(["d00029"])
+        moved = shared.current()
+        assert moved is not few and moved.seq > few.seq
+        assert_same(moved, tmp_path)
+
+
+def test_current_writes_and_maps_a_snapshot_once_the_changes_are_many(tmp_path):
+    with following(tmp_path, rows=300, seed=32) as (shared, writer):
+        first = shared.current()           # the first load writes the snapshot itself: nothing is served yet
+        (token,) = snapshot_dirs(tmp_path)
+        assert first.snapshot == token and isinstance(first.base, np.memmap) and first.changes == 0
+        writer.upsert(docs(300, vectors(200, 33)))
+        later = shared.current()           # answers at once from its own rows; the new snapshot follows
+        assert_same(later, tmp_path)
+        shared.writer.join(timeout=60)
+        settled = shared.current()
+        assert settled.snapshot != token and settled.changes == 0
+        assert snapshot_dirs(tmp_path) == [settled.snapshot]
+        assert_same(settled, tmp_path)
+
+
+def test_no_snapshots_keeps_every_vector_in_the_process(tmp_path):
+    with following(tmp_path, rows=300, seed=34, min_rows=None) as (shared, _):
+        view = shared.current()
+        assert view.snapshot is None and not isinstance(view.base, np.memmap) and shared.writer is None
+        assert_same(view, tmp_path)
+        assert not folder(tmp_path).exists() or snapshot_dirs(tmp_path) == []
+
+
+WRITERS = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from tests.test_vector_snapshots import docs, vectors, open_store
+from pathlib import Path
+first = int(sys.argv[3])
+store = open_store(Path(sys.argv[1]))
+for batch in range(12):
+    store.upsert(docs(first + batch * 25, vectors(25, first + batch)))
+    if batch % 3 == 2:
+        store.delete([f"d{first + batch * 25 - i:05d}" for i in range(1, 6)])
+    store.warm_up()            # follows, and writes snapshots of its own now and then
+store.close()
+"""
+
+
+def test_current_follows_concurrent_writers_in_other_processes(tmp_path):
+    """Two processes write, delete and write snapshots of their own while this one follows them: at every
+    step current() is a consistent view, and once they are done it is exactly what the database holds."""
+    import time
+
+    with following(tmp_path) as (shared, _):
+        writers = [subprocess.Popen([sys.executable, "-c", WRITERS, str(tmp_path), str(ROOT), str(start)])
+                   for start in (0, 10_000)]
+        views = 0
+        while any(w.poll() is None for w in writers):
+            view = shared.current()
+            assert len(held(view)) == int(view.live.sum())     # each current row once
+            views += 1
+            time.sleep(0.01)
+        assert [w.wait(timeout=120) for w in writers] == [0, 0] and views
+        final = shared.current()
+        while shared.writer is not None and shared.writer.is_alive():   # a snapshot it started: let it land
+            shared.writer.join(timeout=60)
+            final = shared.current()
+        assert_same(final, tmp_path)
+        assert len(stored(tmp_path)) == 2 * (12 * 25 - 4 * 5)
+        assert final.snapshot is not None   # the rows came to many: it maps a snapshot (its own or a writer's)

@@ -1,24 +1,21 @@
 """The Flask JSON API: an application factory and its blueprints (search, images, health).
 
-One application object per process (a gunicorn worker): the store, the search service and the
-model are built here once and shared by every request thread (see `Lookalike`).
+One application object per process (a gunicorn worker): the engine (store, search service, model and
+ingestion, from backend.factory) is built here once and shared by every request thread.
 """
 from __future__ import annotations
 
 import importlib.resources
 import logging
-import sqlite3
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, current_app, request, send_from_directory
 
 from backend.config import Settings
-from backend.features import FeatureExtractor, WeightsError
-from backend.imaging import Limits
-from backend.search import QueryVectorCache, SearchService
-from backend.stores import Store, StoreError, open_store
+from backend.factory import Engine, open_engine
+from backend.features import FeatureExtractor
+from backend.stores import StoreError
 
 from . import errors, params
 
@@ -31,21 +28,8 @@ _BODY_SLACK = 64 * 1024
 log = logging.getLogger("lookalike.api")
 
 
-@dataclass
-class Lookalike:
+def lookalike() -> Engine:
     """What the views share, kept on app.extensions["lookalike"]."""
-    settings: Settings
-    store: Store
-    service: SearchService
-    indexer: "Indexer"  # noqa: F821 (imported in create_app)
-    model_error: str | None = None   # why the model could not be loaded, when it could not
-
-    @property
-    def limits(self) -> Limits:
-        return self.service.limits
-
-
-def lookalike() -> Lookalike:
     return current_app.extensions["lookalike"]
 
 
@@ -60,36 +44,22 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
     A model that cannot be loaded does not stop the server: /api/ready answers 503 saying why,
     searches by image and uploads answer 503, and everything else works.
     """
-    from indexer.pipeline import Indexer  # the indexer package sits beside backend
-
     settings = settings or Settings.from_env()
     _use_gunicorn_logging()
-    store = open_store(settings)
-    limits = Limits(settings.max_image_bytes, settings.max_image_pixels)
-    query_cache = QueryVectorCache(settings.query_cache_dir)
-    service = SearchService(store, extractor or (lambda: FeatureExtractor.from_settings(settings)), limits,
-                            query_cache)
-    model_error = None
+    engine = open_engine(settings, extractor=extractor, share_query_vectors=True)
     if load_model:
-        try:
-            extractor = service.extractor   # builds it
-            log.info("model: %s", extractor.describe())
+        loaded = engine.service.load_model()
+        if loaded is None:
+            log.error("the model is not loaded: %s", engine.service.model_error)
+        else:
+            log.info("model: %s", loaded.describe())
             # One call at every input shape, beside the first requests (not before them: under a loaded
             # machine it could outlast gunicorn's boot timeout), so memory stays flat from then on.
-            threading.Thread(target=_warm_up, args=(extractor,), name="model-warm-up", daemon=True).start()
-        except WeightsError as exc:
-            model_error = str(exc)
-            log.error("the model is not loaded: %s", exc)
-
-            def fail_again():
-                raise WeightsError(model_error)
-            service = SearchService(store, fail_again, limits, query_cache)
+            threading.Thread(target=_warm_up, args=(loaded,), name="model-warm-up", daemon=True).start()
         try:
-            store.warm_up()
-        except (StoreError, OSError, sqlite3.Error) as exc:   # the searches load it, or answer 503
+            engine.store.warm_up()
+        except (StoreError, OSError) as exc:   # the searches load it, or answer 503
             log.error("the store's vectors are not loaded yet: %s", exc)
-    # The indexer shares the service's extractor: one model per process.
-    indexer = Indexer(store, lambda: service.extractor, limits, batch_size=1, decode_threads=1)
 
     app = Flask(__name__, static_folder=str(FRONTEND_DIR), static_url_path="/static")
     app.config.update(MAX_CONTENT_LENGTH=settings.max_image_bytes * 4 // 3 + _BODY_SLACK)
@@ -97,7 +67,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
     # A doubled or trailing slash must not turn into a redirect: unknown routes are plain 404s.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
-    app.extensions["lookalike"] = Lookalike(settings, store, service, indexer, model_error)
+    app.extensions["lookalike"] = engine
 
     errors.register(app)
     app.before_request(params.reject_unknown_parameters)

@@ -7,7 +7,6 @@ ever reaches a client.
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
@@ -71,8 +70,7 @@ def register(app: Flask) -> None:
     def _mismatch(exc: DescriptorMismatch):
         return error_response(409, "descriptor_mismatch", str(exc))
 
-    @app.errorhandler(StoreUnavailable)
-    @app.errorhandler(sqlite3.Error)  # the embedded store's file cannot be read (disk error, closed)
+    @app.errorhandler(StoreUnavailable)  # e.g. the embedded store's file cannot be read (disk error, closed)
     def _unavailable(exc: Exception):
         log.warning("store unavailable: %s", exc)
         return error_response(503, "store_unavailable", f"the search store is unavailable: {exc}")

@@ -25,8 +25,8 @@ def ready():
         return {"status": "ready", "checks": checks}
     problems = []
     if not checks["model"]:
-        problems.append(f"the model is not loaded ({ctx.model_error})" if ctx.model_error
-                        else "the model is not loaded yet")
+        error = ctx.service.model_error
+        problems.append(f"the model is not loaded ({error})" if error else "the model is not loaded yet")
     if not checks["store"]:
         problems.append("the store does not answer")
     return error_response(503, "not_ready", "; ".join(problems), checks=checks)

@@ -7,6 +7,7 @@ from functools import cache
 from backend.imaging import FORMAT_NAMES
 
 from backend.feedback import MAX_MARKED
+from backend.stores import BACKENDS
 
 from .params import DEFAULT_LIMIT, MAX_EXPAND, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_LENGTH
 
@@ -144,7 +145,7 @@ SCHEMAS = {
         "type": "object", "required": ["count", "descriptor", "backend", "model_loaded"],
         "properties": {"count": {"type": "integer", "minimum": 0},
                        "descriptor": {"type": ["string", "null"], "description": "null while the store is empty"},
-                       "backend": {"type": "string", "description": "embedded or elasticsearch"},
+                       "backend": {"type": "string", "description": " or ".join(BACKENDS)},
                        "model_loaded": {"type": "boolean"},
                        "model": {"type": ["object", "null"], "description": "what runs the model; null until loaded",
                                  "required": ["precision", "runtime", "reason", "cpu"],

@@ -17,6 +17,11 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 
+# The backends, as Store.backend names them (and /api/stats reports them).
+EMBEDDED, ELASTICSEARCH = "embedded", "elasticsearch"
+BACKENDS = (EMBEDDED, ELASTICSEARCH)
+
+
 class StoreError(RuntimeError):
     """Base of the store's errors."""
 
@@ -120,6 +125,9 @@ class Store(ABC):
     """Documents with vectors: write in bulk, read by id, kNN, keyword search, listing."""
 
     backend: str = "?"
+    # Whether the store can fill an index for another descriptor beside the live one (stage) and then
+    # switch to it at once (promote). Stores that cannot refuse both with a StoreError.
+    supports_rebuild: bool = False
 
     @abstractmethod
     def descriptor(self) -> str | None:
@@ -181,6 +189,16 @@ class Store(ABC):
     @abstractmethod
     def tag_counts(self, limit: int = 50) -> list[tuple[str, int]]:
         """The most used tags and their counts, most used first."""
+
+    def stage(self, descriptor: str) -> str:
+        """From now on read and write a new index for `descriptor` beside the live one, which stays what
+        other readers search until promote(); returns its name. Only where supports_rebuild."""
+        raise StoreError(f"the {self.backend} store cannot rebuild beside the live index: index into a new "
+                         "store instead")
+
+    def promote(self) -> str:
+        """Make the staged index the live one, atomically; returns its name. Only where supports_rebuild."""
+        raise StoreError(f"the {self.backend} store cannot rebuild beside the live index: nothing is staged")
 
     def warm_up(self) -> None:
         """Load what searches need now (the embedded store's vectors), so the first search is not slow."""

@@ -35,7 +35,7 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
 
-from .base import (DescriptorMismatch, Document, Entry, Hit, Page, Store, StoreError, StoreUnavailable,
+from .base import (ELASTICSEARCH, DescriptorMismatch, Document, Entry, Hit, Page, Store, StoreError, StoreUnavailable,
                    check_vectors, normalise_tags, search_words)
 
 SCHEMA = 2                        # bump when the mapping changes incompatibly: the index name carries it
@@ -218,7 +218,8 @@ def _reason(exc: Exception) -> str:
 # -- the store -------------------------------------------------------------------------------------
 
 class ElasticStore(Store):
-    backend = "elasticsearch"
+    backend = ELASTICSEARCH
+    supports_rebuild = True
 
     def __init__(self, client: Elasticsearch, url: str, alias: str = "lookalike", *, num_candidates: int = 200,
                  index_type: str = "hnsw", m: int = 16, ef_construction: int = 100, wait: float | None = 60.0,

@@ -5,26 +5,27 @@ Why this shape (docs/architecture.md has the full decision):
   indexer) commits, and a crash or kill -9 loses nothing committed and never corrupts the file.
 - FTS5 gives word and prefix keyword search with BM25 ranking, in the same transaction as the vectors.
 - kNN is exact: a float32 matrix product in numpy (about 80 ms for 1M x 512 on 2 cores). The vectors
-  are mapped from a snapshot file that all processes share (matrix.py), and each process follows the
-  writer incrementally: every write bumps a sequence number, and a reader applies only the rows (and
-  removals) newer than the last it saw.
+  are mapped from a snapshot file that all processes share, and each process follows the writer
+  incrementally (matrix.SharedVectors): every write bumps a sequence number, and a reader applies only
+  the rows (and removals) newer than the last it saw. This module answers the SQL those need.
+- Every sqlite3 error leaves a public method as the contract's StoreUnavailable.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import re
-import shutil
 import sqlite3
 import threading
-import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .base import DescriptorMismatch, Document, Entry, Hit, Page, Store, check_vectors, normalise_tags, search_words
-from .matrix import Snapshots, Vectors, decode_meta, encode_meta
+from .base import (EMBEDDED, DescriptorMismatch, Document, Entry, Hit, Page, Store, StoreUnavailable, check_vectors,
+                   normalise_tags, search_words)
+from .matrix import ReadOnlyDatabase, SharedVectors, decode_meta, encode_meta
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,7 +57,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(filename, tags, tokenize=
 _META_COLUMNS = "rowid, id, filename, path, tags, width, height, bytes, content_hash, descriptor, " \
                 "indexed_at, modified_at"
 log = logging.getLogger(__name__)
-SNAPSHOT_RETRY_SECONDS = 600
 
 
 def snapshot_folder(db_path: Path) -> Path:
@@ -64,8 +64,115 @@ def snapshot_folder(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".vectors")
 
 
+@contextmanager
+def _contract_errors(path: Path) -> Iterator[None]:
+    """sqlite3's errors as the contract's: the file cannot be read or written (disk error, closed, locked,
+    read-only) is StoreUnavailable."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
+            raise ReadOnlyDatabase(f"the embedded store {path} is read-only: {exc}") from exc
+        raise StoreUnavailable(f"the embedded store {path} failed: {exc}") from exc
+
+
+def _translated(method):
+    """A public method of the store that raises the contract's errors only, never sqlite3's."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with _contract_errors(self.path):
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
+def _translated_iterator(method):
+    """The same for a method that yields."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with _contract_errors(self.path):
+            yield from method(self, *args, **kwargs)
+    return wrapper
+
+
+def _connect(path: Path, **options) -> sqlite3.Connection:
+    return sqlite3.connect(path, timeout=60, isolation_level=None, **options)
+
+
+class VectorRows:
+    """The database's side of following its vectors (matrix.VectorSource), in SQL on one connection;
+    sqlite3's errors leave it as the contract's (ReadOnlyDatabase for a read-only file)."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock, path: Path):
+        self._db, self._lock, self.path = db, lock, path
+
+    @contextmanager
+    def _sql(self) -> Iterator[sqlite3.Connection]:
+        with _contract_errors(self.path), self._lock:
+            yield self._db
+
+    def _one(self, sql: str, *params):
+        with self._sql() as db:
+            row = db.execute(sql, params).fetchone()
+        return row[0] if row else None
+
+    def version(self) -> int:
+        return self._one("PRAGMA data_version")
+
+    @contextmanager
+    def reading(self):
+        with self._sql() as db:
+            db.execute("BEGIN")   # one consistent read
+            try:
+                yield
+            finally:
+                db.execute("COMMIT")
+
+    def seq(self) -> int:
+        return int(self._one("SELECT value FROM meta WHERE key='seq'") or 0)
+
+    def named_snapshot(self) -> tuple[str, int] | None:
+        return decode_meta(self._one("SELECT value FROM meta WHERE key='snapshot'"))
+
+    def removed_since(self, seq: int) -> list[int]:
+        with self._sql() as db:
+            return [r for (r,) in db.execute("SELECT rowid FROM removed WHERE seq > ?", (seq,))]
+
+    def count_since(self, seq: int) -> int:
+        return self._one("SELECT count(*) FROM docs WHERE seq > ?", seq)
+
+    def rows_since(self, seq: int) -> Iterator[tuple[int, bytes]]:
+        with self._sql() as db:
+            yield from db.execute("SELECT rowid, vector FROM docs WHERE seq > ?", (seq,))
+
+    def count(self) -> int:
+        return self._one("SELECT count(*) FROM docs")
+
+    def dims(self) -> int:
+        first = self._one("SELECT vector FROM docs LIMIT 1")
+        return len(first) // 4 if first else 0
+
+    def rows(self) -> Iterator[tuple[int, bytes]]:
+        with self._sql() as db:
+            yield from db.execute("SELECT rowid, vector FROM docs ORDER BY rowid")
+
+    def name_snapshot(self, token: str, seq: int) -> None:
+        with self._sql() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('snapshot', ?)", (encode_meta(token, seq),))
+            db.execute("COMMIT")
+
+    @contextmanager
+    def separate(self):
+        with self._sql():
+            db = _connect(self.path)
+        try:
+            yield VectorRows(db, threading.RLock(), self.path)
+        finally:
+            db.close()
+
+
 class EmbeddedStore(Store):
-    backend = "embedded"
+    backend = EMBEDDED
 
     def __init__(self, path: Path | str, snapshot_min_rows: int | None = 1000):
         """snapshot_min_rows: a process writes a new vector snapshot once it holds more than this many
@@ -74,22 +181,17 @@ class EmbeddedStore(Store):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # durable against process crashes; see docs
-        self._vectors = Vectors.empty()
-        self._data_version = None
-        self._snapshots = Snapshots(snapshot_folder(self.path))
-        self._snapshot_min_rows = snapshot_min_rows
-        self._snapshots_off = snapshot_min_rows is None   # also set for a read-only database
-        self._snapshot_retry_at = 0.0                      # after a failed write: not again before this
-        self._loaded = False
-        self._writer: threading.Thread | None = None
-        if not self._has_schema():
-            with self._write():
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
+        with _contract_errors(self.path):
+            self._db = _connect(self.path, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # durable against process crashes; see docs
+            self._shared = SharedVectors(VectorRows(self._db, self._lock, self.path), snapshot_folder(self.path),
+                                         snapshot_min_rows, self._lock)
+            if not self._has_schema():
+                with self._write():
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -102,13 +204,17 @@ class EmbeddedStore(Store):
         class _Txn:
             def __enter__(self):
                 store._lock.acquire()
-                store._db.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
+                try:
+                    store._db.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
+                except BaseException:
+                    store._lock.release()
+                    raise
 
             def __exit__(self, exc_type, *_):
                 try:
                     store._db.execute("ROLLBACK" if exc_type else "COMMIT")
                     # data_version only moves for other connections' commits: resync after our own.
-                    store._data_version = None
+                    store._shared.changed()
                 finally:
                     store._lock.release()
         return _Txn()
@@ -122,10 +228,12 @@ class EmbeddedStore(Store):
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seq', ?)", (str(seq),))
         return seq
 
+    @_translated
     def descriptor(self) -> str | None:
         with self._lock:
             return self._meta("descriptor")
 
+    @_translated
     def upsert(self, documents: Sequence[Document]) -> int:
         if not documents:
             return 0
@@ -170,6 +278,7 @@ class EmbeddedStore(Store):
                                  (rowid, " ".join(search_words(doc.filename)), " ".join(search_words(" ".join(tags)))))
         return len(documents)
 
+    @_translated
     def delete(self, doc_ids: Iterable[str]) -> int:
         doc_ids = list(doc_ids)
         if not doc_ids:
@@ -199,6 +308,7 @@ class EmbeddedStore(Store):
                         bytes=size, content_hash=content_hash, descriptor=descriptor,
                         indexed_at=indexed_at, modified_at=modified_at)
 
+    @_translated
     def get(self, doc_id: str, with_vector: bool = False) -> Document | None:
         with self._lock:
             row = self._db.execute(f"SELECT {_META_COLUMNS}, vector FROM docs WHERE id=?", (doc_id,)).fetchone()
@@ -224,119 +334,21 @@ class EmbeddedStore(Store):
                 f"SELECT rowid FROM doc_tags WHERE tag IN ({marks}) GROUP BY rowid HAVING count(*) = ?",
                 (*tags, len(tags)))]
 
-    def sync(self) -> None:
-        """Bring this process's vectors up to date with what writers have committed."""
-        with self._lock:
-            version = self._db.execute("PRAGMA data_version").fetchone()[0]
-            if version == self._data_version:
-                return
-            # First load (a worker starting): a new snapshot, if one is due, costs less than reading every
-            # vector into memory of its own, and nothing is served yet.
-            followed = self._follow(self._vectors, snapshot_if_large=not self._loaded)
-            if followed is None:
-                self._write_snapshot()
-                followed = self._follow(self._vectors, snapshot_if_large=False)
-            self._vectors, self._loaded, self._data_version = followed, True, version
-            if self._needs_snapshot(self._vectors.changes, len(self._vectors.base_rowids)):
-                # Later ones are written beside the searches, which go on with their private rows.
-                if self._writer is None or not self._writer.is_alive():
-                    self._writer = threading.Thread(target=self._write_snapshot, name="vector-snapshot",
-                                                    daemon=True)
-                    self._writer.start()
-
-    def _needs_snapshot(self, changes: int, base_rows: int) -> bool:
-        """Whether a process holding `changes` rows beside a snapshot of `base_rows` had better have a new one."""
-        return (not self._snapshots_off and time.monotonic() >= self._snapshot_retry_at
-                and changes > max(self._snapshot_min_rows, base_rows // 8))
-
-    def _follow(self, vectors: Vectors, snapshot_if_large: bool) -> Vectors | None:
-        """`vectors` moved to the database's current state: onto the snapshot the database names, if it is
-        not the one in use, then the rows written and removed since. With snapshot_if_large: None instead
-        when that means holding many rows privately (a new snapshot is cheaper)."""
-        for attempt in range(3):
-            self._db.execute("BEGIN")  # one consistent read for the snapshot's name and the changes
-            try:
-                named = decode_meta(self._meta("snapshot"))
-                seq = int(self._meta("seq") or 0)
-                if seq < vectors.seq:   # the database went back in time (a backup restored): start again
-                    vectors = Vectors.empty()
-                if (named and named[0] != vectors.snapshot and not self._snapshots_off
-                        and named[0] not in self._snapshots.damaged):
-                    opened = self._snapshots.open(*named)
-                    if opened is not None:
-                        vectors = opened
-                    elif attempt < 2 and named[0] not in self._snapshots.damaged:
-                        continue   # replaced between reading its name and opening it: read the name again
-                    # else go on from what this process holds (reading every vector if it holds none)
-                if seq == vectors.seq:
-                    return vectors
-                removed = [r for (r,) in self._db.execute("SELECT rowid FROM removed WHERE seq > ?", (vectors.seq,))]
-                count = self._db.execute("SELECT count(*) FROM docs WHERE seq > ?", (vectors.seq,)).fetchone()[0]
-                if snapshot_if_large and self._needs_snapshot(vectors.changes + len(removed) + count,
-                                                              len(vectors.base_rowids)):
-                    return None
-                rows = self._db.execute("SELECT rowid, vector FROM docs WHERE seq > ?", (vectors.seq,))
-                return vectors.apply(removed, rows, seq, count)
-            finally:
-                self._db.execute("COMMIT")
-        raise AssertionError("unreachable: the last attempt always returns")
-
-    def _write_snapshot(self) -> None:
-        """Write all vectors, straight from the database, to a new snapshot for every process to map. One
-        process at a time (the others wait, then use it); on its own connection, so that searches in other
-        threads go on meanwhile. A failure is retried after a while, or never for a read-only database."""
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        unnamed = None   # a snapshot written but not yet named by the database
-        try:
-            with self._snapshots.lock() as locked:
-                if not locked:
-                    raise OSError(f"cannot lock {self._snapshots.folder}")
-                db.execute("BEGIN")
-                try:
-                    meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('seq', 'snapshot')"))
-                    seq, named = int(meta.get("seq") or 0), decode_meta(meta.get("snapshot"))
-                    count = db.execute("SELECT count(*) FROM docs").fetchone()[0]
-                    if named and named[0] not in self._snapshots.damaged:   # another process wrote one meanwhile?
-                        since = db.execute("SELECT (SELECT count(*) FROM docs WHERE seq > ?1) + "
-                                           "(SELECT count(*) FROM removed WHERE seq > ?1)", (named[1],)).fetchone()[0]
-                        if not self._needs_snapshot(since, count) and (self._snapshots.folder / named[0]).is_dir():
-                            return
-                    first = db.execute("SELECT vector FROM docs LIMIT 1").fetchone()
-                    unnamed = self._snapshots.write(count, len(first[0]) // 4 if first else 0,
-                                                    db.execute("SELECT rowid, vector FROM docs ORDER BY rowid"))
-                finally:
-                    db.execute("COMMIT")
-                db.execute("BEGIN IMMEDIATE")
-                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('snapshot', ?)",
-                           (encode_meta(unnamed, seq),))
-                db.execute("COMMIT")
-                token, unnamed = unnamed, None
-                self._snapshots.remove_all_but(token)
-        except (OSError, ValueError, sqlite3.Error) as exc:
-            if unnamed is not None:
-                shutil.rmtree(self._snapshots.folder / unnamed, ignore_errors=True)   # named nowhere: useless
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
-                self._snapshots_off = True
-            else:
-                self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_SECONDS
-            self._snapshots.warn(exc)
-        finally:
-            db.close()
-
+    @_translated
     def warm_up(self) -> None:
-        self.sync()
+        self._shared.current()
 
     @property
     def vector_snapshot(self) -> str | None:
         """The token of the vector snapshot this process maps; None while it holds every vector itself."""
-        return self._vectors.snapshot
+        return self._shared.vectors.snapshot
 
+    @_translated
     def knn(self, vector, *, descriptor, tags=(), offset=0, limit=10, exclude=(), min_score=None) -> Page:
         bound = self.descriptor()
         if bound is not None and descriptor != bound:
             raise DescriptorMismatch(f"the query is a {descriptor} vector; this store holds {bound} vectors")
-        self.sync()
-        vectors = self._vectors
+        vectors = self._shared.current()
         if len(vectors) == 0:
             return Page([], 0)
         scores = vectors.scores(np.asarray(vector, dtype=np.float32))
@@ -365,6 +377,7 @@ class EmbeddedStore(Store):
         hits = [Hit(docs[int(rowids[i])], float(scores[i])) for i in top if int(rowids[i]) in docs]
         return Page(hits, total)
 
+    @_translated
     def keyword(self, text, *, tags=(), offset=0, limit=10) -> Page:
         words = search_words(text)
         tag_filter, params = "", []
@@ -393,19 +406,23 @@ class EmbeddedStore(Store):
         # bm25() is lower-is-better and negative; report a positive relevance.
         return Page([Hit(docs[r[0]], float(-r[1])) for r in rows if r[0] in docs], total)
 
+    @_translated
     def count(self) -> int:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM docs").fetchone()[0]
 
+    @_translated_iterator
     def entries(self) -> Iterator[Entry]:
         with self._lock:
             rows = self._db.execute("SELECT id, path, content_hash, bytes, modified_at, tags FROM docs").fetchall()
         for doc_id, path, content_hash, size, modified_at, tags in rows:
             yield Entry(doc_id, path, content_hash, size, modified_at, tuple(json.loads(tags)))
 
+    @_translated
     def find_by_hash(self, content_hashes):
         return self._vectors_by("content_hash", content_hashes)
 
+    @_translated
     def vectors(self, doc_ids):
         return self._vectors_by("id", doc_ids)
 
@@ -422,6 +439,7 @@ class EmbeddedStore(Store):
                     out[key] = np.frombuffer(blob, dtype="<f4").copy()
         return out
 
+    @_translated
     def tag_counts(self, limit: int = 50) -> list[tuple[str, int]]:
         with self._lock:
             return [(t, n) for t, n in self._db.execute(

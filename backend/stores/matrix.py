@@ -19,17 +19,22 @@ import logging
 import os
 import re
 import shutil
+import threading
+import time
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Protocol
 
 import numpy as np
 
 from ..filelock import FileLock, fsync
+from .base import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
+SNAPSHOT_RETRY_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -226,3 +231,155 @@ def decode_meta(value: str | None) -> tuple[str, int] | None:
 
 def encode_meta(token: str, seq: int) -> str:
     return json.dumps({"token": token, "seq": seq})
+
+
+class ReadOnlyDatabase(StoreUnavailable):
+    """The database cannot be written: snapshots, which it must name, are off."""
+
+
+class VectorSource(Protocol):
+    """What following the vectors needs from the database (the embedded store answers in SQL). Every
+    method but version() and separate() runs inside reading(), which makes the reads one consistent view;
+    a failure of the database raises StoreError (ReadOnlyDatabase for a write refused as read-only)."""
+
+    def version(self) -> int:
+        """A number that changes whenever another connection commits (free to read)."""
+
+    def reading(self) -> AbstractContextManager[None]: ...
+
+    def seq(self) -> int:
+        """The sequence number of the last write."""
+
+    def named_snapshot(self) -> tuple[str, int] | None:
+        """The snapshot the database names as current: (token, the sequence number it holds)."""
+
+    def removed_since(self, seq: int) -> list[int]:
+        """Row ids removed after `seq`."""
+
+    def count_since(self, seq: int) -> int:
+        """How many rows were written after `seq`."""
+
+    def rows_since(self, seq: int) -> Iterable[tuple[int, bytes]]:
+        """The rows (rowid, float32 bytes) written after `seq`."""
+
+    def count(self) -> int: ...
+
+    def dims(self) -> int:
+        """Dimensions of the stored vectors (0 while there are none)."""
+
+    def rows(self) -> Iterable[tuple[int, bytes]]:
+        """Every row (rowid, float32 bytes) in rowid order."""
+
+    def name_snapshot(self, token: str, seq: int) -> None:
+        """Name this snapshot as current, in a write transaction of its own."""
+
+    def separate(self) -> AbstractContextManager["VectorSource"]:
+        """The same database on a connection of its own (for writing a snapshot beside the searches)."""
+
+
+class _ManyRows(Exception):
+    """Following would mean holding many rows privately: a new snapshot is cheaper."""
+
+
+class SharedVectors:
+    """The vectors of one database as this process searches them, kept up to date: `current()` moves onto
+    the snapshot the database names (mapped, shared with every process) and applies the rows written and
+    removed since; when those grow past an eighth of the snapshot (and `min_rows`), it writes a new
+    snapshot, in a background thread once searches are being served. min_rows None: no snapshots (every
+    vector read into this process's memory). `lock` is the one that guards the source's connection."""
+
+    def __init__(self, source: VectorSource, folder: Path, min_rows: int | None, lock: threading.RLock):
+        self.source = source
+        self.snapshots = Snapshots(folder)
+        self.min_rows = min_rows
+        self.vectors = Vectors.empty()
+        self.writer: threading.Thread | None = None   # the background snapshot writer, while one runs
+        self._lock = lock
+        self._off = min_rows is None      # also once the database turns out to be read-only
+        self._retry_at = 0.0              # after a failed write: not again before this (monotonic)
+        self._version: int | None = None
+        self._loaded = False
+
+    def current(self) -> Vectors:
+        """The vectors as the database holds them now."""
+        with self._lock:
+            version = self.source.version()
+            if version == self._version:
+                return self.vectors
+            # First load (a worker starting): a new snapshot, if one is due, costs less than reading every
+            # vector into memory of its own, and nothing is served yet.
+            try:
+                followed = self._follow(self.vectors, snapshot_if_large=not self._loaded)
+            except _ManyRows:
+                self._write_snapshot()
+                followed = self._follow(self.vectors, snapshot_if_large=False)
+            self.vectors, self._loaded, self._version = followed, True, version
+            if self._needs_snapshot(followed.changes, len(followed.base_rowids)):
+                # Later ones are written beside the searches, which go on with their private rows.
+                if self.writer is None or not self.writer.is_alive():
+                    self.writer = threading.Thread(target=self._write_snapshot, name="vector-snapshot", daemon=True)
+                    self.writer.start()
+            return followed
+
+    def changed(self) -> None:
+        """This process committed through the source's own connection, which version() does not see."""
+        self._version = None
+
+    def _needs_snapshot(self, changes: int, base_rows: int) -> bool:
+        """Whether a process holding `changes` rows beside a snapshot of `base_rows` had better have a new one."""
+        return (not self._off and time.monotonic() >= self._retry_at
+                and changes > max(self.min_rows or 0, base_rows // 8))
+
+    def _follow(self, vectors: Vectors, snapshot_if_large: bool) -> Vectors:
+        """`vectors` moved to the database's current state. With snapshot_if_large: raises _ManyRows instead
+        when that means holding many rows privately."""
+        source, reopened = self.source, 0
+        while True:
+            with source.reading():
+                named, seq = source.named_snapshot(), source.seq()
+                if seq < vectors.seq:   # the database went back in time (a backup restored): start again
+                    vectors = Vectors.empty()
+                if (named and named[0] != vectors.snapshot and not self._off
+                        and named[0] not in self.snapshots.damaged):
+                    opened = self.snapshots.open(*named)
+                    if opened is None and reopened < 2 and named[0] not in self.snapshots.damaged:
+                        reopened += 1
+                        continue   # replaced between reading its name and opening it: read the name again
+                    # else go on from what this process holds (reading every vector if it holds none)
+                    if opened is not None:
+                        vectors = opened
+                if seq == vectors.seq:
+                    return vectors
+                removed, count = source.removed_since(vectors.seq), source.count_since(vectors.seq)
+                if snapshot_if_large and self._needs_snapshot(vectors.changes + len(removed) + count,
+                                                              len(vectors.base_rowids)):
+                    raise _ManyRows
+                return vectors.apply(removed, source.rows_since(vectors.seq), seq, count)
+
+    def _write_snapshot(self) -> None:
+        """Write all vectors, straight from the database, to a new snapshot for every process to map. One
+        process at a time (the others wait, then use it); on a connection of its own, so that searches in
+        other threads go on meanwhile. A failure is retried after a while, or never for a read-only database."""
+        unnamed = None   # a snapshot written but not yet named by the database
+        try:
+            with self.source.separate() as db, self.snapshots.lock() as locked:
+                if not locked:
+                    raise OSError(f"cannot lock {self.snapshots.folder}")
+                with db.reading():
+                    seq, named, count = db.seq(), db.named_snapshot(), db.count()
+                    if named and named[0] not in self.snapshots.damaged:   # another process wrote one meanwhile?
+                        since = db.count_since(named[1]) + len(db.removed_since(named[1]))
+                        if not self._needs_snapshot(since, count) and (self.snapshots.folder / named[0]).is_dir():
+                            return
+                    unnamed = self.snapshots.write(count, db.dims(), db.rows())
+                db.name_snapshot(unnamed, seq)
+                token, unnamed = unnamed, None
+                self.snapshots.remove_all_but(token)
+        except (OSError, ValueError, StoreError) as exc:
+            if unnamed is not None:
+                shutil.rmtree(self.snapshots.folder / unnamed, ignore_errors=True)   # named nowhere: useless
+            if isinstance(exc, ReadOnlyDatabase):
+                self._off = True
+            else:
+                self._retry_at = time.monotonic() + SNAPSHOT_RETRY_SECONDS
+            self.snapshots.warn(exc)

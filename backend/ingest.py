@@ -1,13 +1,18 @@
-"""The indexing pipeline: files -> (read, hash, decode, resize in threads) -> batched VGG16 -> bulk upsert.
+"""Ingestion: files or uploads -> (read, hash, decode, resize) -> batched VGG16 -> bulk upsert.
 
-Decoding runs in a small thread pool ahead of the model (Pillow releases the GIL while decoding), so
-the CPU-bound model call is rarely left waiting. Every batch is committed on its own: an interrupted
-run keeps what it wrote, and the next run skips it.
+`Indexer` writes the documents of files (the command line's folders): decoding runs in a small thread
+pool ahead of the model (Pillow releases the GIL while decoding), so the CPU-bound model call is rarely
+left waiting. Every batch is committed on its own: an interrupted run keeps what it wrote, and the next
+run skips it. `Uploads` is what the API adds and removes: an uploaded picture (decoded once, kept under
+its content hash), the thumbnail cache, and the clean-up when a document is deleted.
 """
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,11 +22,28 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.features import FeatureExtractor
-from backend.imaging import ImageError, Limits, decode, one_picture, read_file
-from backend.stores.base import Document, Entry, InvalidVector, Store, check_vectors, normalise_tags
+from . import imaging
+from .features import FeatureExtractor
+from .imaging import Decoded, ImageError, Limits, one_picture, read_file, thumbnail_jpeg
+from .search import FileMissing
+from .stores.base import (Document, Entry, InvalidVector, Store, StoreError, check_vectors, document_id,
+                          normalise_tags)
 
-from .scan import FileToIndex
+MAX_FILENAME_LENGTH = 255
+_EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp",
+               "TIFF": ".tif", "HEIF": ".heic", "AVIF": ".avif"}
+
+
+@dataclass(frozen=True)
+class FileToIndex:
+    path: Path           # absolute
+    tags: tuple[str, ...]
+    bytes: int
+    modified_at: float
+
+    @property
+    def id(self) -> str:
+        return document_id(str(self.path))
 
 
 @dataclass
@@ -49,7 +71,7 @@ class _Loaded:
     content_hash: str
     width: int
     height: int
-    pixels: np.ndarray | None   # prepared model input
+    pixels: np.ndarray          # prepared model input
     filename: str | None = None  # the document's file name when not the file's own (an upload's)
 
 
@@ -109,17 +131,20 @@ class Indexer:
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def index_file(self, path: Path, tags: Iterable[str] = (), filename: str | None = None) -> Document:
-        """Index one file now (the API's upload), named `filename` if given; raises ImageError for a bad file."""
+    def index_decoded(self, path: Path, data: bytes, decoded: Decoded, tags: Iterable[str] = (),
+                      filename: str | None = None) -> Document:
+        """Index one file now from its bytes, already read and decoded (the API's upload), named `filename`
+        if given; raises ImageError for a picture that gives no usable vector."""
         stat = path.stat()
         item = FileToIndex(path.resolve(), tuple(tags), stat.st_size, stat.st_mtime)
         summary = Summary()
-        loaded = self._load_one(item)
-        loaded.filename = filename
-        self._write([loaded], summary)
+        self._write([self._prepared(item, data, decoded, filename)], summary)
         if summary.failures:    # the picture gave no usable vector
             raise ImageError(str(path), summary.failures[0][1], "unsupported")
-        return self.store.get(item.id)
+        doc = self.store.get(item.id)
+        if doc is None:         # another writer removed it a moment ago
+            raise StoreError(f"{path} was removed from the store while it was being added")
+        return doc
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -141,9 +166,15 @@ class Indexer:
         extractor = self.extractor   # outside the boundary: a model that cannot load is no file's fault
         with one_picture(str(item.path)):
             data = read_file(item.path, self.limits)
-            decoded = decode(data, self.limits, source=str(item.path), draft_size=extractor.spec.image_size)
+            decoded = imaging.decode(data, self.limits, source=str(item.path), draft_size=extractor.spec.image_size)
+            return self._prepared(item, data, decoded)
+
+    def _prepared(self, item: FileToIndex, data: bytes, decoded: Decoded, filename: str | None = None) -> _Loaded:
+        """A decoded picture made ready for the model; any failure is its ImageError."""
+        extractor = self.extractor
+        with one_picture(str(item.path)):
             return _Loaded(item, hashlib.sha256(data).hexdigest(), decoded.width, decoded.height,
-                           extractor.prepare(decoded.image))
+                           extractor.prepare(decoded.image), filename)
 
     def _try_load(self, item: FileToIndex) -> _Loaded | tuple[str, str]:
         try:
@@ -231,3 +262,86 @@ def entries_under(entries: Iterable[Entry], roots: Iterable[Path]) -> list[Entry
     prefixes = [str(Path(r).expanduser().resolve()) for r in roots]
     return [entry for entry in entries
             if any(entry.path == p or entry.path.startswith(p.rstrip("/") + "/") for p in prefixes)]
+
+
+class Uploads:
+    """What the API adds and removes beside the store: uploaded pictures, kept in `folder` under their
+    content hash; thumbnails, cached in `thumbnails` by document, content and size; and both cleaned up
+    when a document is deleted. Uploads share the indexer's store and model."""
+
+    def __init__(self, indexer: Indexer, folder: Path, thumbnails: Path, *, image_size: int,
+                 thumbnail_size: int):
+        self.indexer = indexer
+        self.folder = Path(folder)
+        self.thumbnails = Path(thumbnails)
+        self.image_size = image_size           # the model's input size: JPEGs are decoded at about it
+        self.thumbnail_size = thumbnail_size
+
+    @property
+    def store(self) -> Store:
+        return self.indexer.store
+
+    def add(self, data: bytes, tags: Iterable[str] = (), filename: str | None = None) -> tuple[Document, bool]:
+        """Index an uploaded picture: (its document, whether it is new). The file is named by its content
+        hash, the document by `filename` (the client's name, made safe, for keyword search). The bytes are decoded
+        once, before anything touches the disk: bad bytes raise ImageError and leave nothing behind, and
+        so does any later failure for a file this call wrote."""
+        decoded = imaging.decode(data, self.indexer.limits, draft_size=self.image_size)
+        self.indexer.extractor   # a model that cannot load fails the upload before a file is written
+        path = self.folder / (hashlib.sha256(data).hexdigest() + _EXTENSIONS[decoded.format])
+        existed = path.is_file()
+        if not existed:
+            write_atomically(path, data)
+        try:
+            doc = self.indexer.index_decoded(path, data, decoded, tags, filename=client_filename(filename, path.name))
+        except BaseException:
+            if not existed:
+                path.unlink(missing_ok=True)
+            raise
+        return doc, not existed
+
+    def thumbnail(self, doc: Document) -> tuple[Path, str]:
+        """The cached thumbnail JPEG of a document, built on first use, and its tag (content and size: a
+        changed file gets a new one). Raises FileMissing when it must be built and the file is gone."""
+        size = self.thumbnail_size
+        tag = f"{doc.content_hash[:16]}-{size}"
+        cached = self.thumbnails / f"{doc.id}-{tag}.jpg"
+        if not cached.is_file():
+            path = Path(doc.path)
+            if not path.is_file():
+                raise FileMissing(doc.id)
+            limits = self.indexer.limits
+            picture = imaging.decode(read_file(path, limits), limits, source=doc.filename, draft_size=size).image
+            write_atomically(cached, thumbnail_jpeg(picture, size))
+        return cached, tag
+
+    def delete(self, doc: Document) -> None:
+        """Remove a document, its thumbnails, and its file when it is an upload (files indexed from the
+        user's folders are left alone)."""
+        self.store.delete([doc.id])
+        for cached in self.thumbnails.glob(f"{doc.id}-*.jpg"):
+            cached.unlink(missing_ok=True)
+        path = Path(doc.path)
+        if path.parent == self.folder.resolve():
+            path.unlink(missing_ok=True)
+
+
+def client_filename(name: str | None, fallback: str) -> str:
+    """The client's file name made safe to show: its last path part, without control characters (or
+    JSON's lone surrogates), at most 255 characters; `fallback` when nothing is left."""
+    name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf", "Cs")).strip()
+    return name[:MAX_FILENAME_LENGTH] if name not in ("", ".", "..") else fallback
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Readers (other threads, other workers) see the whole file or none of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
