@@ -9,7 +9,7 @@ export LOOKALIKE_DATA_DIR ?= $(CURDIR)/data
 export LOOKALIKE_VGG16_WEIGHTS ?= $(or $(wildcard $(CURDIR)/../shared/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5),imagenet)
 SAMPLE   := $(LOOKALIKE_DATA_DIR)/sample-images
 
-.PHONY: install run index serve test sample clean es
+.PHONY: install run index serve test lint sample clean es
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,10 @@ es: install
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

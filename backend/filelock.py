@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import BinaryIO
 
-try:
+if sys.platform != "win32":
     import fcntl
-except ImportError:   # Windows
-    fcntl = None
 
 
 class FileLock:
@@ -17,14 +17,14 @@ class FileLock:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.file = None
+        self.file: BinaryIO | None = None
 
     def __enter__(self) -> bool:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "a+b")
-            if fcntl:   # not on Windows: there, two processes may both do the work (the last one wins)
-                fcntl.flock(self.file, fcntl.LOCK_EX)
+            self.file = file = open(self.path, "a+b")
+            if sys.platform != "win32":   # on Windows two processes may both do the work (the last one wins)
+                fcntl.flock(file, fcntl.LOCK_EX)
             return True
         except OSError:
             return False   # an unwritable folder

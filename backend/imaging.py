@@ -142,8 +142,7 @@ def _decode(data: bytes, limits: Limits, source: str, draft_size: int | None) ->
         img.load()
     except NotImplementedError as exc:   # a variant of the format that Pillow does not decode
         raise _cannot_decode_kind(source, fmt, exc) from None
-    img = ImageOps.exif_transpose(img)
-    return Decoded(to_rgb(img), width, height, fmt)
+    return Decoded(to_rgb(ImageOps.exif_transpose(img)), width, height, fmt)
 
 
 def _unopened(data: bytes, source: str, exc: Exception) -> ImageError:
@@ -157,7 +156,7 @@ def _unopened(data: bytes, source: str, exc: Exception) -> ImageError:
     if isinstance(exc, UnidentifiedImageError):   # Pillow hides the plugin's reason: ask it again
         factory = Image.OPEN[fmt][0]
         try:
-            factory(io.BytesIO(data)).close()
+            factory(io.BytesIO(data), "").close()   # as Image.open calls it for a file object
         except Exception as plugin_exc:  # noqa: BLE001 -- the reason is all we want from it
             exc = plugin_exc
     # Pillow turns a header that runs out of bytes into SyntaxError too; its cause tells them apart.

@@ -150,14 +150,14 @@ class SearchService:
         key = None
         if cache:
             key = cache.path(extractor.descriptor_id, data if crop is None else data + repr(crop).encode())
-        vector = cache.get(key) if key else None
+        vector = cache.get(key) if cache and key else None
         if vector is None:
             size = extractor.spec.image_size
             picture = decode(data, self.limits, source=source, draft_size=_draft_size(size, crop)).image
             with one_picture(source):
                 pixels = extractor.prepare(crop_picture(picture, crop))
             vector = extractor.embed([pixels])[0]
-            if key:
+            if cache and key:
                 cache.put(key, vector)
         return vector
 
@@ -183,7 +183,7 @@ class SearchService:
         doc = self.store.get(doc_id, with_vector=True)
         if doc is None:
             raise NotFound(doc_id)
-        vector, descriptor = doc.vector, doc.descriptor
+        vector, descriptor = np.asarray(doc.vector), doc.descriptor   # read with its vector
         if crop is not None:
             extractor = self.extractor
             if not Path(doc.path).is_file():
@@ -210,8 +210,8 @@ class SearchService:
             extractor = self.extractor
             positives.append(self._query_vector(image, "upload", extractor, crop))
             descriptor = extractor.descriptor_id
-        else:
-            descriptor = self.store.descriptor()
+        else:   # the store holds the marked ids' vectors, so it is bound to a descriptor
+            descriptor = self.store.descriptor() or ""
         pos = np.stack(positives).astype(np.float32)
         neg = np.stack([found[i] for i in negative]).astype(np.float32) if negative else np.zeros((0, pos.shape[1]),
                                                                                                   np.float32)

@@ -25,7 +25,7 @@ from backend.features import POOLINGS, DescriptorSpec, FeatureExtractor, pool_ma
 from backend.imaging import Limits, decode, read_file
 
 from .datasets import check_inputs, read_labels
-from .metrics import evaluate_vectors, groups_of_four
+from .metrics import evaluate_vectors
 
 
 def spec_of(tag: str, pooling: str = "gem") -> DescriptorSpec:

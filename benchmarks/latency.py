@@ -13,7 +13,8 @@ Each search type is measured on its own: a warm-up, then requests sent by --clie
 with its own connection. Times are client-side wall times of whole HTTP requests (upload, decode,
 model, kNN, JSON). Image searches use distinct pictures; "image_more" then asks for their second
 pages, as the web page's "load more" does (their query vectors come from the workers' shared cache,
-DATA_DIR/query-vectors; delete it between runs so that no picture is answered from an earlier run). Prints p50/p95/p99/mean in milliseconds and throughput per type.
+DATA_DIR/query-vectors; delete it between runs so that no picture is answered from an earlier run).
+Prints p50/p95/p99/mean in milliseconds and throughput per type.
 """
 from __future__ import annotations
 

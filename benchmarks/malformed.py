@@ -45,7 +45,8 @@ class Outcome:
 
     def as_json(self) -> dict:
         return {"sent": self.sent, "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-                "accepted": dict(self.accepted.most_common()), "problems": self.problems[:20], "problem_count": len(self.problems), "seconds": round(self.seconds, 1)}
+                "accepted": dict(self.accepted.most_common()), "problems": self.problems[:20],
+                "problem_count": len(self.problems), "seconds": round(self.seconds, 1)}
 
 
 # -- bodies ---------------------------------------------------------------------------------------------
@@ -73,7 +74,8 @@ def _jpeg_claiming(width: int, height: int) -> bytes:
 
 
 def _gif_claiming(width: int, height: int) -> bytes:
-    return b"GIF89a" + struct.pack("<HH", width, height) + b"\x00\x00\x00" + b"\x2c" + b"\x00" * 9 + b"\x02\x02\x44\x01\x00\x3b"
+    return (b"GIF89a" + struct.pack("<HH", width, height) + b"\x00\x00\x00" + b"\x2c" + b"\x00" * 9
+            + b"\x02\x02\x44\x01\x00\x3b")
 
 
 def _bmp_claiming(width: int, height: int) -> bytes:
@@ -122,7 +124,8 @@ def make_request(rng: random.Random, sample: bytes, big: bytes, doc_id: str) -> 
         return f"image/{kind}", "POST", "/api/search/image", {"files": {"image": ("x.jpg", data)}}
     if family == 3:  # a bad image, JSON base64
         kind, data = _bad_image(rng, sample, big)
-        return f"base64/{kind}", "POST", "/api/search/image", {"json": {"image_base64": base64.b64encode(data).decode()}}
+        body = {"json": {"image_base64": base64.b64encode(data).decode()}}
+        return f"base64/{kind}", "POST", "/api/search/image", body
     if family == 4:  # wrong fields, content types, JSON
         choice = rng.randrange(9)
         options = [
@@ -134,7 +137,8 @@ def make_request(rng: random.Random, sample: bytes, big: bytes, doc_id: str) -> 
             ("json-types", {"json": {"image_base64": rng.choice([None, 1, [], {}, True])}}),
             ("bad-base64", {"json": {"image_base64": "@@@" + "A" * rng.randrange(0, 50)}}),
             ("deep-json", {"data": b"[" * 200_000, "headers": {"Content-Type": "application/json"}}),
-            ("broken-multipart", {"data": b"--xx\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\n" + sample[:500],
+            ("broken-multipart", {"data": b"--xx\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\n"
+                                          + sample[:500],
                                   "headers": {"Content-Type": "multipart/form-data; boundary=xx"}}),
         ]
         name, kwargs = options[choice]

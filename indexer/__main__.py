@@ -77,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     query = search.add_mutually_exclusive_group(required=True)
     query.add_argument("--image", type=_existing_file, metavar="FILE")
     query.add_argument("--text", metavar="WORDS")
-    search.add_argument("-k", type=_positive, default=10, metavar="N", help="how many results (default 10, at most 1000)")
+    search.add_argument("-k", type=_positive, default=10, metavar="N",
+                        help="how many results (default 10, at most 1000)")
     search.add_argument("--tag", action="append", default=[], metavar="TAG", help="only results with this tag")
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.set_defaults(run=_search, batch_size=None)
@@ -156,7 +157,8 @@ def _index(args, engine: Engine) -> int:
         # With no tag option, tags already given are kept: a plain re-run must not strip them.
         keep_tags = not (args.tags_from_folders or args.tags_csv or args.tag)
         summary = engine.indexer.run(files, prune_under=args.paths if args.prune else (), on_plan=on_plan,
-                                     progress=lambda n: bar.update(n), failures=problems, keep_tags=keep_tags)
+                                     progress=lambda n: bar.update(n) if bar else None, failures=problems,
+                                     keep_tags=keep_tags)
     finally:
         if bar is not None:
             bar.close()

@@ -63,7 +63,8 @@ def find_java(version: str) -> str:
         candidates.append(str(Path(os.environ["JAVA_HOME"]) / "bin" / "java"))
     if shutil.which("java"):
         candidates.append(shutil.which("java"))
-    candidates += sorted((str(p) for p in Path("/usr/lib/jvm").glob("*/bin/java")), key=lambda java: _java_major(java) or 0, reverse=True)
+    candidates += sorted((str(p) for p in Path("/usr/lib/jvm").glob("*/bin/java")),
+                         key=lambda java: _java_major(java) or 0, reverse=True)
     for java in candidates:
         major = _java_major(java)
         if major is not None and major >= need:

@@ -529,8 +529,10 @@ def assert_justified(page) -> None:
     info = page.evaluate("""() => {
         const grid = document.getElementById("grid").getBoundingClientRect();
         return {width: grid.width, left: grid.left, cards: [...document.querySelectorAll("#grid .card")].map((c) => {
-            const box = c.getBoundingClientRect(), img = c.querySelector(".frame img"), frame = c.querySelector(".frame");
-            const hit = c.querySelector(".hit").getBoundingClientRect(), meta = c.querySelector(".meta").getBoundingClientRect();
+            const box = c.getBoundingClientRect(), frame = c.querySelector(".frame");
+            const img = c.querySelector(".frame img");
+            const hit = c.querySelector(".hit").getBoundingClientRect();
+            const meta = c.querySelector(".meta").getBoundingClientRect();
             return {left: box.left, right: box.right, top: Math.round(box.top), height: box.height,
                     frame: frame.getBoundingClientRect().height, ratio: img.naturalWidth / img.naturalHeight,
                     boxRatio: box.width / frame.getBoundingClientRect().height, hit: hit.height,

@@ -263,7 +263,8 @@ def test_shards_cover_every_file_exactly_once(many_images):
 
 def test_cli_shards_index_only_their_part_into_one_store(fast_env, many_images):
     expected = {i: {str(f.path) for f in scan([many_images], shard=Shard(i, 2))} for i in range(2)}
-    stats = lambda: json.loads(cli(fast_env, "stats", "--json").stdout.strip().splitlines()[-1])
+    def stats():
+        return json.loads(cli(fast_env, "stats", "--json").stdout.strip().splitlines()[-1])
 
     first = cli(fast_env, "index", str(many_images), "--shard", "0/2", "--json")
     assert first.returncode == 0, first.stderr
@@ -365,7 +366,8 @@ def test_cli_rebuild_needs_elasticsearch(fast_env, image_folder):
 def test_real_cluster_cli_rebuild_with_shards_then_switch(fast_env, many_images, es_url):
     alias = f"lookalike-test-{uuid.uuid4().hex[:8]}"
     env = {**fast_env, "LOOKALIKE_STORE": es_url, "LOOKALIKE_ES_INDEX": alias}
-    stats = lambda e: json.loads(cli(e, "stats", "--json").stdout.strip().splitlines()[-1])
+    def stats(e):
+        return json.loads(cli(e, "stats", "--json").stdout.strip().splitlines()[-1])
     try:
         assert cli(env, "index", str(many_images)).returncode == 0
         before = stats(env)

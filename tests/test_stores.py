@@ -126,7 +126,8 @@ def test_knn_paging_matches_the_full_ranking(store):
 def test_knn_tag_filter_requires_every_tag(store):
     store.upsert([doc(0, tags=["horses", "brown"]), doc(1, tags=["horses"]), doc(2, tags=["brown"]),
                   doc(3, tags=[])])
-    ids = lambda tags: sorted(h.document.id for h in store.knn(unit(1), descriptor=DESC, tags=tags, limit=10).hits)
+    def ids(tags):
+        return sorted(h.document.id for h in store.knn(unit(1), descriptor=DESC, tags=tags, limit=10).hits)
     assert ids(["horses"]) == ["id000", "id001"]
     assert ids(["horses", "Brown"]) == ["id000"]
     assert ids(["zebras"]) == []
@@ -156,7 +157,8 @@ def test_keyword_words_prefixes_and_case(store):
                   doc(1, filename="beach.png", tags=["Seaside", "holiday"]),
                   doc(2, filename="horses-running.jpg", tags=["animals", "horses"]),
                   doc(3, filename="IMG_2034.JPG", tags=["sunset"])])
-    ids = lambda text, **kw: sorted(h.document.id for h in store.keyword(text, **kw).hits)
+    def ids(text, **kw):
+        return sorted(h.document.id for h in store.keyword(text, **kw).hits)
     assert ids("horse") == ["id000", "id002"]          # word and prefix ("horses")
     assert ids("HORS") == ["id000", "id002"]           # prefix, case-insensitive
     assert ids("seaside") == ["id001"]                 # tags are searched
@@ -176,7 +178,8 @@ def test_keyword_words_are_the_same_on_every_backend(store):
                   doc(1, filename="Café Crème.jpg", tags=["Zürich"]),
                   doc(2, filename="photographically-interesting.png", tags=["東京"]),
                   doc(3, filename="cafeteria.jpg", tags=[])])
-    ids = lambda text: sorted(h.document.id for h in store.keyword(text).hits)
+    def ids(text):
+        return sorted(h.document.id for h in store.keyword(text).hits)
     for query in ("IMG_2034", "img", "2034", "jpg img", "IMG_2034.JPG", "i"):
         assert "id000" in ids(query), query
     assert ids("2034.jpg") == ["id000"]

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from flask import Flask, current_app, request, send_from_directory
+from flask.json.provider import DefaultJSONProvider
 
 from backend.config import Settings
 from backend.factory import Engine, open_engine
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
 
     app = Flask(__name__, static_folder=str(FRONTEND_DIR), static_url_path="/static")
     app.config.update(MAX_CONTENT_LENGTH=settings.max_image_bytes * 4 // 3 + _BODY_SLACK)
-    app.json.sort_keys = False
+    app.json = _DocumentedOrderJSON(app)
     # A doubled or trailing slash must not turn into a redirect: unknown routes are plain 404s.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
@@ -87,6 +88,10 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
     if settings.cors_origins:
         _enable_cors(app, settings.cors_origins)
     return app
+
+
+class _DocumentedOrderJSON(DefaultJSONProvider):
+    sort_keys = False   # keys in the order docs/api.md shows them
 
 
 def _warm_up(extractor: FeatureExtractor) -> None:

@@ -27,7 +27,7 @@ def read_image(*, named: bool = False) -> ImageBody:
     """The picture and the body's fields. The body takes the options the endpoint takes in the query
     string, and no other field: a misspelt option must not be ignored. named: JSON may give `filename`
     (multipart sends it with the file)."""
-    options = QUERY_PARAMETERS[request.endpoint]
+    options = QUERY_PARAMETERS[str(request.endpoint)]
     if request.mimetype == "multipart/form-data":
         refuse_unknown("form field", [*request.form, *request.files], ("image", *options))
         images = request.files.getlist("image")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from flask import request
+from werkzeug.datastructures import MultiDict
 
 from backend.stores.base import normalise_tags
 
@@ -81,11 +82,11 @@ class Source:
 
     def __init__(self, args, body: Mapping[str, Any] | None = None):
         self.args, self.body = args, body or {}
-        self.json = not hasattr(self.body, "getlist")  # form fields (a MultiDict) may repeat; JSON keys cannot
+        self.json = not isinstance(self.body, MultiDict)  # form fields may repeat; JSON keys cannot
 
     def values(self, name: str) -> list:
         found = list(self.args.getlist(name))
-        if not self.json:
+        if isinstance(self.body, MultiDict):
             found.extend(self.body.getlist(name))
         elif name in self.body:            # a JSON value, as sent (tags may be a list; null is a value too)
             found.append(self.body[name])

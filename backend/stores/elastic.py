@@ -27,7 +27,7 @@ import hashlib
 import re
 import time
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -231,7 +231,7 @@ class ElasticStore(Store):
         self.url = public_url(url)
         self.alias = alias
         self.num_candidates = num_candidates
-        self.index_options = {"index_type": index_type, "m": m, "ef_construction": ef_construction}
+        self.index_options: dict[str, Any] = {"index_type": index_type, "m": m, "ef_construction": ef_construction}
         self.timeout = timeout
         self._staged: str | None = None
         self._known: tuple[str, str] | None = None   # (physical index, descriptor) last read from the mapping
@@ -446,16 +446,18 @@ class ElasticStore(Store):
     def _bulk(self, actions: Iterable[dict], what: str, chunk_size: int, ignore_status=()) -> list[dict]:
         """Send actions in chunks; items the cluster rejected for load (429) are retried with backoff by the
         client. Returns the items that succeeded; raises for any that still failed."""
-        done, failed = [], []
+        done: list[dict] = []
+        failed: list[dict] = []
         with self._call(what):
             for ok, item in helpers.streaming_bulk(
                     self._client, actions, chunk_size=chunk_size, max_retries=8, initial_backoff=0.5,
                     max_backoff=10, retry_on_status=_UNAVAILABLE, raise_on_error=False, ignore_status=ignore_status,
                     refresh="wait_for", request_timeout=self.timeout):
-                status = next(iter(item.values()), {}).get("status")
+                result: dict = next(iter(item.values()), {})
+                status = result.get("status")
                 (done if ok or status in ignore_status else failed).append(item)
         if failed:
-            first = next(iter(failed[0].values()), {})
+            first: dict = next(iter(failed[0].values()), {})
             error = first.get("error") or {}
             reason = f"{error.get('type', '')}: {error.get('reason', first)}" if isinstance(error, dict) else error
             if first.get("status") in _UNAVAILABLE:
@@ -473,8 +475,8 @@ class ElasticStore(Store):
         for doc in documents:
             if doc.descriptor != first.descriptor:
                 raise DescriptorMismatch(f"one batch holds {first.descriptor} and {doc.descriptor} vectors")
-        check_vectors(documents)
-        name = self._write_target(first.descriptor, len(first.vector))
+        check_vectors(documents)   # so every vector is there
+        name = self._write_target(first.descriptor, np.asarray(first.vector).shape[0])
         actions = ({"_op_type": "index", "_index": name, "_id": doc.id, "_source": document_source(doc)}
                    for doc in documents)
         return len(self._bulk(actions, f"write {len(documents)} documents", chunk_size=500))

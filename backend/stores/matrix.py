@@ -120,7 +120,7 @@ class Vectors:
         # extra: the rows kept from before and the new ones, sorted by rowid
         keep = ~np.isin(self.extra_rowids, touched)
         parts = [self.extra if keep.all() else self.extra[keep]] if keep.any() else []
-        if n:
+        if new_vecs is not None:   # some rows were read
             parts.append(new_vecs[:n])
         if not parts:
             extra = np.empty((0, dims), np.float32)
