@@ -8,7 +8,7 @@
     (LOOKALIKE_PRECISION or --precision; default auto);
 (f) the same indexer at float32 (TensorFlow), when (a) is not float32 already;
 (b) the bare batched model forward (FeatureExtractor.embed) on pictures decoded and resized beforehand;
-(c) the naive loop the issue describes, written as the tutorials write it, one image at a time: read,
+(c) the naive loop of the tutorials, written as the tutorials write it, one image at a time: read,
     decode in full (turned upright by its EXIF orientation), resize, Keras `preprocess_input` and
     `model.predict` on one picture, pool, upsert one document;
 (d) a stricter per-image loop: the same, but with the product's JPEG draft decoding and its compiled

@@ -1,5 +1,5 @@
 // Sentences for the person at the page, chosen from the API's error code (backend/api/errors.py,
-// gunicorn.conf.py and the table "Errors" in docs/api.md list every one): several codes share a status
+// backend/gunicorn_conf.py and the table "Errors" in docs/api.md list every one): several codes share a status
 // (503 is the store, the model or a server still starting), and each calls for different words.
 
 export const IMAGE_TYPES = "JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC or AVIF";

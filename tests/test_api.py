@@ -760,7 +760,7 @@ def test_every_operation_documents_the_400_for_unknown_query_parameters(client):
     assert client.get(f"/api/images/{photo['id']}").status_code == 200   # the DELETE was refused
 
 
-# -- the checks, with the real weights on Corel-1k (skipped, saying why, without them) --------
+# -- the product's checks, with the real weights on Corel-1k (skipped, saying why, without them) --------
 
 @pytest.mark.real_weights
 @pytest.mark.real_data

@@ -1,6 +1,6 @@
 """The web page's words for the API's errors: frontend/messages.js has a sentence for every error code the
 server can answer (the API's own, Werkzeug's through backend/api/errors.py, gunicorn's through
-gunicorn.conf.py, and the table in docs/api.md), and none for a code that does not exist.
+backend/gunicorn_conf.py, and the table in docs/api.md), and none for a code that does not exist.
 The page itself runs in tests/test_browser.py."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ STATUS_AND_CODE = re.compile(r'\b([45]\d\d)\s*[:,]\s*\(?\s*"([a-z][a-z0-9_]*)"')
 
 def server_codes() -> set[str]:
     codes = set()
-    for path in [*(ROOT / "backend").rglob("*.py"), ROOT / "gunicorn.conf.py"]:
+    for path in (ROOT / "backend").rglob("*.py"):
         codes |= {code for _, code in STATUS_AND_CODE.findall(path.read_text())}
     errors = (ROOT / "docs" / "api.md").read_text().split("\n## Errors", 1)[1]
     for row in re.findall(r"^\| *\d{3}[^\n]*", errors, re.MULTILINE):

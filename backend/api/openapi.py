@@ -283,7 +283,7 @@ PATHS = {
                       **_errors("400", "404", "413", "415", "422", "503")},
     }},
     "/api/tags": {"get": {
-        "operationId": "listTags", "tags": ["images"], "summary": "The most used tags and their counts",
+        "operationId": "listTags", "tags": ["search"], "summary": "The most used tags and their counts",
         "parameters": [{"name": "limit", "in": "query", "description": "How many tags (default 50).",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}}],
         "responses": {"200": _json(_ref("Tags"), "Most used first."), **_errors("400", "503")},
