@@ -1,5 +1,6 @@
 """One factory for the engine: the store, the model, the search service and ingestion, built the same way
-for the API, the command line and the benchmarks."""
+for the API, the command line and the benchmarks that run the product end to end (the benchmarks of one
+part alone, such as the bare indexer or ranking over a synthetic store, build just that part)."""
 from __future__ import annotations
 
 from collections.abc import Callable
