@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,8 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
             extractor = service.extractor   # builds it
             log.info("model: %s", extractor.describe())
             # One call at every input shape, beside the first requests (not before them: under a loaded
-            # machine it could outlast gunicorn's boot timeout), so memory stays flat from then on.
+            # machine it could outlast gunicorn's boot timeout), so memory stays flat from then on. The
+            # worker is ready meanwhile (architecture.md, "Memory"); /api/ready says whether it is warm.
             threading.Thread(target=_warm_up, args=(extractor,), name="model-warm-up", daemon=True).start()
         except WeightsError as exc:
             model_error = str(exc)
@@ -118,8 +120,10 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
 
 
 def _warm_up(extractor: FeatureExtractor) -> None:
+    started = time.monotonic()
     try:
-        extractor.warm_up()
+        shapes = extractor.warm_up()
+        log.info("model warm-up done: %d input shapes in %.1f s", shapes, time.monotonic() - started)
     except Exception:  # noqa: BLE001 -- a warm-up that fails costs speed only; searches report their own errors
         log.exception("model warm-up failed")
 
