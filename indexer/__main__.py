@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from backend.allocator import tune_allocator
 from backend.config import ConfigError, Settings
 from backend.features import DescriptorSpec, FeatureExtractor, WeightsError, planned_precision, weights_tag
 from backend.imaging import ImageError, Limits, read_file
@@ -18,6 +19,7 @@ from .scan import Shard, read_tags_csv, scan
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    tune_allocator()   # decode threads and large short-lived buffers, as in a server (backend/allocator.py)
     try:
         settings = Settings.from_env()
         if args.batch_size:

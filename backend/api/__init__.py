@@ -14,6 +14,7 @@ from pathlib import Path
 
 from flask import Flask, current_app, request, send_from_directory
 
+from backend.allocator import tune_allocator
 from backend.config import Settings
 from backend.features import FeatureExtractor, WeightsError
 from backend.imaging import Limits
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
                             query_cache)
     model_error = None
     if load_model:
+        tune_allocator()   # a server process: large short-lived buffers from several threads (allocator.py)
         try:
             extractor = service.extractor   # builds it
             log.info("model: %s", extractor.describe())
