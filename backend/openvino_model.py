@@ -166,11 +166,10 @@ class CompiledMaps:
     """A compiled OpenVINO conv5: mean-centred BGR batch (N, H, W, 3) float32 -> maps (N, H/16, W/16, 512).
 
     Safe to call from several threads. Calls share a fixed pool of infer requests (the plugin's optimal
-    number for the latency hint: one here), not one per thread: a request keeps intermediate buffers
-    for the largest input it has run (about 60 MiB at 352 x 352), so one request per thread made a
-    gunicorn worker grow by that for each of its threads as they met large shapes, after the warm-up
-    had run in its own thread (benchmarks.md, "Soak"). A call waits for a free request; the request
-    runs on every core anyway."""
+    number for the latency hint: one here), not one per thread: a request keeps state for the inputs it
+    has run (measured: a warm-up over the 40 shapes in a second and a third thread added 8 and 7 MiB
+    with one request per thread), which the warm-up, run in its own thread, could not build for the
+    request threads. A call waits for a free request; the request runs on every core anyway."""
 
     def __init__(self, folder: Path, precision: str):
         import openvino
