@@ -393,6 +393,7 @@ class Soak:
             "worker_restarts": len(set(before) - set(after)),
             "answers_checked": len(rec.answers), "unknown_ids_served": unknown, "deleted_ids_served": stale,
             "indexer_runs": len(rec.indexer_runs),
+            "indexer_run_seconds": [f"{r['command']} {r['seconds']}" for r in rec.indexer_runs],
             "indexed_by_cli": sum(r.get("indexed", 0) for r in rec.indexer_runs),
             "removed_by_cli": sum(r.get("removed", 0) for r in rec.indexer_runs),
             "api_uploads": rec.statuses.get("upload 201", 0), "api_deletes": rec.statuses.get("delete 200", 0),
