@@ -115,6 +115,7 @@ class FeatureExtractor:
         self._cache = Path(model_cache)
         self.cpu = cpu or Cpu.this()
         self._keras = None
+        self.warmed_up = False   # set once warm_up has run a call at every input shape
         choice = choose(precision, self.cpu)
         if choice.measure:
             choice = choose(precision, self.cpu, self._int8_gain())
@@ -244,12 +245,16 @@ class FeatureExtractor:
                 out[chunk] = self._forward(np.stack([arrays[i] for i in chunk]))
         return out
 
-    def warm_up(self) -> None:
+    def warm_up(self) -> int:
         """One call at every input shape, now: the graph is traced and TensorFlow's per-shape state (about
         8 MiB each, 40 shapes at 336 px) is built before a server takes requests, so that its memory does
-        not grow with the sizes of the pictures it meets later, and no first picture of a shape pays it."""
-        for shape in self.spec.shapes():
+        not grow with the sizes of the pictures it meets later, and no first picture of a shape pays it.
+        Returns the number of shapes; `warmed_up` is True from then on."""
+        shapes = self.spec.shapes()
+        for shape in shapes:
             self.embed([np.zeros((*shape, 3), dtype=np.uint8)])
+        self.warmed_up = True
+        return len(shapes)
 
     def embed_picture(self, picture: Image.Image) -> np.ndarray:
         return self.embed([self.prepare(picture)])[0]

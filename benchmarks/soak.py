@@ -1,13 +1,16 @@
 """Soak: gunicorn under a long mixed load while pictures are indexed and removed beside it.
 
     python -m benchmarks.soak [--minutes 10] [--clients 4] [--workers 2] [--base 60] [--batches 16]
-        [--batch-pictures 60] [--uploads 40] [--max-growth 0.10] [--fast] [--dir DIR] [--json]
+        [--batch-pictures 60] [--uploads 40] [--max-growth 0.10] [--image-searches N]
+        [--warm-up-timeout 1200] [--fast] [--dir DIR] [--json]
 
 It makes its own photos (distinct, of many sizes and formats), indexes --base of them with the real
 command line, starts gunicorn (gunicorn.conf.py, backend:create_app(), --workers workers, on a free
-loopback port) and then, for --minutes:
+loopback port), waits until every worker has logged the end of its model warm-up (one call at every
+input shape, run in the background once a worker is ready), and then, for --minutes:
 
-- --clients threads send a mix of searches by image (a new picture each time, multipart or base64),
+- --clients threads send a mix of searches by image (a new picture each time, of a random size and
+  format, multipart or base64),
   keyword searches, "similar", file and thumbnail requests, and requests for deleted ids;
 - an indexer thread runs `python -m indexer index` on up to --batches new folders of --batch-pictures
   photos each, and after each one from the second on `python -m indexer remove` on the oldest folder
@@ -20,7 +23,9 @@ as at the start, every search answer naming only ids that were indexed and none 
 returned before the search was sent, deleted ids answering 404, the final set of documents exactly
 what was added less what was removed, and each worker's mean resident memory in the last 10% of the
 run within 10% (--max-growth) of the first 10%. It also reports each worker's memory after the first 200 searches by
-image and at the end. Settings come from the environment (LOOKALIKE_VGG16_WEIGHTS, ...); --fast uses
+image and at the end. With --image-searches N the clients send only N searches by image (no indexer,
+no uploads) and each worker's memory at the end must also be within --max-growth of its memory after
+the first 200 (with --workers 1, all N go to one worker). Settings come from the environment (LOOKALIKE_VGG16_WEIGHTS, ...); --fast uses
 the seeded untrained network at 64 px that the tests use. Only loopback; every loop is bounded.
 """
 from __future__ import annotations
@@ -32,6 +37,7 @@ import json
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -77,6 +83,29 @@ def encoded(rng: random.Random, img: Image.Image) -> tuple[bytes, str]:
     return out.getvalue(), ext
 
 
+# What a search by image uploads: every format the API takes that Pillow writes, in several modes.
+QUERY_FORMATS = [("JPEG", "jpg", "RGB"), ("JPEG", "jpg", "RGB"), ("JPEG", "jpg", "L"), ("PNG", "png", "RGB"),
+                 ("PNG", "png", "RGBA"), ("PNG", "png", "P"), ("WEBP", "webp", "RGB"), ("GIF", "gif", "P"),
+                 ("BMP", "bmp", "RGB"), ("TIFF", "tif", "RGB")]
+
+
+def query_size(rng: random.Random) -> tuple[int, int]:
+    """Any size from 32 px to about 3 Mpixels, aspect ratios 1:4 to 4:1: every input shape of the
+    descriptor turns up (40 at 336 px), not only the few of a fixed list."""
+    side = rng.randrange(32, 2400)
+    other = max(16, min(2400, int(side * rng.uniform(0.25, 4.0))))
+    return (side, other) if rng.random() < 0.5 else (other, side)
+
+
+def query_picture(rng: random.Random) -> tuple[bytes, str]:
+    """A new picture of a random size and format for a search by image."""
+    img = photo(rng, query_size(rng))
+    fmt, ext, mode = rng.choice(QUERY_FORMATS)
+    out = io.BytesIO()
+    img.convert(mode).save(out, fmt, **({"quality": rng.choice([60, 85, 95])} if fmt in ("JPEG", "WEBP") else {}))
+    return out.getvalue(), ext
+
+
 def write_folder(folder: Path, count: int, rng: random.Random, prefix: str) -> list[str]:
     """count new photos in folder; their document ids."""
     folder.mkdir(parents=True)
@@ -109,6 +138,8 @@ class Record:
     added: set[str] = field(default_factory=set)               # ids ever indexed or planned to be
     deleted_at: dict[str, float] = field(default_factory=dict)  # id -> when its delete returned
     image_searches: int = 0
+    image_in_flight: int = 0                                   # --image-searches: sent, not yet answered
+    warm_up: dict[int, dict] = field(default_factory=dict)     # pid -> shapes, seconds, memory before/after
     memory: list[tuple[float, dict[int, int]]] = field(default_factory=list)   # (t, {pid: KiB})
     at_200_images: dict[int, int] | None = None
     indexer_runs: list[dict] = field(default_factory=list)
@@ -134,19 +165,29 @@ class Soak:
         rng = random.Random(seed)
         session = requests.Session()
         while time.monotonic() < self.stop_at:
-            kind = rng.choices(["image", "keyword", "similar", "file", "thumbnail", "deleted"],
-                               [3, 3, 3, 2, 2, 1])[0]
+            if self.args.image_searches:
+                with self.rec.lock:
+                    if self.rec.image_searches + self.rec.image_in_flight >= self.args.image_searches:
+                        return
+                    self.rec.image_in_flight += 1
+                kind = "image"
+            else:
+                kind = rng.choices(["image", "keyword", "similar", "file", "thumbnail", "deleted"],
+                                   [3, 3, 3, 2, 2, 1])[0]
             sent = time.monotonic()
             try:
                 self._one(session, rng, kind, sent)
             except requests.RequestException as exc:
                 self.rec.problem(f"{kind}: connection error: {exc}")
                 session = requests.Session()
+                if self.args.image_searches:
+                    with self.rec.lock:
+                        self.rec.image_in_flight -= 1
 
     def _one(self, session: requests.Session, rng: random.Random, kind: str, sent: float) -> None:
         url, params = self.url, {"limit": rng.choice([5, 24, 100])}
         if kind == "image":
-            data, ext = encoded(rng, photo(rng))
+            data, ext = query_picture(rng)
             if rng.random() < 0.5:
                 r = session.post(f"{url}/api/search/image", files={"image": (f"q.{ext}", data)}, params=params,
                                  timeout=TIMEOUT)
@@ -155,6 +196,8 @@ class Soak:
                                                                   **params}, timeout=TIMEOUT)
             with self.rec.lock:
                 self.rec.image_searches += 1
+                if self.args.image_searches:
+                    self.rec.image_in_flight -= 1
         elif kind == "keyword":
             r = session.get(f"{url}/api/search", params={"q": rng.choice(["soak", "base", "batch", "upload", "b3"]),
                                                           **params}, timeout=TIMEOUT)
@@ -265,6 +308,8 @@ class Soak:
                 if self.rec.at_200_images is None and self.rec.image_searches >= 200:
                     self.rec.at_200_images = sample
             self._sleep(2.0)
+            if self.args.image_searches and self.rec.image_searches >= self.args.image_searches:
+                return
 
     def _sleep(self, seconds: float) -> None:
         time.sleep(max(0.0, min(seconds, self.stop_at - time.monotonic())))
@@ -281,11 +326,13 @@ class Soak:
         with gunicorn(self.env, self.workdir / "gunicorn.log", workers=args.workers) as server:
             self.url = server.url
             workers_before = server.workers
+            self._wait_for_warm_up(server)
             self.started = time.monotonic()
             self.stop_at = self.started + args.minutes * 60
             threads = [threading.Thread(target=self.client, args=(args.seed * 100 + i,)) for i in range(args.clients)]
-            threads += [threading.Thread(target=self.indexer), threading.Thread(target=self.writer),
-                        threading.Thread(target=self.sampler, args=(server,))]
+            if not args.image_searches:
+                threads += [threading.Thread(target=self.indexer), threading.Thread(target=self.writer)]
+            threads.append(threading.Thread(target=self.sampler, args=(server,)))
             for t in threads:
                 t.start()
             for t in threads:
@@ -297,6 +344,28 @@ class Soak:
             ids_now = self._ids_in_store()
         expected = rec.added - set(rec.deleted_at)
         return self._report(seconds, workers_before, workers_after, final_memory, count, ids_now, expected)
+
+    def _wait_for_warm_up(self, server) -> None:
+        """Ready workers warm their model up in the background (one call at each input shape); the run
+        starts when every worker has logged the end of it, so its first 10% is a worker's steady state.
+        Each worker's memory before and after, and the time it took, go into the report."""
+        before = {pid: rss_kib(pid) for pid in server.workers}
+        deadline = time.monotonic() + self.args.warm_up_timeout
+        pattern = re.compile(r"\[(\d+)\] \[INFO\] model warm-up done: (\d+) input shapes in ([\d.]+) s")
+        while True:
+            done = {int(m[1]): (int(m[2]), float(m[3])) for m in pattern.finditer(server.log.read_text(errors="replace"))}
+            for pid in server.workers:
+                if pid in done and pid not in self.rec.warm_up:
+                    kib = before.get(pid)
+                    self.rec.warm_up[pid] = {"shapes": done[pid][0], "seconds": done[pid][1],
+                                             "memory_before_mib": round(kib / 1024) if kib else None,
+                                             "memory_after_mib": round((rss_kib(pid) or 0) / 1024)}
+            if server.workers <= set(self.rec.warm_up):
+                return
+            if time.monotonic() > deadline:
+                self.rec.problem(f"the workers' model warm-up did not end within {self.args.warm_up_timeout:.0f} s")
+                return
+            time.sleep(1.0)
 
     def _ids_in_store(self) -> set[str]:
         from backend.config import Settings
@@ -324,19 +393,29 @@ class Soak:
             "worker_restarts": len(set(before) - set(after)),
             "answers_checked": len(rec.answers), "unknown_ids_served": unknown, "deleted_ids_served": stale,
             "indexer_runs": len(rec.indexer_runs),
+            "indexer_run_seconds": [f"{r['command']} {r['seconds']}" for r in rec.indexer_runs],
             "indexed_by_cli": sum(r.get("indexed", 0) for r in rec.indexer_runs),
             "removed_by_cli": sum(r.get("removed", 0) for r in rec.indexer_runs),
             "api_uploads": rec.statuses.get("upload 201", 0), "api_deletes": rec.statuses.get("delete 200", 0),
             "final_count": count, "expected_count": len(expected), "store_matches": ids_now == expected,
             "memory_mib": memory,
+            "warm_up": {str(p): w for p, w in sorted(rec.warm_up.items())},
             "memory_after_200_image_searches_mib": {str(p): round(k / 1024) for p, k in (rec.at_200_images or {}).items()},
             "memory_at_end_mib": {str(p): round(k / 1024) for p, k in final_memory.items() if k},
+            "growth_after_200_image_searches": {
+                str(p): round(final_memory[p] / k - 1, 4) for p, k in (rec.at_200_images or {}).items()
+                if final_memory.get(p)},
             "problems": rec.problems[:20], "problem_count": len(rec.problems),
         }
         report["ok"] = bool(
             not rec.problems and report["status_5xx"] == 0 and before == after and unknown == 0 and stale == 0
             and count == len(expected) and ids_now == expected and memory
             and all(m["growth"] < self.args.max_growth for m in memory.values()))
+        if self.args.image_searches:   # the dedicated mode: N searches by image, memory at the end over after 200
+            growth = report["growth_after_200_image_searches"]
+            report["ok"] = bool(report["ok"] and rec.image_searches >= self.args.image_searches
+                                and len(growth) == len(before)
+                                and all(g < self.args.max_growth for g in growth.values()))
         return report
 
     def _memory(self, workers: set[int]) -> dict:
@@ -377,14 +456,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uploads", type=int, default=40, help="pictures added through the API")
     parser.add_argument("--max-growth", type=float, default=0.10,
                         help="largest allowed growth of a worker's memory, last 10%% of the run over the first")
+    parser.add_argument("--image-searches", type=int, default=0, metavar="N",
+                        help="instead of the mix: only N searches by image (no indexer, no uploads), then stop; "
+                             "each worker's memory at the end must be within --max-growth of its memory after "
+                             "the first 200 (still bounded by --minutes)")
+    parser.add_argument("--warm-up-timeout", type=float, default=1200.0,
+                        help="seconds to wait for the workers' model warm-up before the run starts")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fast", action="store_true", help="the tests' untrained network at 64 px")
     parser.add_argument("--dir", type=Path, help="work folder (default: a temporary one, removed after)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON line")
     args = parser.parse_args(argv)
-    if not 0 < args.minutes <= 240 or args.clients < 1 or args.base < 5 or args.workers < 1:
-        print("error: --minutes must be in (0, 240], --clients and --workers at least 1, --base at least 5",
-              file=sys.stderr)
+    if not 0 < args.minutes <= 240 or args.clients < 1 or args.base < 5 or args.workers < 1 \
+            or not 0 <= args.image_searches <= 100_000 or args.warm_up_timeout <= 0:
+        print("error: --minutes must be in (0, 240], --clients and --workers at least 1, --base at least 5, "
+              "--image-searches in [0, 100000], --warm-up-timeout above 0", file=sys.stderr)
         return 2
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_") or k == "LOOKALIKE_VGG16_WEIGHTS"}
     if args.fast:

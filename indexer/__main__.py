@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from backend.allocator import tune_allocator
 from backend.config import ConfigError, Settings
 from backend.factory import Engine, open_engine
 from backend.features import DescriptorSpec, FeatureExtractor, WeightsError, planned_precision, weights_tag
@@ -21,7 +22,8 @@ from .scan import Shard, read_tags_csv, scan
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.run is _serve:
-        return _serve(args)
+        return _serve(args)   # each worker tunes its allocator itself (create_app)
+    tune_allocator()   # decode threads and large short-lived buffers, as in a server (backend/allocator.py)
     try:
         settings = Settings.from_env()
         if args.batch_size:

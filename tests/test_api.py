@@ -5,11 +5,14 @@ A real embedded store, indexed by the real Indexer with the fast (seeded, untrai
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import io
 import struct
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -118,6 +121,45 @@ def test_ready_is_503_until_the_model_is_loaded(indexed, fast_extractor):
     # The first search by image loads it; then the worker is ready.
     assert client.post("/api/search/image", data=upload(jpeg_bytes(1))).status_code == 200
     assert client.get("/api/ready").status_code == 200
+
+
+class SlowWarmUp(FeatureExtractor):
+    """The fast extractor (a shallow copy: the same model), but its warm-up waits until the test lets it
+    go (a loaded machine's warm-up takes minutes, longer than gunicorn's boot timeout)."""
+    @classmethod
+    def of(cls, extractor: FeatureExtractor) -> "SlowWarmUp":
+        slow = copy.copy(extractor)
+        slow.__class__ = cls
+        slow.release, slow.started, slow.warmed_up = threading.Event(), threading.Event(), False
+        return slow
+
+    def warm_up(self) -> int:
+        self.started.set()
+        assert self.release.wait(30)
+        self.warmed_up = True
+        return 1
+
+
+def test_a_worker_is_ready_and_serves_while_its_model_warms_up(indexed, fast_extractor):
+    # The decision (architecture.md, "Memory"): ready does not wait for the warm-up; it says whether it ended.
+    slow = SlowWarmUp.of(fast_extractor)
+    app = create_app(indexed, extractor=slow)
+    client = app.test_client()
+    try:
+        assert slow.started.wait(30)
+        ready = client.get("/api/ready")
+        assert ready.status_code == 200 and ready.get_json() == {
+            "status": "ready", "checks": {"model": True, "store": True}, "warm": False}
+        assert client.post("/api/search/image", data=upload(jpeg_bytes(1))).status_code == 200
+        slow.release.set()
+        deadline = time.monotonic() + 30
+        while not client.get("/api/ready").get_json()["warm"]:
+            assert time.monotonic() < deadline, "the warm-up never reported its end"
+            time.sleep(0.05)
+        assert client.get("/api/ready").status_code == 200
+    finally:
+        slow.release.set()
+        app.extensions["lookalike"].store.close()
 
 
 def test_a_model_that_cannot_load_answers_503_and_the_rest_works(tmp_path, indexed):

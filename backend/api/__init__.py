@@ -8,11 +8,13 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import threading
+import time
 from pathlib import Path
 
 from flask import Flask, current_app, request, send_from_directory
 from flask.json.provider import DefaultJSONProvider
 
+from backend.allocator import tune_allocator
 from backend.config import Settings
 from backend.factory import Engine, open_engine
 from backend.features import FeatureExtractor
@@ -49,13 +51,15 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
     _use_gunicorn_logging()
     engine = open_engine(settings, extractor=extractor, share_query_vectors=True)
     if load_model:
+        tune_allocator()   # a server process: large short-lived buffers from several threads (allocator.py)
         loaded = engine.service.load_model()
         if loaded is None:
             log.error("the model is not loaded: %s", engine.service.model_error)
         else:
             log.info("model: %s", loaded.describe())
             # One call at every input shape, beside the first requests (not before them: under a loaded
-            # machine it could outlast gunicorn's boot timeout), so memory stays flat from then on.
+            # machine it could outlast gunicorn's boot timeout), so memory stays flat from then on. The
+            # worker is ready meanwhile (architecture.md, "Memory"); /api/ready says whether it is warm.
             threading.Thread(target=_warm_up, args=(loaded,), name="model-warm-up", daemon=True).start()
         try:
             engine.store.warm_up()
@@ -95,8 +99,10 @@ class _DocumentedOrderJSON(DefaultJSONProvider):
 
 
 def _warm_up(extractor: FeatureExtractor) -> None:
+    started = time.monotonic()
     try:
-        extractor.warm_up()
+        shapes = extractor.warm_up()
+        log.info("model warm-up done: %d input shapes in %.1f s", shapes, time.monotonic() - started)
     except Exception:  # noqa: BLE001 -- a warm-up that fails costs speed only; searches report their own errors
         log.exception("model warm-up failed")
 

@@ -18,11 +18,13 @@ def health():
 
 @bp.get("/api/ready")
 def ready():
-    """200 when the model is loaded and the store answers; 503 saying which is not."""
+    """200 when the model is loaded and the store answers (warm or not yet); 503 saying which is not."""
     ctx = lookalike()
     checks = {"model": ctx.service.model_loaded, "store": ctx.store.ping()}
     if all(checks.values()):
-        return {"status": "ready", "checks": checks}
+        # Informational, not a check: a worker serves every request while its model warms up
+        # (architecture.md, "Memory"); "warm" says whether this worker has run every input shape yet.
+        return {"status": "ready", "checks": checks, "warm": ctx.service.extractor.warmed_up}
     problems = []
     if not checks["model"]:
         error = ctx.service.model_error

@@ -298,7 +298,11 @@ PATHS = {
         "operationId": "ready", "tags": ["service"], "summary": "The model is loaded and the store answers",
         "responses": {
             "200": _json({"type": "object", "required": ["status", "checks"],
-                          "properties": {"status": {"const": "ready"}, "checks": _ref("Checks")}}, "Ready."),
+                          "properties": {"status": {"const": "ready"}, "checks": _ref("Checks"),
+                                         "warm": {"type": "boolean", "description":
+                                                  "this worker has run its model once at every input shape "
+                                                  "(a background warm-up after start; not needed to serve)"}}},
+                         "Ready."),
             "503": _json({"allOf": [_ref("Error"), {"type": "object", "required": ["checks"],
                                                     "properties": {"checks": _ref("Checks")}}]},
                          "Not ready; the message and checks say what is missing."),
