@@ -2,8 +2,10 @@
 cache (atomic, checked, rebuilt, one builder at a time), and the cosine gate with the real weights."""
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
+import shutil
 import time
 from pathlib import Path
 
@@ -109,6 +111,40 @@ def test_a_ready_cache_skips_keras_and_conversion(pictures, float32_vectors):
     assert time.perf_counter() - started < 10
     vectors = again.embed([again.prepare(p) for p in pictures])
     assert (vectors * float32_vectors).sum(axis=1).min() > 0.999
+
+
+def _int8_entry(cache: Path) -> Path:
+    [entry] = [p for p in cache.iterdir() if p.is_dir() and "-int8-" in p.name]
+    return entry
+
+
+def test_two_builds_of_the_int8_model_are_identical(tmp_path, pictures):
+    """The calibration is a fixed set every installation has, so two machines (here two fresh caches)
+    build the same int8 model: the same weights file and the same vectors, bit for bit."""
+    FeatureExtractor("random", FAST_SPEC, "int8", MODEL_CACHE)      # fetches the photos once
+    vectors, weights = [], []
+    for name in ("one", "two"):
+        cache = tmp_path / name
+        shutil.copytree(MODEL_CACHE / "calibration-photos", cache / "calibration-photos")
+        extractor = FeatureExtractor("random", FAST_SPEC, "int8", cache)
+        vectors.append(extractor.embed([extractor.prepare(p) for p in pictures]))
+        weights.append(hashlib.sha256((_int8_entry(cache) / "model.bin").read_bytes()).hexdigest())
+    assert weights[0] == weights[1]
+    np.testing.assert_array_equal(vectors[0], vectors[1])
+
+
+def test_a_new_int8_recipe_builds_a_new_model_and_never_uses_the_old_one(tmp_path, monkeypatch):
+    import backend.openvino_model as openvino_model
+
+    shutil.copytree(MODEL_CACHE / "calibration-photos", tmp_path / "calibration-photos")
+    FeatureExtractor("random", FAST_SPEC, "int8", tmp_path)
+    old = _int8_entry(tmp_path)
+    monkeypatch.setattr(openvino_model, "CALIBRATION", openvino_model.CALIBRATION + "-changed")
+    FeatureExtractor("random", FAST_SPEC, "int8", tmp_path)
+    entries = [p for p in tmp_path.iterdir() if p.is_dir() and "-int8-" in p.name]
+    assert len(entries) == 2 and old in entries                     # built beside it, under a new key
+    new = next(p for p in entries if p != old)
+    assert json.loads((new / "meta.json").read_text())["key"]["calibration"].endswith("-changed")
 
 
 def test_explicit_bfloat16_on_a_cpu_without_it_runs_float32_and_says_so():
