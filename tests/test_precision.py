@@ -30,6 +30,16 @@ def test_auto_follows_the_cpu_flags():
     assert choose("auto", Cpu("Sapphire Rapids", frozenset({"avx2", "amx_int8", "amx_bf16"}))).precision == "int8"
     assert choose("auto", BF16_ONLY).precision == "bfloat16"
     assert choose("auto", OLD) .precision == "float32"
+    # AVX2 without VNNI: int8 is faster there but missed the accuracy gate, so float32, nothing measured
+    gated = choose("auto", AVX2)
+    assert (gated.precision, gated.measure) == ("float32", False) and "accuracy gate" in gated.reason
+    assert choose("auto", AVX2, measured_gain=1.6).precision == "float32"
+
+
+def test_auto_on_avx2_would_measure_int8_if_it_passed_the_gate(monkeypatch):
+    import backend.precision as precision
+
+    monkeypatch.setattr(precision, "INTERCHANGEABLE", frozenset({"float32", "int8"}))
     undecided = choose("auto", AVX2)
     assert (undecided.precision, undecided.measure) == ("float32", True)
     assert choose("auto", AVX2, measured_gain=1.6).precision == "int8"
@@ -154,7 +164,18 @@ def test_explicit_bfloat16_on_a_cpu_without_it_runs_float32_and_says_so():
         assert extractor.runtime.endswith("(runs f32)")
 
 
-def test_auto_on_avx2_measures_int8_once_and_keeps_the_result(pictures, float32_vectors):
+def test_auto_on_avx2_is_float32_tensorflow_and_builds_nothing(tmp_path):
+    """int8 missed the accuracy gate on AVX2-only CPUs: auto runs float32 there, without measuring."""
+    extractor = FeatureExtractor("random", FAST_SPEC, "auto", tmp_path, cpu=AVX2)
+    assert extractor.precision == "float32" and extractor.runtime.startswith("TensorFlow")
+    assert "accuracy gate" in extractor.precision_reason
+    assert not any(tmp_path.iterdir())            # nothing converted, nothing measured
+
+
+def test_auto_on_avx2_measures_int8_once_and_keeps_the_result(pictures, float32_vectors, monkeypatch):
+    import backend.precision as precision
+
+    monkeypatch.setattr(precision, "INTERCHANGEABLE", frozenset({"float32", "int8"}))   # were it to pass
     extractor = FeatureExtractor("random", FAST_SPEC, "auto", MODEL_CACHE, cpu=AVX2)
     measured = list((MODEL_CACHE / "measured").glob("int8-gain-*.json"))
     assert len(measured) == 1
