@@ -3,7 +3,8 @@
 Keras stays the model definition and the weights loader: the Keras conv5 model is converted with
 `openvino.convert_model`; int8 adds NNCF post-training quantisation, calibrated on the 16 sample photos
 that `make run` indexes (`backend/sample_photos.py`: the photos of scikit-image's wheel, which every
-installation can fetch from the package index), so two machines build the same int8 model.
+installation can fetch from the package index), so two machines build the same int8 model; the first
+convolution, which sees the raw pixels, stays in float32.
 
 Models are cached in `LOOKALIKE_MODEL_CACHE`, one folder per key (weights, descriptor, precision and the
 versions of OpenVINO, NNCF, Keras and TensorFlow), holding `model.xml`, `model.bin` and `meta.json` (the
