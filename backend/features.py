@@ -165,9 +165,9 @@ class FeatureExtractor:
 
     def _openvino(self, precision: str):
         """The compiled OpenVINO model, converted (and for int8 quantised) on first use and cached."""
-        from .openvino_model import CALIBRATION, CompiledMaps, cached_model, convert, quantise
+        from .openvino_model import CALIBRATION, FORMAT, CompiledMaps, cached_model, convert, quantise
 
-        fields = {"format": 1, "weights": self._tag, "descriptor": self.spec.descriptor_id(self._tag),
+        fields = {"format": FORMAT, "weights": self._tag, "descriptor": self.spec.descriptor_id(self._tag),
                   "precision": precision, **runtime_versions(), "keras": _keras_version(),
                   "tensorflow": _tf_version()}
         if precision == "int8":
@@ -286,10 +286,11 @@ def planned_precision(settings) -> dict:
 
 
 def _gain_path(cache: Path, cpu, tag: str, spec: DescriptorSpec) -> Path:
-    from .openvino_model import cache_key
+    from .openvino_model import CALIBRATION, cache_key
 
+    # the int8 recipe is part of the key: a model that keeps other layers in float32 runs at another speed
     key = cache_key({"cpu": cpu.name, "flags": sorted(cpu.flags), "weights": tag,
-                     "descriptor": spec.descriptor_id(tag), **runtime_versions()})
+                     "descriptor": spec.descriptor_id(tag), "calibration": CALIBRATION, **runtime_versions()})
     return Path(cache) / "measured" / f"int8-gain-{key}.json"
 
 

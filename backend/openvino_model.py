@@ -3,7 +3,8 @@
 Keras stays the model definition and the weights loader: the Keras conv5 model is converted with
 `openvino.convert_model`; int8 adds NNCF post-training quantisation, calibrated on the 16 sample photos
 that `make run` indexes (`backend/sample_photos.py`: the photos of scikit-image's wheel, which every
-installation can fetch from the package index), so two machines build the same int8 model.
+installation can fetch from the package index), so two machines build the same int8 model; the first
+convolution, which sees the raw pixels, stays in float32.
 
 Models are cached in `LOOKALIKE_MODEL_CACHE`, one folder per key (weights, descriptor, precision and the
 versions of OpenVINO, NNCF, Keras and TensorFlow), holding `model.xml`, `model.bin` and `meta.json` (the
@@ -33,10 +34,15 @@ from .filelock import FileLock, fsync
 log = logging.getLogger(__name__)
 
 FORMAT = 1   # bump when what is cached changes meaning
-# How int8 is calibrated (part of the cache key): the sample photos, each one a batch of one at the
-# descriptor's input size; activation ranges from their minimum and maximum (NNCF's mean of quantiles
-# clipped too much: cosine to float32 fell to 0.985; see docs/benchmarks.md, "Precision").
-CALIBRATION = "sample-photos-16-minmax"
+# How int8 is built (part of the cache key, so that a model built another way is rebuilt, never used):
+# calibrated on the 16 sample photos, each one a batch of one at the descriptor's input size; activation
+# ranges from their minimum and maximum (NNCF's mean of quantiles clipped too much: cosine to float32 fell
+# to 0.985); the convolutions at FLOAT_CONVOLUTIONS (indices in data order, 0 the first) stay in float32.
+# The first one sees the raw pixels, and 8-bit steps of 1.2 pixel values on them cost smooth,
+# low-contrast photos (sky, sea, snow) most of their error: with it in int8 the minimum cosine to float32
+# was 0.99843 on Corel-1k. See docs/benchmarks.md, "Precision".
+FLOAT_CONVOLUTIONS = (0,)
+CALIBRATION = "sample-photos-16-minmax-float-conv0"
 _OV_PRECISION = {"bfloat16": "bf16", "int8": "f32"}   # int8: the layers left unquantised run in float32
 
 
@@ -126,8 +132,14 @@ def convert(keras_model):
         return openvino.convert_model(keras_model, input=[(-1, -1, -1, 3)])
 
 
+def convolutions(model) -> list[str]:
+    """The names of the model's convolutions, in the order the data meets them (VGG16's conv5: 13)."""
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
+
+
 def quantise(model, calibration: list[np.ndarray]):
-    """int8 weights and activations (NNCF post-training quantisation) from calibration batches."""
+    """int8 weights and activations (NNCF post-training quantisation) from calibration batches; the
+    convolutions at FLOAT_CONVOLUTIONS (indices in data order) stay in float32."""
     with _no_telemetry():
         import nncf
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
@@ -137,7 +149,10 @@ def quantise(model, calibration: list[np.ndarray]):
         if sys.stderr.isatty():
             print(f"lookalike: building the int8 model once for this machine: calibrating on "
                   f"{len(calibration)} sample photos", file=sys.stderr, flush=True)
+        names = convolutions(model)
+        kept = [names[i] for i in FLOAT_CONVOLUTIONS] if len(names) == 13 else []   # VGG16 conv5 only
         return nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),
+                             ignored_scope=nncf.IgnoredScope(names=kept) if kept else None,
                              advanced_parameters=AdvancedQuantizationParameters(
                                  activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX))
 

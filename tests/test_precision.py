@@ -2,8 +2,10 @@
 cache (atomic, checked, rebuilt, one builder at a time), and the cosine gate with the real weights."""
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
+import shutil
 import time
 from pathlib import Path
 
@@ -28,6 +30,16 @@ def test_auto_follows_the_cpu_flags():
     assert choose("auto", Cpu("Sapphire Rapids", frozenset({"avx2", "amx_int8", "amx_bf16"}))).precision == "int8"
     assert choose("auto", BF16_ONLY).precision == "bfloat16"
     assert choose("auto", OLD) .precision == "float32"
+    # AVX2 without VNNI: int8 is faster there but missed the accuracy gate, so float32, nothing measured
+    gated = choose("auto", AVX2)
+    assert (gated.precision, gated.measure) == ("float32", False) and "accuracy gate" in gated.reason
+    assert choose("auto", AVX2, measured_gain=1.6).precision == "float32"
+
+
+def test_auto_on_avx2_would_measure_int8_if_it_passed_the_gate(monkeypatch):
+    import backend.precision as precision
+
+    monkeypatch.setattr(precision, "INTERCHANGEABLE", frozenset({"float32", "int8"}))
     undecided = choose("auto", AVX2)
     assert (undecided.precision, undecided.measure) == ("float32", True)
     assert choose("auto", AVX2, measured_gain=1.6).precision == "int8"
@@ -111,6 +123,40 @@ def test_a_ready_cache_skips_keras_and_conversion(pictures, float32_vectors):
     assert (vectors * float32_vectors).sum(axis=1).min() > 0.999
 
 
+def _int8_entry(cache: Path) -> Path:
+    [entry] = [p for p in cache.iterdir() if p.is_dir() and "-int8-" in p.name]
+    return entry
+
+
+def test_two_builds_of_the_int8_model_are_identical(tmp_path, pictures):
+    """The calibration is a fixed set every installation has, so two machines (here two fresh caches)
+    build the same int8 model: the same weights file and the same vectors, bit for bit."""
+    FeatureExtractor("random", FAST_SPEC, "int8", MODEL_CACHE)      # fetches the photos once
+    vectors, weights = [], []
+    for name in ("one", "two"):
+        cache = tmp_path / name
+        shutil.copytree(MODEL_CACHE / "calibration-photos", cache / "calibration-photos")
+        extractor = FeatureExtractor("random", FAST_SPEC, "int8", cache)
+        vectors.append(extractor.embed([extractor.prepare(p) for p in pictures]))
+        weights.append(hashlib.sha256((_int8_entry(cache) / "model.bin").read_bytes()).hexdigest())
+    assert weights[0] == weights[1]
+    np.testing.assert_array_equal(vectors[0], vectors[1])
+
+
+def test_a_new_int8_recipe_builds_a_new_model_and_never_uses_the_old_one(tmp_path, monkeypatch):
+    import backend.openvino_model as openvino_model
+
+    shutil.copytree(MODEL_CACHE / "calibration-photos", tmp_path / "calibration-photos")
+    FeatureExtractor("random", FAST_SPEC, "int8", tmp_path)
+    old = _int8_entry(tmp_path)
+    monkeypatch.setattr(openvino_model, "CALIBRATION", openvino_model.CALIBRATION + "-changed")
+    FeatureExtractor("random", FAST_SPEC, "int8", tmp_path)
+    entries = [p for p in tmp_path.iterdir() if p.is_dir() and "-int8-" in p.name]
+    assert len(entries) == 2 and old in entries                     # built beside it, under a new key
+    new = next(p for p in entries if p != old)
+    assert json.loads((new / "meta.json").read_text())["key"]["calibration"].endswith("-changed")
+
+
 def test_explicit_bfloat16_on_a_cpu_without_it_runs_float32_and_says_so():
     extractor = FeatureExtractor("random", FAST_SPEC, "bfloat16", MODEL_CACHE, cpu=AVX2)
     assert "no native bfloat16" in extractor.precision_reason
@@ -118,7 +164,18 @@ def test_explicit_bfloat16_on_a_cpu_without_it_runs_float32_and_says_so():
         assert extractor.runtime.endswith("(runs f32)")
 
 
-def test_auto_on_avx2_measures_int8_once_and_keeps_the_result(pictures, float32_vectors):
+def test_auto_on_avx2_is_float32_tensorflow_and_builds_nothing(tmp_path):
+    """int8 missed the accuracy gate on AVX2-only CPUs: auto runs float32 there, without measuring."""
+    extractor = FeatureExtractor("random", FAST_SPEC, "auto", tmp_path, cpu=AVX2)
+    assert extractor.precision == "float32" and extractor.runtime.startswith("TensorFlow")
+    assert "accuracy gate" in extractor.precision_reason
+    assert not any(tmp_path.iterdir())            # nothing converted, nothing measured
+
+
+def test_auto_on_avx2_measures_int8_once_and_keeps_the_result(pictures, float32_vectors, monkeypatch):
+    import backend.precision as precision
+
+    monkeypatch.setattr(precision, "INTERCHANGEABLE", frozenset({"float32", "int8"}))   # were it to pass
     extractor = FeatureExtractor("random", FAST_SPEC, "auto", MODEL_CACHE, cpu=AVX2)
     measured = list((MODEL_CACHE / "measured").glob("int8-gain-*.json"))
     assert len(measured) == 1
