@@ -46,7 +46,8 @@ ES_VERSION ?= 8
 es: install
 	$(PY) -m tests.es_node --version $(ES_VERSION) --port 9200
 
-test: $(VENV)/.installed-dev
+# Lint and type checks first (seconds), then the tests.
+test: lint
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed-dev

@@ -218,7 +218,8 @@ class Settings:
         "LOOKALIKE_BATCH_SIZE", "images per model call when indexing", parse=positive(int), default=16)
     # Numeric precision of the model (backend/precision.py) and where converted models are kept.
     precision: str = setting(
-        "LOOKALIKE_PRECISION", "the model's arithmetic: `auto` (the fastest this CPU runs natively, see below), "
+        "LOOKALIKE_PRECISION", "the model's arithmetic: `auto` (the fastest this CPU runs natively that passed "
+        "the accuracy gate, see below), "
         "`float32` (TensorFlow), `bfloat16` or `int8` (OpenVINO)", default="auto", choices=_precisions)
     model_cache: Path = setting(
         "LOOKALIKE_MODEL_CACHE", "where converted and int8 models are kept, built once per machine and shared "

@@ -12,11 +12,16 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from .precision import Cpu
 
 POOLINGS = ("avg", "max", "gem", "rmac")
 DIMS = 512
@@ -32,7 +37,6 @@ MAX_CALL_PIXELS = 8 * 352 * 352
 _BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 
 log = logging.getLogger("lookalike.model")
-
 
 
 class WeightsError(RuntimeError):
@@ -98,7 +102,7 @@ class FeatureExtractor:
     converted models are kept (LOOKALIKE_MODEL_CACHE)."""
 
     def __init__(self, weights: str = "imagenet", spec: DescriptorSpec = DescriptorSpec(),
-                 precision: str = "float32", model_cache: Path | None = None, cpu: "Cpu | None" = None):
+                 precision: str = "float32", model_cache: Path | None = None, cpu: Cpu | None = None):
         from .precision import BF16_FLAGS, Cpu, choose
 
         if spec.pooling not in POOLINGS:
@@ -122,24 +126,25 @@ class FeatureExtractor:
         self.precision, self.precision_reason = choice.precision, choice.reason
         if precision == "bfloat16" and not self.cpu.has(BF16_FLAGS):
             log.warning("LOOKALIKE_PRECISION=bfloat16: %s", choice.reason)
-        self._forward = None
+        forward: _Pooled | None = None
         if self.precision != "float32":
             try:
                 compiled = self._openvino(self.precision)
             except WeightsError:
                 raise
-            except Exception as exc:   # no calibration photos, no room, a converter error: one line
+            except Exception as exc:  # noqa: BLE001 -- no calibration photos, no room, a converter error: one line
                 message = f"cannot build the {self.precision} model: {type(exc).__name__}: {str(exc)[:300]}"
                 if precision != "auto":
                     raise WeightsError(message + " -- set LOOKALIKE_PRECISION=float32 to run without it") from None
                 log.warning("%s; float32 is used", message)
                 self.precision, self.precision_reason = "float32", f"auto: {message}"
             else:
-                self._forward = _pooled(lambda batch: compiled(_caffe(batch)), spec.pooling)
+                forward = _Pooled(lambda batch: compiled(_caffe(batch)), spec.pooling)
                 self.runtime = f"OpenVINO {runtime_versions()['openvino']} (runs {compiled.executes})"
-        if self._forward is None:   # float32, asked for or chosen
-            self._forward = _pooled(_tf_maps(self.model), spec.pooling)
+        if forward is None:   # float32, asked for or chosen
+            forward = _Pooled(_tf_maps(self.model), spec.pooling)
             self.runtime = f"TensorFlow {_tf_version()}"
+        self._forward = forward
         self.descriptor_id = spec.descriptor_id(self._tag, self.precision)
 
     @classmethod
@@ -201,17 +206,18 @@ class FeatureExtractor:
             if gain is not None:
                 return gain
             try:
-                int8 = _pooled(lambda batch, m=self._openvino("int8"): m(_caffe(batch)), self.spec.pooling)
+                compiled = self._openvino("int8")
+                int8 = _Pooled(lambda batch: compiled(_caffe(batch)), self.spec.pooling)
                 pictures = self._calibration_pictures()[:8]
             except WeightsError:
                 raise
-            except Exception as exc:   # kept as "not faster", so that each start does not try again
+            except Exception as exc:  # noqa: BLE001 -- kept as "not faster", so that each start does not try again
                 log.warning("int8 cannot be built on this machine, float32 is used: %s: %s",
                             type(exc).__name__, str(exc)[:300])
                 _write_json(path, {"int8_over_float32": 0.0, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
                 return 0.0
-            float32 = _pooled(_tf_maps(self.model), self.spec.pooling)
-            seconds = {"float32": [], "int8": []}
+            float32 = _Pooled(_tf_maps(self.model), self.spec.pooling)
+            seconds: dict[str, list[float]] = {"float32": [], "int8": []}
             for run in (float32, int8):
                 [run(p[np.newaxis]) for p in pictures]   # warm-up: every shape
             for _ in range(3):
@@ -363,7 +369,7 @@ def _keras_conv5(weights: str):
             base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(None, None, 3))
         else:
             base = keras.applications.VGG16(weights=weights, include_top=False, input_shape=(None, None, 3))
-    except Exception as exc:  # Keras raises several types for a failed download or a bad file
+    except Exception as exc:  # noqa: BLE001 -- Keras raises several types for a failed download or a bad file
         raise WeightsError(
             f"cannot load VGG16 weights '{weights}' ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}) "
             "-- set LOOKALIKE_VGG16_WEIGHTS to a local vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5") from None
@@ -384,13 +390,16 @@ def _tf_maps(conv5):
     return lambda batch: compiled(tf.constant(_caffe(batch))).numpy()
 
 
-def _pooled(maps, pooling: str):
+@dataclass(frozen=True)
+class _Pooled:
     """The descriptor function from a conv5 maps function: pooled, L2-normalised float32 (one pooling
     code for every runtime; eager, as it costs little beside the convolutions)."""
-    def run(batch: np.ndarray) -> np.ndarray:
-        return pool_maps(maps(batch), pooling)
-    run.maps = maps
-    return run
+    maps: Callable[[np.ndarray], np.ndarray]
+    pooling: str
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return pool_maps(self.maps(batch), self.pooling)
+
 
 
 def pool_maps(fmap: np.ndarray, pooling: str) -> np.ndarray:

@@ -169,7 +169,7 @@ def calibration_photos(cache: Path) -> list[Path]:
                 tmp = Path(cache) / f".calibration-photos.{uuid.uuid4().hex}"
                 try:
                     fetch(tmp)
-                except Exception as exc:   # pip's error, no package index, no room
+                except Exception as exc:  # noqa: BLE001 -- pip's error, no package index, no room
                     raise OSError(f"cannot fetch the int8 calibration photos (scikit-image's wheel from the "
                                   f"package index): {exc}") from None
                 shutil.rmtree(folder, ignore_errors=True)

@@ -3,8 +3,9 @@
 float32 is TensorFlow (the Keras model as built). bfloat16 and int8 run the same network converted to
 OpenVINO (`backend/openvino_model.py`). `auto` picks by the CPU's flags:
 
-- int8 where the CPU multiplies int8 natively (AVX-512 VNNI, AVX-VNNI, AMX-INT8);
-- bfloat16 where it has native bfloat16 (AVX-512 BF16, AMX-BF16) but no int8 dot products;
+- int8 where the CPU multiplies int8 natively (AVX-512 VNNI, AVX-VNNI, AMX-INT8), bfloat16 where it has
+  native bfloat16 (AVX-512 BF16, AMX-BF16) but no int8 dot products -- each only once it has passed
+  the accuracy gate (below); until then float32 there too;
 - on a CPU with AVX2 but none of those: float32, because int8 missed the accuracy gate (below). Were it
   to pass (listed in `INTERCHANGEABLE`), int8 against float32 would be *measured* once per machine (kept
   in the model cache) and int8 used only if at least `AVX2_INT8_MIN_GAIN` times faster;
@@ -17,8 +18,8 @@ on this project's AVX2-only machine (minimum cosine 0.99843 on Corel-1k and 0.99
 mAP within 0.001), and no quantisation recipe tried reached 0.999 (best: 0.99895 on the 40 least
 similar Corel pictures, with the first convolution in float32), so `auto` does not pick it there;
 it keeps its own descriptor id (as bfloat16, not measured on a CPU that runs it natively) and stores
-refuse to mix them. On CPUs with VNNI or native bfloat16 `auto` still picks those paths, unmeasured
-against the gate (no such CPU here): vectors then carry the precision's own id.
+refuse to mix them. `auto` picks neither anywhere until it passes (an explicit LOOKALIKE_PRECISION
+still runs it, with its own descriptor id).
 """
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ class Cpu:
     @classmethod
     def this(cls, cpuinfo: Path = Path("/proc/cpuinfo")) -> "Cpu":
         """This machine's CPU, from /proc/cpuinfo (Linux); elsewhere a name and no flags (so float32)."""
-        name, flags, fields = platform.processor() or platform.machine(), frozenset(), {}
+        name = platform.processor() or platform.machine()
+        flags: frozenset[str] = frozenset()
+        fields: dict[str, str] = {}
         try:
             for line in cpuinfo.read_text(errors="replace").splitlines():
                 key, _, value = line.partition(":")
@@ -95,12 +98,18 @@ def choose(requested: str, cpu: Cpu, measured_gain: float | None = None) -> Choi
                                   "OpenVINO runs the network in float32: as slow as float32, not faster")
     if requested != "auto":
         return Choice(requested, "asked for (LOOKALIKE_PRECISION)")
-    if cpu.has(INT8_FLAGS):
+    # auto takes only a precision that passed the accuracy gate: its vectors mix with float32's
+    if cpu.has(INT8_FLAGS) and "int8" in INTERCHANGEABLE:
         return Choice("int8", "auto: the CPU has native int8 dot products "
                               f"({', '.join(f for f in INT8_FLAGS if f in cpu.flags)})")
-    if cpu.has(BF16_FLAGS):
+    if cpu.has(BF16_FLAGS) and "bfloat16" in INTERCHANGEABLE:
         return Choice("bfloat16", "auto: the CPU has native bfloat16 "
                                   f"({', '.join(f for f in BF16_FLAGS if f in cpu.flags)})")
+    native = [f for f in (*INT8_FLAGS, *BF16_FLAGS) if f in cpu.flags]
+    if native:
+        return Choice("float32", f"auto: the CPU runs lower precisions natively ({', '.join(native)}), but none "
+                                 "has passed the accuracy gate, so float32 (LOOKALIKE_PRECISION=int8 or bfloat16 "
+                                 "runs one, with its own descriptor id)")
     if "avx2" not in cpu.flags:
         return Choice("float32", "auto: no AVX2, VNNI or bfloat16 on this CPU")
     if "int8" not in INTERCHANGEABLE:

@@ -18,7 +18,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 
 from backend.features import FeatureExtractor
 from backend.imaging import Limits, decode, read_file

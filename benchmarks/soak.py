@@ -22,11 +22,12 @@ Required, or the exit status is 1: no 5xx, no connection error, the same worker 
 as at the start, every search answer naming only ids that were indexed and none whose delete had
 returned before the search was sent, deleted ids answering 404, the final set of documents exactly
 what was added less what was removed, and each worker's mean resident memory in the last 10% of the
-run within 10% (--max-growth) of the first 10%. It also reports each worker's memory after the first 200 searches by
-image and at the end. With --image-searches N the clients send only N searches by image (no indexer,
-no uploads) and each worker's memory at the end must also be within --max-growth of its memory after
-the first 200 (with --workers 1, all N go to one worker). Settings come from the environment (LOOKALIKE_VGG16_WEIGHTS, ...); --fast uses
-the seeded untrained network at 64 px that the tests use. Only loopback; every loop is bounded.
+run within 10% (--max-growth) of the first 10%. It also reports each worker's memory after the first
+200 searches by image and at the end. With --image-searches N the clients send only N searches by image
+(no indexer, no uploads) and each worker's memory at the end must also be within --max-growth of its
+memory after the first 200 (with --workers 1, all N go to one worker). Settings come from the
+environment (LOOKALIKE_VGG16_WEIGHTS, ...); --fast uses the seeded untrained network at 64 px that the
+tests use. Only loopback; every loop is bounded.
 """
 from __future__ import annotations
 
@@ -353,7 +354,8 @@ class Soak:
         deadline = time.monotonic() + self.args.warm_up_timeout
         pattern = re.compile(r"\[(\d+)\] \[INFO\] model warm-up done: (\d+) input shapes in ([\d.]+) s")
         while True:
-            done = {int(m[1]): (int(m[2]), float(m[3])) for m in pattern.finditer(server.log.read_text(errors="replace"))}
+            log_text = server.log.read_text(errors="replace")
+            done = {int(m[1]): (int(m[2]), float(m[3])) for m in pattern.finditer(log_text)}
             for pid in server.workers:
                 if pid in done and pid not in self.rec.warm_up:
                     kib = before.get(pid)
@@ -400,7 +402,8 @@ class Soak:
             "final_count": count, "expected_count": len(expected), "store_matches": ids_now == expected,
             "memory_mib": memory,
             "warm_up": {str(p): w for p, w in sorted(rec.warm_up.items())},
-            "memory_after_200_image_searches_mib": {str(p): round(k / 1024) for p, k in (rec.at_200_images or {}).items()},
+            "memory_after_200_image_searches_mib": {str(p): round(k / 1024)
+                                                    for p, k in (rec.at_200_images or {}).items()},
             "memory_at_end_mib": {str(p): round(k / 1024) for p, k in final_memory.items() if k},
             "growth_after_200_image_searches": {
                 str(p): round(final_memory[p] / k - 1, 4) for p, k in (rec.at_200_images or {}).items()

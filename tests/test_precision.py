@@ -25,11 +25,21 @@ ZEN4 = Cpu("Zen 4", frozenset({"avx2", "fma", "avx512f", "avx512_vnni", "avx512_
 BF16_ONLY = Cpu("bf16 only", frozenset({"avx2", "avx512f", "avx512_bf16"}))
 
 
-def test_auto_follows_the_cpu_flags():
+def test_auto_takes_only_precisions_that_passed_the_gate():
+    for cpu in (ZEN4, BF16_ONLY):
+        gated = choose("auto", cpu)
+        assert gated.precision == "float32" and "accuracy gate" in gated.reason
+
+
+def test_auto_follows_the_cpu_flags(monkeypatch):
+    import backend.precision as precision
+
+    monkeypatch.setattr(precision, "INTERCHANGEABLE", frozenset({"float32", "int8", "bfloat16"}))
     assert choose("auto", ZEN4).precision == "int8"
     assert choose("auto", Cpu("Sapphire Rapids", frozenset({"avx2", "amx_int8", "amx_bf16"}))).precision == "int8"
     assert choose("auto", BF16_ONLY).precision == "bfloat16"
     assert choose("auto", OLD) .precision == "float32"
+    monkeypatch.setattr(precision, "INTERCHANGEABLE", frozenset({"float32"}))
     # AVX2 without VNNI: int8 is faster there but missed the accuracy gate, so float32, nothing measured
     gated = choose("auto", AVX2)
     assert (gated.precision, gated.measure) == ("float32", False) and "accuracy gate" in gated.reason
@@ -192,6 +202,9 @@ def test_without_the_calibration_photos_int8_is_one_clear_error_and_auto_falls_b
     monkeypatch.setenv("PIP_RETRIES", "0")
     with pytest.raises(WeightsError, match="cannot build the int8 model.*LOOKALIKE_PRECISION=float32"):
         FeatureExtractor("random", FAST_SPEC, "int8", tmp_path)
+    import backend.precision as precision
+
+    monkeypatch.setattr(precision, "INTERCHANGEABLE", frozenset({"float32", "int8"}))   # as if it had passed
     extractor = FeatureExtractor("random", FAST_SPEC, "auto", tmp_path, cpu=ZEN4)
     assert extractor.precision == "float32" and extractor.runtime.startswith("TensorFlow")
     assert "cannot build the int8 model" in extractor.precision_reason
