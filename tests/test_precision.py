@@ -270,6 +270,8 @@ def test_a_precision_that_failed_the_gate_gets_its_own_descriptor_id(monkeypatch
     assert spec.descriptor_id("imagenet", "int8") == spec.descriptor_id("imagenet")
 
 
+@pytest.mark.real_weights
+@pytest.mark.real_data
 def test_real_weights_int8_stays_within_the_cosine_gate():
     weights, ukbench = require_real("ukbench-600")
     from backend.imaging import Limits, decode, read_file
