@@ -301,10 +301,9 @@ def _gain_path(cache: Path, cpu, tag: str, spec: DescriptorSpec) -> Path:
 
 
 def _write_json(path: Path, value: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
+    from .filelock import write_atomically
+
+    write_atomically(path, json.dumps(value).encode())
 
 
 def _read_gain(path: Path) -> float | None:

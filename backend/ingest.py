@@ -9,8 +9,6 @@ its content hash), the thumbnail cache, and the clean-up when a document is dele
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 import unicodedata
 from collections import deque
@@ -24,6 +22,7 @@ import numpy as np
 
 from . import imaging
 from .features import FeatureExtractor
+from .filelock import write_atomically
 from .imaging import Decoded, ImageError, Limits, one_picture, read_file, thumbnail_jpeg
 from .search import FileMissing
 from .stores.base import (Document, Entry, InvalidVector, Store, StoreError, check_vectors, document_id,
@@ -333,15 +332,3 @@ def client_filename(name: str | None, fallback: str) -> str:
     name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf", "Cs")).strip()
     return name[:MAX_FILENAME_LENGTH] if name not in ("", ".", "..") else fallback
 
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Readers (other threads, other workers) see the whole file or none of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

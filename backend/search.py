@@ -16,6 +16,7 @@ import numpy as np
 
 from . import feedback
 from .features import DIMS, FeatureExtractor, WeightsError, l2_normalise
+from .filelock import write_atomically
 from .imaging import Limits, decode, one_picture, read_file
 from .stores.base import Hit, Page, Store
 
@@ -79,10 +80,7 @@ class QueryVectorCache:
 
     def put(self, path: Path, vector: np.ndarray) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-            tmp.write_bytes(np.asarray(vector, dtype=np.float32).tobytes())
-            os.replace(tmp, path)       # readers see the whole file or none
+            write_atomically(path, np.asarray(vector, dtype=np.float32).tobytes())
             self._writes += 1
             if self._writes % 100 == 0:
                 self._prune(path.parent)
