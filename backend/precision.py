@@ -1,25 +1,22 @@
 """Which numeric precision runs VGG16 on this CPU: `LOOKALIKE_PRECISION` = auto | float32 | bfloat16 | int8.
 
 float32 is TensorFlow (the Keras model as built). bfloat16 and int8 run the same network converted to
-OpenVINO (`backend/openvino_model.py`). `auto` picks by the CPU's flags:
+OpenVINO (`backend/openvino_model.py`). `auto` picks by the CPU's flags, and only a precision that passed
+the accuracy gate (below):
 
-- int8 where the CPU multiplies int8 natively (AVX-512 VNNI, AVX-VNNI, AMX-INT8), bfloat16 where it has
-  native bfloat16 (AVX-512 BF16, AMX-BF16) but no int8 dot products -- each only once it has passed
-  the accuracy gate (below); until then float32 there too;
-- on a CPU with AVX2 but none of those: float32, because int8 missed the accuracy gate (below). Were it
-  to pass (listed in `INTERCHANGEABLE`), int8 against float32 would be *measured* once per machine (kept
-  in the model cache) and int8 used only if at least `AVX2_INT8_MIN_GAIN` times faster;
+- int8 where the CPU multiplies int8 natively (AVX-512 VNNI, AVX-VNNI, AMX-INT8);
+- bfloat16 where it has native bfloat16 (AVX-512 BF16, AMX-BF16) but no int8 dot products, once bfloat16
+  has passed the gate (not yet: it has not been measured on a CPU that runs it); float32 there until then;
+- on a CPU with AVX2 but none of those, int8 against float32 is *measured* once per machine (kept in the
+  model cache), and int8 is used only if at least `AVX2_INT8_MIN_GAIN` times faster;
 - float32 otherwise.
 
-A precision that passes the accuracy gate (docs/benchmarks.md, "Precision": descriptors within cosine
-0.999 of float32's and mAP within 0.003 on Corel-1k and UKBench-600) is listed in `INTERCHANGEABLE`
-and keeps the float32 descriptor id, so its vectors mix with float32 ones in one store. int8 missed it
-on this project's AVX2-only machine (minimum cosine 0.99843 on Corel-1k and 0.99761 on UKBench-600,
-mAP within 0.001), and no quantisation recipe tried reached 0.999 (best: 0.99895 on the 40 least
-similar Corel pictures, with the first convolution in float32), so `auto` does not pick it there;
-it keeps its own descriptor id (as bfloat16, not measured on a CPU that runs it natively) and stores
-refuse to mix them. `auto` picks neither anywhere until it passes (an explicit LOOKALIKE_PRECISION
-still runs it, with its own descriptor id).
+A precision that passes the accuracy gate (docs/benchmarks.md, "Precision": every descriptor within
+cosine 0.999 of float32's and mAP within 0.003 on Corel-1k and UKBench-600, with the ImageNet weights)
+is listed in `INTERCHANGEABLE` and keeps the float32 descriptor id, so its vectors mix with float32 ones
+in one store. int8, with the recipe of `backend/openvino_model.py`, passed on an AVX2-only Zen 3 (the CPU
+where int8 is least exact: no VNNI, 16-bit intermediate sums). Any other precision keeps its own
+descriptor id, and stores refuse to mix them.
 """
 from __future__ import annotations
 
@@ -29,10 +26,7 @@ from pathlib import Path
 
 PRECISIONS = ("auto", "float32", "bfloat16", "int8")
 # Passed the accuracy gate on Corel-1k and UKBench-600 with the real weights (docs/benchmarks.md).
-INTERCHANGEABLE = frozenset({"float32"})
-# int8's least similar descriptor over Corel-1k and UKBench-600 (AVX2-only Zen 3, the recipe in
-# backend/openvino_model.py before the first convolution was kept in float32; docs/benchmarks.md).
-INT8_GATE_MIN_COSINE = 0.99761
+INTERCHANGEABLE = frozenset({"float32", "int8"})
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # The flags a figure or a log line names, in this order, when the CPU has them.
@@ -113,9 +107,7 @@ def choose(requested: str, cpu: Cpu, measured_gain: float | None = None) -> Choi
     if "avx2" not in cpu.flags:
         return Choice("float32", "auto: no AVX2, VNNI or bfloat16 on this CPU")
     if "int8" not in INTERCHANGEABLE:
-        # measured on such a CPU (AMD EPYC Zen 3): int8 ran the indexer 1.95x as fast but missed the gate
-        return Choice("float32", "auto: AVX2 without VNNI; int8 is faster here but missed the accuracy gate "
-                                 f"(minimum cosine to float32 {INT8_GATE_MIN_COSINE} < 0.999), so float32")
+        return Choice("float32", "auto: AVX2 without VNNI; int8 has not passed the accuracy gate, so float32")
     if measured_gain is None:
         return Choice("float32", "auto: AVX2 without VNNI; int8 not measured yet on this CPU", measure=True)
     if measured_gain <= 0:

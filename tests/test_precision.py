@@ -26,9 +26,9 @@ BF16_ONLY = Cpu("bf16 only", frozenset({"avx2", "avx512f", "avx512_bf16"}))
 
 
 def test_auto_takes_only_precisions_that_passed_the_gate():
-    for cpu in (ZEN4, BF16_ONLY):
-        gated = choose("auto", cpu)
-        assert gated.precision == "float32" and "accuracy gate" in gated.reason
+    assert choose("auto", ZEN4).precision == "int8"                 # int8 passed it
+    gated = choose("auto", BF16_ONLY)                               # bfloat16 has not
+    assert gated.precision == "float32" and "accuracy gate" in gated.reason
 
 
 def test_auto_follows_the_cpu_flags(monkeypatch):
@@ -40,16 +40,13 @@ def test_auto_follows_the_cpu_flags(monkeypatch):
     assert choose("auto", BF16_ONLY).precision == "bfloat16"
     assert choose("auto", OLD) .precision == "float32"
     monkeypatch.setattr(precision, "INTERCHANGEABLE", frozenset({"float32"}))
-    # AVX2 without VNNI: int8 is faster there but missed the accuracy gate, so float32, nothing measured
+    # AVX2 without VNNI, had int8 not passed the accuracy gate: float32, nothing measured
     gated = choose("auto", AVX2)
     assert (gated.precision, gated.measure) == ("float32", False) and "accuracy gate" in gated.reason
     assert choose("auto", AVX2, measured_gain=1.6).precision == "float32"
 
 
-def test_auto_on_avx2_would_measure_int8_if_it_passed_the_gate(monkeypatch):
-    import backend.precision as precision
-
-    monkeypatch.setattr(precision, "INTERCHANGEABLE", frozenset({"float32", "int8"}))
+def test_auto_on_avx2_measures_int8_and_takes_it_only_if_faster_enough():
     undecided = choose("auto", AVX2)
     assert (undecided.precision, undecided.measure) == ("float32", True)
     assert choose("auto", AVX2, measured_gain=1.6).precision == "int8"
@@ -114,8 +111,9 @@ def test_every_precision_gives_float32s_vectors_under_its_own_id(precision, pict
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     cosine = (vectors * float32_vectors).sum(axis=1)
     assert cosine.min() > 0.999, cosine
-    # neither is in INTERCHANGEABLE (int8 missed the gate on Corel-1k): a store never mixes them with float32
-    assert extractor.descriptor_id == f"{fast_extractor.descriptor_id}-{precision}"
+    # int8 passed the accuracy gate: float32's id, its vectors mix with float32's; bfloat16 has its own
+    expected = "" if precision == "int8" else f"-{precision}"
+    assert extractor.descriptor_id == f"{fast_extractor.descriptor_id}{expected}"
     if precision == "int8":
         assert cosine.min() < 0.999999                        # really quantised, not float32 again
     entries = [p for p in MODEL_CACHE.iterdir() if p.name.endswith("-" + precision + "-" + p.name[-16:])]
@@ -174,18 +172,18 @@ def test_explicit_bfloat16_on_a_cpu_without_it_runs_float32_and_says_so():
         assert extractor.runtime.endswith("(runs f32)")
 
 
-def test_auto_on_avx2_is_float32_tensorflow_and_builds_nothing(tmp_path):
-    """int8 missed the accuracy gate on AVX2-only CPUs: auto runs float32 there, without measuring."""
+def test_auto_on_avx2_without_a_gated_int8_is_float32_tensorflow_and_builds_nothing(tmp_path, monkeypatch):
+    """Were int8 out of INTERCHANGEABLE, auto would run float32 on AVX2-only CPUs, without measuring."""
+    import backend.precision as precision
+
+    monkeypatch.setattr(precision, "INTERCHANGEABLE", frozenset({"float32"}))
     extractor = FeatureExtractor("random", FAST_SPEC, "auto", tmp_path, cpu=AVX2)
     assert extractor.precision == "float32" and extractor.runtime.startswith("TensorFlow")
     assert "accuracy gate" in extractor.precision_reason
     assert not any(tmp_path.iterdir())            # nothing converted, nothing measured
 
 
-def test_auto_on_avx2_measures_int8_once_and_keeps_the_result(pictures, float32_vectors, monkeypatch):
-    import backend.precision as precision
-
-    monkeypatch.setattr(precision, "INTERCHANGEABLE", frozenset({"float32", "int8"}))   # were it to pass
+def test_auto_on_avx2_measures_int8_once_and_keeps_the_result(pictures, float32_vectors):
     extractor = FeatureExtractor("random", FAST_SPEC, "auto", MODEL_CACHE, cpu=AVX2)
     measured = list((MODEL_CACHE / "measured").glob("int8-gain-*.json"))
     assert len(measured) == 1
@@ -202,9 +200,6 @@ def test_without_the_calibration_photos_int8_is_one_clear_error_and_auto_falls_b
     monkeypatch.setenv("PIP_RETRIES", "0")
     with pytest.raises(WeightsError, match="cannot build the int8 model.*LOOKALIKE_PRECISION=float32"):
         FeatureExtractor("random", FAST_SPEC, "int8", tmp_path)
-    import backend.precision as precision
-
-    monkeypatch.setattr(precision, "INTERCHANGEABLE", frozenset({"float32", "int8"}))   # as if it had passed
     extractor = FeatureExtractor("random", FAST_SPEC, "auto", tmp_path, cpu=ZEN4)
     assert extractor.precision == "float32" and extractor.runtime.startswith("TensorFlow")
     assert "cannot build the int8 model" in extractor.precision_reason
@@ -259,15 +254,15 @@ def test_a_damaged_or_stale_entry_is_rebuilt_never_used(tmp_path):
     assert compiled(np.ones((1, 4), np.float32))[0].tolist() == [[2.0] * 4]
 
 
-def test_a_precision_that_failed_the_gate_gets_its_own_descriptor_id(monkeypatch):
+def test_only_a_precision_that_passed_the_gate_keeps_float32s_descriptor_id(monkeypatch):
     import backend.precision as precision
 
     spec = DescriptorSpec("gem", 336)
-    # int8 missed the gate on Corel-1k (minimum cosine 0.99843 < 0.999): its own id
-    assert spec.descriptor_id("imagenet", "int8") == "vgg16-imagenet-conv5-gem1.5-ar336-512d-int8"
     assert spec.descriptor_id("imagenet", "float32") == spec.descriptor_id("imagenet")
-    monkeypatch.setattr(precision, "INTERCHANGEABLE", frozenset({"float32", "int8"}))
-    assert spec.descriptor_id("imagenet", "int8") == spec.descriptor_id("imagenet")
+    assert spec.descriptor_id("imagenet", "int8") == spec.descriptor_id("imagenet")          # passed
+    assert spec.descriptor_id("imagenet", "bfloat16") == "vgg16-imagenet-conv5-gem1.5-ar336-512d-bfloat16"
+    monkeypatch.setattr(precision, "INTERCHANGEABLE", frozenset({"float32"}))
+    assert spec.descriptor_id("imagenet", "int8") == "vgg16-imagenet-conv5-gem1.5-ar336-512d-int8"
 
 
 @pytest.mark.real_weights
@@ -287,4 +282,4 @@ def test_real_weights_int8_stays_within_the_cosine_gate():
     cosine = (int8.embed(arrays) * reference.embed(arrays)).sum(axis=1)
     assert cosine.min() >= 0.999, cosine
     assert reference.descriptor_id == "vgg16-imagenet-conv5-gem1.5-ar336-512d"
-    assert int8.descriptor_id == "vgg16-imagenet-conv5-gem1.5-ar336-512d-int8"
+    assert int8.descriptor_id == reference.descriptor_id            # passed the gate: interchangeable
