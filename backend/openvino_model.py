@@ -40,9 +40,9 @@ FORMAT = 1   # bump when what is cached changes meaning
 # to 0.985); the convolutions at FLOAT_CONVOLUTIONS (indices in data order, 0 the first) stay in float32,
 # the four whose quantisation cost most, measured layer by layer (docs/benchmarks.md, "Precision"):
 # block1_conv1 sees the raw pixels, whose 8-bit steps of 1.2 pixel values cost smooth, low-contrast photos
-# (sky, sea, snow) most; the inputs of block2_conv1 and block5_conv3 (which feeds GeM) are where vivid
-# photos overshoot the calibration's ranges and clip; block3_conv1 came next. They hold 15.6% of the
-# network's multiply-adds.
+# (sky, sea, snow) most; the inputs of block2_conv1 and block5_conv3 (which feeds GeM) are where some
+# photos overshoot the calibration's ranges and clip; block3_conv1 was the cheapest next gain. They hold
+# 15.6% of the network's multiply-adds.
 FLOAT_CONVOLUTIONS = (0, 2, 4, 12)
 CALIBRATION = "sample-photos-16-minmax-float-conv0-2-4-12"
 _OV_PRECISION = {"bfloat16": "bf16", "int8": "f32"}   # int8: the layers left unquantised run in float32

@@ -3,8 +3,8 @@
 Thresholds sit a little under the figures measured with `python -m benchmarks.quality` (docs/benchmarks.md,
 "Descriptor choice"). Corel-1k reuses the session's `corel_index` (indexed once by the real command line);
 UKBench uses its first 200 images (50 objects x 4 views) to keep CI short. Both run with the default
-precision (`LOOKALIKE_PRECISION=auto`: int8 or bfloat16 where the CPU runs them natively; float32 on an
-AVX2-only CPU, where int8 missed the accuracy gate), as the product does.
+precision (`LOOKALIKE_PRECISION=auto`: int8 where the CPU has int8 dot products, or on an AVX2-only CPU
+where int8 measures at least 1.1x float32; float32 otherwise), as the product does.
 """
 from __future__ import annotations
 
