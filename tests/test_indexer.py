@@ -308,9 +308,15 @@ def test_cli_interrupted_run_resumes_without_duplicates(fast_env, tmp_path, how)
     root.mkdir()
     for i in range(240):
         picture(i, (72, 48)).save(root / f"img_{i:03d}.jpg")
-    proc = subprocess.Popen([sys.executable, "-m", "indexer", "index", str(root), "--batch-size", "4"],
-                            env=fast_env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # Run from a background job (a CI script, nohup), this process may have SIGINT ignored, and a child
+    # keeps an ignored signal ignored, Python too; a handler of ours is reset to the default in the child.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "indexer", "index", str(root), "--batch-size", "4"],
+                                env=fast_env, cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     db = Path(fast_env["LOOKALIKE_DATA_DIR"]) / "index.sqlite3"
     deadline, count = time.time() + 120, 0
     while time.time() < deadline and count < 8:
