@@ -19,10 +19,11 @@ from .conftest import require_real
 
 pytestmark = [pytest.mark.real_weights, pytest.mark.real_data]
 
-# Measured with the default descriptor (GeM p=1.5, longer side 336): Corel-1k mAP 0.895, P@1 0.973;
-# UKBench first 200 images N-S 3.925, mAP 0.987. The previous defaults fall under these lines: GeM p=3
-# at 448 gave Corel mAP 0.868, average pooling at 224 square 0.857.
-COREL_MAP_MIN = 0.88
+# Measured with the default descriptor (GeM p=1.5, longer side 336): Corel-1k mAP 0.895, P@1 0.973
+# (float32; int8 0.8949, 0.972); UKBench first 200 images N-S 3.925, mAP 0.987. The previous defaults
+# fall under these lines: GeM p=3 at 448 gave Corel mAP 0.868, average pooling at 224 square 0.857.
+# 0.890 is the product's floor for Corel-1k at the default precision, whichever `auto` picks.
+COREL_MAP_MIN = 0.890
 COREL_P1_MIN = 0.95
 UKBENCH_200_NS_MIN = 3.85
 UKBENCH_200_MAP_MIN = 0.97
