@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 pillow_heif.register_heif_opener()
 
 # Formats we decode, as Pillow names them (MPO is the multi-picture JPEG some cameras write).
-ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF", "HEIF", "AVIF"})
+# Image.open tries only these plugins, in this order (HEIF first, as pillow-heif registers before Pillow's
+# AVIF); Pillow's JPEG opener returns the MPO ones.
+_OPENERS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "HEIF", "AVIF")
+ACCEPTED_FORMATS = frozenset({*_OPENERS, "MPO"})
 FORMAT_NAMES = "JPEG, PNG, GIF, BMP, WebP, TIFF, HEIC or AVIF"   # for people
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".mpo", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff",
                               ".heic", ".heif", ".avif"})
@@ -29,8 +33,10 @@ CONTENT_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", 
                  "BMP": "image/bmp", "WEBP": "image/webp", "TIFF": "image/tiff", "HEIF": "image/heic",
                  "AVIF": "image/avif"}
 
-# We enforce our own pixel limit before decoding; Pillow's global one would only warn below 2x.
-Image.MAX_IMAGE_PIXELS = None
+# Pillow's decompression-bomb check runs on the sizes its plugins learn while opening a file (a GIF frame
+# larger than the screen it is drawn on grows the picture before open returns); decode sets its ceiling
+# from the Limits of the call, and files opened outside decode are held to the default ones.
+_PILLOW_BOMB_COUNT = re.compile(r"\((\d+) pixels\)")
 _WHITE = (255, 255, 255)
 
 
@@ -46,6 +52,14 @@ class ImageError(ValueError):
 class Limits:
     max_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 50_000_000
+
+
+def pillow_ceiling(limits: Limits) -> int:
+    """Pillow's MAX_IMAGE_PIXELS that makes its check fail above our limit (Pillow fails above twice it)."""
+    return (limits.max_pixels + 1) // 2
+
+
+Image.MAX_IMAGE_PIXELS = pillow_ceiling(Limits())
 
 
 @dataclass
@@ -67,7 +81,7 @@ def is_image_path(path: Path) -> bool:
 def content_type(path: Path) -> str:
     """The media type of an image file, from its header; application/octet-stream when it is not one."""
     try:
-        with Image.open(path) as img:  # reads the header only
+        with Image.open(path, formats=_OPENERS) as img:  # reads the header only
             return CONTENT_TYPES.get(img.format or "", "application/octet-stream")
     except Exception:  # noqa: BLE001 -- a file that changed since indexing: still serve its bytes
         return "application/octet-stream"
@@ -97,7 +111,14 @@ def decode(data: bytes, limits: Limits, source: str = "upload", draft_size: int 
         raise ImageError(source, "the file is empty", "unsupported")
     with one_picture(source), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow warns about odd EXIF or palette data; we decide below
-        return _decode(data, limits, source, draft_size)
+        # Every Limits of a process comes from one Settings, so threads set the same value here.
+        Image.MAX_IMAGE_PIXELS = pillow_ceiling(limits)
+        try:
+            return _decode(data, limits, source, draft_size)
+        except Image.DecompressionBombError as exc:
+            count = _PILLOW_BOMB_COUNT.search(str(exc))
+            size = f"{int(count.group(1)):,} pixels" if count else "the image"
+            raise ImageError(source, f"{size} is over the limit of {limits.max_pixels:,}", "too_large") from None
 
 
 @contextlib.contextmanager
@@ -120,7 +141,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _decode(data: bytes, limits: Limits, source: str, draft_size: int | None) -> Decoded:
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=_OPENERS)   # no other plugin parses it
     except (UnidentifiedImageError, NotImplementedError) as exc:   # no plugin could read the header
         raise _unopened(data, source, exc) from None
     fmt = img.format or ""

@@ -151,7 +151,8 @@ def run_target(target: str, seconds: int, corpora: list[Path], crashes: Path, se
                   "peak_rss_mb": int(stat.get("peak_rss_mb", 0)),
                   "crashes": found}
         if result.returncode != 0 and not found:   # libFuzzer itself failed (a bad flag, out of memory, ...)
-            report["error"] = log[-3000:]
+            first_error = log.find("ERROR: libFuzzer")
+            report["error"] = log[first_error:first_error + 3000] if first_error >= 0 else log[-3000:]
         return report
 
 
