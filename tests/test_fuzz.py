@@ -88,6 +88,13 @@ def test_a_gif_frame_larger_than_its_screen_is_refused_before_any_memory_is_spen
     assert refusal == "too_large 3,600,000,000 pixels is over the limit of 50,000,000"
 
 
+def test_the_api_answers_that_gif_413(client):
+    body = gif_whose_frame_outgrows_its_screen(60000, decodable=False)
+    response = client.post("/api/search/image", data={"image": (io.BytesIO(body), "frame.gif")})
+    assert response.status_code == 413, response.get_data(as_text=True)
+    assert response.get_json()["error"]["code"] == "too_large"
+
+
 @pytest.mark.parametrize("frame", [16, 4000])
 def test_a_gif_frame_within_the_limit_still_decodes(frame):
     decoded = decode(gif_whose_frame_outgrows_its_screen(frame), Limits(), "frame.gif")
