@@ -22,10 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 pillow_heif.register_heif_opener()
 
 # Formats we decode, as Pillow names them (MPO is the multi-picture JPEG some cameras write).
-# Image.open tries only these plugins, in this order (HEIF first, as pillow-heif registers before Pillow's
-# AVIF); Pillow's JPEG opener returns the MPO ones.
-_OPENERS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "HEIF", "AVIF")
-ACCEPTED_FORMATS = frozenset({*_OPENERS, "MPO"})
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF", "HEIF", "AVIF"})
 FORMAT_NAMES = "JPEG, PNG, GIF, BMP, WebP, TIFF, HEIC or AVIF"   # for people
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".mpo", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff",
                               ".heic", ".heif", ".avif"})
@@ -81,7 +78,7 @@ def is_image_path(path: Path) -> bool:
 def content_type(path: Path) -> str:
     """The media type of an image file, from its header; application/octet-stream when it is not one."""
     try:
-        with Image.open(path, formats=_OPENERS) as img:  # reads the header only
+        with Image.open(path) as img:  # reads the header only
             return CONTENT_TYPES.get(img.format or "", "application/octet-stream")
     except Exception:  # noqa: BLE001 -- a file that changed since indexing: still serve its bytes
         return "application/octet-stream"
@@ -141,7 +138,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _decode(data: bytes, limits: Limits, source: str, draft_size: int | None) -> Decoded:
     try:
-        img = Image.open(io.BytesIO(data), formats=_OPENERS)   # no other plugin parses it
+        img = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, NotImplementedError) as exc:   # no plugin could read the header
         raise _unopened(data, source, exc) from None
     fmt = img.format or ""
