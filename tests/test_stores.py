@@ -322,15 +322,14 @@ def test_the_embedded_store_works_in_a_process_that_loaded_the_model_first(tmp_p
     """TensorFlow bundles a SQLite without FTS5: the model's import binds the system one first."""
     import subprocess
     import sys
-    from pathlib import Path
 
-    script = ("import sys; sys.path.insert(0, sys.argv[2])\n"
+    script = ("import sys\n"
               "from backend.features import _import_tensorflow\n"
               "_import_tensorflow()\n"
               "from backend.stores.embedded import EmbeddedStore\n"
               "print(EmbeddedStore(sys.argv[1]).keyword('photo').total)\n")
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "index.sqlite3"),
-                             str(Path(__file__).parent.parent)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "index.sqlite3")],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "0"
 
@@ -356,8 +355,7 @@ def test_embedded_reader_sees_other_writers_without_restart(tmp_path, snapshot_m
 
 
 WRITER = """
-import sys, numpy as np
-sys.path.insert(0, sys.argv[2])
+import sys
 from backend.stores.embedded import EmbeddedStore
 from tests.test_stores import doc
 store = EmbeddedStore(sys.argv[1])
@@ -374,7 +372,8 @@ def test_embedded_kill_9_mid_write_loses_nothing_committed(tmp_path):
     from pathlib import Path
 
     db = tmp_path / "index.sqlite3"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(Path(__file__).parent.parent)],
+    # run from the checkout, so that `python -c` finds the tests package on its path
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], cwd=Path(__file__).parent.parent,
                             stdout=subprocess.PIPE, text=True)
     committed = -1
     deadline = time.time() + 60

@@ -113,7 +113,6 @@ def test_workers_share_one_mapped_file_and_follow_changes(tmp_path):
 
 CHILD = """
 import sys
-sys.path.insert(0, sys.argv[2])
 import numpy as np
 from backend.stores.embedded import EmbeddedStore
 store = EmbeddedStore(sys.argv[1], snapshot_min_rows=50)
@@ -130,7 +129,7 @@ def test_another_process_maps_the_same_file(tmp_path):
     store.upsert(docs(0, vecs))
     store.warm_up()
     best = f"d{int(np.argmax(vecs[:, 0])):05d}"
-    out = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "index.sqlite3"), str(ROOT)],
+    out = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "index.sqlite3")],
                          capture_output=True, text=True, timeout=120, check=True).stdout.split()
     assert out == [best, "True"]
     assert len(snapshot_dirs(tmp_path)) == 1    # the child mapped the file; it did not write its own
@@ -371,10 +370,9 @@ def test_no_snapshots_keeps_every_vector_in_the_process(tmp_path):
 
 WRITERS = """
 import sys
-sys.path.insert(0, sys.argv[2])
 from tests.test_vector_snapshots import docs, vectors, open_store
 from pathlib import Path
-first = int(sys.argv[3])
+first = int(sys.argv[2])
 store = open_store(Path(sys.argv[1]))
 for batch in range(12):
     store.upsert(docs(first + batch * 25, vectors(25, first + batch)))
@@ -391,8 +389,8 @@ def test_current_follows_concurrent_writers_in_other_processes(tmp_path):
     import time
 
     with following(tmp_path) as (shared, _):
-        writers = [subprocess.Popen([sys.executable, "-c", WRITERS, str(tmp_path), str(ROOT), str(start)])
-                   for start in (0, 10_000)]
+        writers = [subprocess.Popen([sys.executable, "-c", WRITERS, str(tmp_path), str(start)], cwd=ROOT)
+                   for start in (0, 10_000)]    # from the checkout: `python -c` then finds the tests package
         views = 0
         while any(w.poll() is None for w in writers):
             view = shared.current()
