@@ -108,7 +108,8 @@ def decode(data: bytes, limits: Limits, source: str = "upload", draft_size: int 
         raise ImageError(source, "the file is empty", "unsupported")
     with one_picture(source), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow warns about odd EXIF or palette data; we decide below
-        # Every Limits of a process comes from one Settings, so threads set the same value here.
+        # A process decodes under its Settings' Limits, so threads write the same value here (should two
+        # differ at once, Pillow's ceiling is one of the two; _decode still checks this call's own limit).
         Image.MAX_IMAGE_PIXELS = pillow_ceiling(limits)
         try:
             return _decode(data, limits, source, draft_size)
