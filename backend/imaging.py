@@ -31,8 +31,8 @@ CONTENT_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", 
                  "AVIF": "image/avif"}
 
 # Pillow's decompression-bomb check runs on the sizes its plugins learn while opening a file (a GIF frame
-# larger than the screen it is drawn on grows the picture before open returns); decode sets its ceiling
-# from the Limits of the call, and files opened outside decode are held to the default ones.
+# larger than the screen it is drawn on grows the picture before open returns): every open here first
+# sets its ceiling from the Limits of the call (hold_pillow_to).
 _PILLOW_BOMB_COUNT = re.compile(r"\((\d+) pixels\)")
 _WHITE = (255, 255, 255)
 
@@ -51,12 +51,11 @@ class Limits:
     max_pixels: int = 50_000_000
 
 
-def pillow_ceiling(limits: Limits) -> int:
-    """Pillow's MAX_IMAGE_PIXELS that makes its check fail above our limit (Pillow fails above twice it)."""
-    return (limits.max_pixels + 1) // 2
-
-
-Image.MAX_IMAGE_PIXELS = pillow_ceiling(Limits())
+def hold_pillow_to(limits: Limits) -> None:
+    """Make Pillow's bomb check fail above our pixel limit (it fails above twice MAX_IMAGE_PIXELS).
+    A process opens files under its Settings' Limits, so threads write the same value here (should two
+    differ at once, Pillow's ceiling is one of the two; decode still checks each call's own limit)."""
+    Image.MAX_IMAGE_PIXELS = (limits.max_pixels + 1) // 2
 
 
 @dataclass
@@ -75,11 +74,14 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def content_type(path: Path) -> str:
+def content_type(path: Path, limits: Limits) -> str:
     """The media type of an image file, from its header; application/octet-stream when it is not one."""
+    hold_pillow_to(limits)   # opening a GIF can draw its first frame
     try:
-        with Image.open(path) as img:  # reads the header only
-            return CONTENT_TYPES.get(img.format or "", "application/octet-stream")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # Pillow's bomb warning, below its error: our limit decides
+            with Image.open(path) as img:     # reads the header only
+                return CONTENT_TYPES.get(img.format or "", "application/octet-stream")
     except Exception:  # noqa: BLE001 -- a file that changed since indexing: still serve its bytes
         return "application/octet-stream"
 
@@ -108,9 +110,7 @@ def decode(data: bytes, limits: Limits, source: str = "upload", draft_size: int 
         raise ImageError(source, "the file is empty", "unsupported")
     with one_picture(source), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow warns about odd EXIF or palette data; we decide below
-        # A process decodes under its Settings' Limits, so threads write the same value here (should two
-        # differ at once, Pillow's ceiling is one of the two; _decode still checks this call's own limit).
-        Image.MAX_IMAGE_PIXELS = pillow_ceiling(limits)
+        hold_pillow_to(limits)
         try:
             return _decode(data, limits, source, draft_size)
         except Image.DecompressionBombError as exc:

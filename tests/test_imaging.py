@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.imaging import (ImageError, Limits, decode, is_image_path, one_picture, read_file, thumbnail_jpeg,
-                             to_rgb)
+from backend.imaging import (ImageError, Limits, content_type, decode, is_image_path, one_picture, read_file,
+                             thumbnail_jpeg, to_rgb)
 from benchmarks.odd_files import odd_files
 
 from .conftest import picture
@@ -235,3 +235,12 @@ def test_one_picture_turns_any_exception_into_that_pictures_error():
     with pytest.raises(KeyboardInterrupt):            # not a picture's fault: goes through
         with one_picture("a.png"):
             raise KeyboardInterrupt
+
+
+def test_content_type_reads_a_header_under_the_configured_pixel_limit(tmp_path):
+    # 64 Mpixels: over the default limit (Pillow's check refuses it), within a limit raised to 100 M
+    path = tmp_path / "panorama.png"
+    Image.new("L", (16000, 4000)).save(path)
+    assert content_type(path, Limits(max_pixels=100_000_000)) == "image/png"
+    assert content_type(path, Limits()) == "application/octet-stream"
+    assert content_type(tmp_path / "gone.png", Limits()) == "application/octet-stream"

@@ -52,8 +52,8 @@ def file(doc_id: str):
     path = Path(doc.path)
     if not path.is_file():
         raise ApiError(404, "file_missing", "the image is indexed but its file is no longer there")
-    return send_file(path, mimetype=content_type(path), download_name=doc.filename, conditional=True, etag=True,
-                     max_age=FILE_MAX_AGE)
+    return send_file(path, mimetype=content_type(path, lookalike().limits), download_name=doc.filename,
+                     conditional=True, etag=True, max_age=FILE_MAX_AGE)
 
 
 @bp.get("/api/images/<doc_id>/thumbnail")
