@@ -30,9 +30,7 @@ CONTENT_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", 
                  "BMP": "image/bmp", "WEBP": "image/webp", "TIFF": "image/tiff", "HEIF": "image/heic",
                  "AVIF": "image/avif"}
 
-# Pillow's decompression-bomb check runs on the sizes its plugins learn while opening a file (a GIF frame
-# larger than the screen it is drawn on grows the picture before open returns): every open here first
-# sets its ceiling from the Limits of the call (hold_pillow_to).
+# The pixel count in Pillow's DecompressionBombError, "Image size (N pixels) exceeds limit of ...".
 _PILLOW_BOMB_COUNT = re.compile(r"\((\d+) pixels\)")
 _WHITE = (255, 255, 255)
 
@@ -52,7 +50,9 @@ class Limits:
 
 
 def hold_pillow_to(limits: Limits) -> None:
-    """Make Pillow's bomb check fail above our pixel limit (it fails above twice MAX_IMAGE_PIXELS).
+    """Make Pillow's bomb check fail above our pixel limit (it fails above twice MAX_IMAGE_PIXELS). Every
+    open here calls this first: Pillow checks sizes its plugins learn while opening a file too (a GIF
+    frame larger than its screen grows the picture before open returns), which ours, after open, cannot.
     A process opens files under its Settings' Limits, so threads write the same value here (should two
     differ at once, Pillow's ceiling is one of the two; decode still checks each call's own limit)."""
     Image.MAX_IMAGE_PIXELS = (limits.max_pixels + 1) // 2
@@ -108,27 +108,27 @@ def decode(data: bytes, limits: Limits, source: str = "upload", draft_size: int 
         raise ImageError(source, f"{len(data):,} bytes is over the limit of {limits.max_bytes:,}", "too_large")
     if not data:
         raise ImageError(source, "the file is empty", "unsupported")
-    with one_picture(source), warnings.catch_warnings():
+    with one_picture(source, limits), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow warns about odd EXIF or palette data; we decide below
         hold_pillow_to(limits)
-        try:
-            return _decode(data, limits, source, draft_size)
-        except Image.DecompressionBombError as exc:
-            count = _PILLOW_BOMB_COUNT.search(str(exc))
-            size = f"{int(count.group(1)):,} pixels" if count else "the image"
-            raise ImageError(source, f"{size} is over the limit of {limits.max_pixels:,}", "too_large") from None
+        return _decode(data, limits, source, draft_size)
 
 
 @contextlib.contextmanager
-def one_picture(source: str) -> Iterator[None]:
+def one_picture(source: str, limits: Limits | None = None) -> Iterator[None]:
     """The boundary around one picture: any exception raised in the block (reading, decoding, preparing
-    it) becomes that picture's ImageError, so one bad file never fails a request or a run."""
+    it) becomes that picture's ImageError, so one bad file never fails a request or a run. limits: those
+    the block decodes under, to word Pillow's refusal of a decompression bomb as ours."""
     try:
         yield
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(source, str(exc), "too_large") from None
+        if limits is None:
+            raise ImageError(source, str(exc), "too_large") from None
+        count = _PILLOW_BOMB_COUNT.search(str(exc))
+        size = f"{int(count.group(1)):,} pixels" if count else "the image"
+        raise ImageError(source, f"{size} is over the limit of {limits.max_pixels:,}", "too_large") from None
     except Exception as exc:  # noqa: BLE001 -- Pillow's decoders raise many types on odd data
         raise ImageError(source, f"cannot decode image ({_one_line(exc)})", "corrupt") from None
 
