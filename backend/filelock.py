@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -14,19 +15,30 @@ if sys.platform != "win32":
 
 
 class FileLock:
-    """`with FileLock(path) as locked:` -- locked is False when the folder cannot be written."""
+    """`with FileLock(path) as locked:` -- locked is False when the folder cannot be written, or when
+    `stop` was set while waiting for another holder (a store being closed gives up its wait)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, stop: threading.Event | None = None):
         self.path = Path(path)
+        self.stop = stop
         self.file: BinaryIO | None = None
 
     def __enter__(self) -> bool:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = file = open(self.path, "a+b")
-            if sys.platform != "win32":   # on Windows two processes may both do the work (the last one wins)
+            if sys.platform == "win32":   # on Windows two processes may both do the work (the last one wins)
+                return True
+            if self.stop is None:
                 fcntl.flock(file, fcntl.LOCK_EX)
-            return True
+                return True
+            while True:   # a blocking flock cannot be interrupted from another thread: poll instead
+                try:
+                    fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return True
+                except BlockingIOError:
+                    if self.stop.wait(0.05):
+                        return False
         except OSError:
             return False   # an unwritable folder
 

@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -153,6 +154,34 @@ def test_damaged_or_missing_snapshot_falls_back_to_the_database(tmp_path, caplog
     with open_store(tmp_path) as store:
         check(store, current, 21)
         assert len(snapshot_dirs(tmp_path)) == 1
+
+
+def held_files(path: Path) -> list[str]:
+    """What this process still has open or mapped under `path`: file descriptors and memory maps."""
+    fds = [os.readlink(f) for f in Path("/proc/self/fd").iterdir() if f.exists()]
+    maps = [line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if len(line.split()) > 5]
+    return sorted({f for f in fds + maps if f.startswith(str(path))})
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc to see open files and maps")
+def test_a_closed_store_holds_no_connection_thread_or_map(tmp_path):
+    # A snapshot writer is waiting for the snapshot lock (as when another process writes one) with its own
+    # connection open when the store is closed: close() must give it up and wait for it, and let go of the
+    # mapped snapshot, so that the files can be replaced (a restore) or removed at once.
+    store = open_store(tmp_path)
+    store.upsert(docs(0, vectors(300, 6)))
+    store.warm_up()
+    assert isinstance(store._shared.vectors.base, np.memmap)
+    store.upsert(docs(0, vectors(300, 7)))
+    with store._shared.snapshots.lock() as locked:
+        assert locked
+        store.warm_up()                      # many changes: a writer starts and waits for the lock
+        writer = store._shared.writer
+        assert writer is not None and writer.is_alive()
+        store.close()
+    assert not writer.is_alive()
+    assert held_files(tmp_path) == []
+    assert [t.name for t in threading.enumerate() if t.name == "vector-snapshot"] == []
 
 
 def test_a_snapshot_of_another_history_is_never_used(tmp_path):

@@ -457,6 +457,10 @@ class EmbeddedStore(Store):
         return str(self.path)
 
     def close(self) -> None:
+        """Afterwards this process holds nothing of the store: no connection (the snapshot writer's own
+        included), no thread, no mapped snapshot. A file replaced under a live connection (a restore)
+        would make SQLite fail with a disk I/O error."""
+        self._shared.close()
         with self._lock:
             self._db.close()
 

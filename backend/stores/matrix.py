@@ -165,9 +165,10 @@ class Snapshots:
         return Vectors(vectors, rowids, np.ones(len(rowids), dtype=bool), np.empty((0, vectors.shape[1]), np.float32),
                        np.empty(0, dtype=np.int64), seq, token)
 
-    def write(self, count: int, dims: int, rows: Iterable[tuple[int, bytes]]) -> str:
+    def write(self, count: int, dims: int, rows: Iterable[tuple[int, bytes]],
+              stop: threading.Event | None = None) -> str:
         """Write a new snapshot of `count` rows (rowid, vector bytes) in rowid order; its token. Raises
-        OSError (no room, no permission) or ValueError, leaving nothing behind."""
+        OSError (no room, no permission), ValueError, or Stopped once `stop` is set, leaving nothing behind."""
         token = uuid.uuid4().hex
         part = self.folder / f".{token}.part"
         try:
@@ -184,6 +185,8 @@ class Snapshots:
                 for n, (rowid, blob) in enumerate(rows, 1):   # the stored bytes are little-endian float32
                     if len(blob) != dims * 4:
                         raise ValueError(f"row {rowid} has {len(blob) // 4} dimensions, not {dims}")
+                    if stop is not None and n % 4096 == 0 and stop.is_set():
+                        raise Stopped
                     rowids[n - 1] = rowid
                     out.write(blob)
                 if n != count:
@@ -213,8 +216,12 @@ class Snapshots:
             if entry.name != token and entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)   # what is left is only disk, retried next time
 
-    def lock(self) -> FileLock:
-        return FileLock(self.folder / "lock")
+    def lock(self, stop: threading.Event | None = None) -> FileLock:
+        return FileLock(self.folder / "lock", stop)
+
+
+class Stopped(Exception):
+    """The store is being closed: a snapshot being written is given up."""
 
 
 def decode_meta(value: str | None) -> tuple[str, int] | None:
@@ -299,6 +306,7 @@ class SharedVectors:
         self._retry_at = 0.0              # after a failed write: not again before this (monotonic)
         self._version: int | None = None
         self._loaded = False
+        self._stop = threading.Event()    # set by close(): a snapshot being written is given up
 
     def current(self) -> Vectors:
         """The vectors as the database holds them now."""
@@ -320,6 +328,19 @@ class SharedVectors:
                     self.writer = threading.Thread(target=self._write_snapshot, name="vector-snapshot", daemon=True)
                     self.writer.start()
             return followed
+
+    def close(self) -> None:
+        """Give up a snapshot being written, wait for its thread (which holds a connection of its own) and
+        let go of the mapped file: afterwards nothing of this process holds the database or the snapshot,
+        so the files may be replaced (a restore) or removed. Call it without holding the source's lock."""
+        self._stop.set()
+        self._off = True
+        writer = self.writer
+        if writer is not None:
+            writer.join()
+        self.writer = None
+        with self._lock:
+            self.vectors, self._version = Vectors.empty(), None
 
     def changed(self) -> None:
         """This process committed through the source's own connection, which version() does not see."""
@@ -362,7 +383,9 @@ class SharedVectors:
         other threads go on meanwhile. A failure is retried after a while, or never for a read-only database."""
         unnamed = None   # a snapshot written but not yet named by the database
         try:
-            with self.source.separate() as db, self.snapshots.lock() as locked:
+            with self.source.separate() as db, self.snapshots.lock(self._stop) as locked:
+                if self._stop.is_set():
+                    return
                 if not locked:
                     raise OSError(f"cannot lock {self.snapshots.folder}")
                 with db.reading():
@@ -371,10 +394,12 @@ class SharedVectors:
                         since = db.count_since(named[1]) + len(db.removed_since(named[1]))
                         if not self._needs_snapshot(since, count) and (self.snapshots.folder / named[0]).is_dir():
                             return
-                    unnamed = self.snapshots.write(count, db.dims(), db.rows())
+                    unnamed = self.snapshots.write(count, db.dims(), db.rows(), self._stop)
                 db.name_snapshot(unnamed, seq)
                 token, unnamed = unnamed, None
                 self.snapshots.remove_all_but(token)
+        except Stopped:
+            return
         except (OSError, ValueError, StoreError) as exc:
             if unnamed is not None:
                 shutil.rmtree(self.snapshots.folder / unnamed, ignore_errors=True)   # named nowhere: useless
