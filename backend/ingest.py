@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import imaging
+from . import duplicates, imaging
 from .features import FeatureExtractor
 from .filelock import write_atomically
 from .imaging import Decoded, ImageError, Limits, one_picture, read_file, thumbnail_jpeg
@@ -51,6 +51,7 @@ class Summary:
     reused: int = 0            # of those, how many took a stored vector of the same content (no model call)
     skipped: int = 0           # unchanged since the last run
     pruned: int = 0            # documents removed because their file is gone
+    linked: int = 0            # unchanged documents given their near-duplicate links (indexed before links were kept)
     failures: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
     seconds: float = 0.0
 
@@ -60,7 +61,7 @@ class Summary:
 
     def as_json(self) -> dict:
         return {"indexed": self.indexed, "reused": self.reused, "skipped": self.skipped, "failed": self.failed,
-                "pruned": self.pruned, "seconds": round(self.seconds, 3),
+                "pruned": self.pruned, "linked": self.linked, "seconds": round(self.seconds, 3),
                 "failures": [{"path": p, "reason": r} for p, r in self.failures]}
 
 
@@ -121,6 +122,8 @@ class Indexer:
         if on_plan:
             on_plan(len(todo))
         self._retag(retag, summary)
+        changing = {item.id for item in todo} | {entry.id for _, entry in retag}
+        summary.linked = self._link_stored([e.id for e in known.values() if not e.linked and e.id not in changing])
         for batch in self._load(todo, summary):
             self._write(batch, summary)
             if progress:
@@ -148,7 +151,8 @@ class Indexer:
     # -- steps ---------------------------------------------------------------------------------
 
     def _retag(self, pairs: list[tuple[FileToIndex, Entry]], summary: Summary) -> None:
-        """Files whose bytes are unchanged but whose tags differ: rewrite metadata, keep the vector."""
+        """Files whose bytes are unchanged but whose tags differ: rewrite metadata, keep the vector (and the
+        near-duplicate links)."""
         for start in range(0, len(pairs), 500):
             docs = []
             for item, entry in pairs[start:start + 500]:
@@ -156,9 +160,21 @@ class Indexer:
                 if doc is not None:
                     doc.tags = list(item.tags)
                     docs.append(doc)
+            duplicates.link(self.store, [doc for doc in docs if doc.near is None])
             self.store.upsert(docs)
             summary.indexed += len(docs)
             summary.reused += len(docs)
+
+    def _link_stored(self, doc_ids: list[str]) -> int:
+        """Give stored documents that have none their near-duplicate links, from their stored vectors (no
+        model call); returns how many were linked."""
+        linked = 0
+        for start in range(0, len(doc_ids), self.batch_size):
+            docs = [doc for doc in (self.store.get(i, with_vector=True) for i in doc_ids[start:start + self.batch_size])
+                    if doc is not None and doc.near is None]
+            duplicates.link(self.store, docs)
+            linked += self.store.upsert(docs)
+        return linked
 
     def _load_one(self, item: FileToIndex) -> _Loaded:
         """Read, hash, decode and prepare one file; any failure is its ImageError."""
@@ -219,6 +235,7 @@ class Indexer:
                          descriptor=descriptor, indexed_at=now, modified_at=b.item.modified_at)
                 for b in batch if b.content_hash in reuse or id(b) in vectors]
         docs = [doc for doc in docs if self._usable(doc, summary)]
+        duplicates.link(self.store, docs)
         self.store.upsert(docs)
         summary.indexed += len(docs)
         summary.reused += len(batch) - len(need)

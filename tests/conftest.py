@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from PIL import Image
 
 from backend.config import Settings
 from backend.features import DescriptorSpec, FeatureExtractor
+from backend.stores import open_store
 
 # The checkout: subprocesses run here (`python -m benchmarks...`); `backend` and `indexer` are installed.
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,3 +197,26 @@ def delete_indices(url: str, prefix: str) -> None:
     with Elasticsearch(url) as client:
         for name in client.indices.get(index=f"{prefix}*", expand_wildcards="all"):
             client.indices.delete(index=name)
+
+
+@pytest.fixture(params=["embedded", "embedded-snapshots", "elastic", "elastic-9"])
+def store(request, tmp_path, elastic_nodes):
+    """An empty store of each backend: the contract tests run once per backend."""
+    if request.param == "embedded-snapshots":
+        # a new vector snapshot at (nearly) every change: the shared-file path taken as often as it can be
+        from backend.stores.embedded import EmbeddedStore
+        store = EmbeddedStore(tmp_path / "index.sqlite3", snapshot_min_rows=0)
+        yield store
+        store.close()
+        return
+    if request.param == "embedded":
+        store = open_store(Settings(data_dir=tmp_path))
+        yield store
+        store.close()
+        return
+    url = elastic_nodes.url("9" if request.param == "elastic-9" else "8")
+    alias = f"lookalike-test-{uuid.uuid4().hex[:8]}"
+    store = open_store(Settings(store=url, es_index=alias))
+    yield store
+    store.close()
+    delete_indices(url, alias)

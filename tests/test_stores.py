@@ -9,40 +9,15 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 
 import numpy as np
 import pytest
 
-from backend.config import Settings
-from backend.stores import DescriptorMismatch, Document, StoreError, StoreUnavailable, open_store
+from backend.stores import DescriptorMismatch, Document, StoreError, StoreUnavailable
 
-from .conftest import delete_indices
 
 DESC = "test-descriptor-16d"
 DIMS = 16
-
-
-@pytest.fixture(params=["embedded", "embedded-snapshots", "elastic", "elastic-9"])
-def store(request, tmp_path, elastic_nodes):
-    if request.param == "embedded-snapshots":
-        # a new vector snapshot at (nearly) every change: the shared-file path taken as often as it can be
-        from backend.stores.embedded import EmbeddedStore
-        store = EmbeddedStore(tmp_path / "index.sqlite3", snapshot_min_rows=0)
-        yield store
-        store.close()
-        return
-    if request.param == "embedded":
-        store = open_store(Settings(data_dir=tmp_path))
-        yield store
-        store.close()
-        return
-    url = elastic_nodes.url("9" if request.param == "elastic-9" else "8")
-    alias = f"lookalike-test-{uuid.uuid4().hex[:8]}"
-    store = open_store(Settings(store=url, es_index=alias))
-    yield store
-    store.close()
-    delete_indices(url, alias)
 
 
 def unit(*values) -> np.ndarray:

@@ -75,6 +75,17 @@ def document_id(path: str) -> str:
     return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:20]
 
 
+@dataclass(frozen=True)
+class NearLink:
+    """A stored near-duplicate candidate of a document: another document `id`, which held `content_hash` when
+    the link was made, whose vector's cosine with this one's was `score` (at least duplicates.LINK_FLOOR).
+    A link is made once, by the later of the two documents; it stands while the other document still holds
+    that content (a vector is a function of the bytes), so removals and re-indexing need no fix-up."""
+    id: str
+    content_hash: str
+    score: float
+
+
 @dataclass
 class Document:
     id: str
@@ -89,6 +100,7 @@ class Document:
     descriptor: str                 # the descriptor id of `vector`
     indexed_at: float               # unix time
     modified_at: float = 0.0        # the file's mtime when indexed; lets the indexer skip unchanged files
+    near: list[NearLink] | None = None   # near-duplicate links to earlier documents; None: never linked
 
     def metadata(self) -> dict:
         """Everything but the vector, JSON-ready."""
@@ -119,6 +131,7 @@ class Entry:
     bytes: int
     modified_at: float
     tags: tuple[str, ...] = field(default_factory=tuple)
+    linked: bool = True             # False: indexed before near-duplicate links were kept (the next run links it)
 
 
 class Store(ABC):
@@ -173,6 +186,21 @@ class Store(ABC):
     def vectors(self, doc_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors by document id (relevance feedback reads the marked images and re-ranks
         candidates with them); unknown ids are absent from the answer."""
+
+    @abstractmethod
+    def documents(self, doc_ids: Sequence[str]) -> dict[str, Document]:
+        """Documents by id (no vectors; links included); unknown ids are absent from the answer."""
+
+    @abstractmethod
+    def exact_groups(self, content_hashes: Sequence[str] | None = None) -> list[list[str]]:
+        """Ids of the documents that share their bytes (content_hash) with another, one sorted list per
+        content; `content_hashes`: only these contents."""
+
+    @abstractmethod
+    def near_pairs(self, min_score: float, touching: Sequence[str] | None = None) -> list[tuple[str, str, float]]:
+        """Every stored near link (from id, to id, score) with score >= min_score whose ends are both current
+        documents, the far end still holding the content it was linked with. `touching`: only links from or
+        to these ids."""
 
     @abstractmethod
     def ping(self) -> bool:

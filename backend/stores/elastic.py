@@ -35,15 +35,18 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
 
-from .base import (ELASTICSEARCH, DescriptorMismatch, Document, Entry, Hit, Page, Store, StoreError, StoreUnavailable,
-                   check_vectors, normalise_tags, search_words)
+from .base import (ELASTICSEARCH, DescriptorMismatch, Document, Entry, Hit, NearLink, Page, Store, StoreError,
+                   StoreUnavailable, check_vectors, normalise_tags, search_words)
 
 SCHEMA = 2                        # bump when the mapping changes incompatibly: the index name carries it
+# Bump when fields are added to the mapping: an index of an older revision gets them (put mapping) when opened,
+# and its documents get values on the next indexing run. 1: near-duplicate links.
+REVISION = 1
 VECTOR = "vector"
 MAX_WINDOW = 10_000               # index.max_result_window, and the ceiling for k and num_candidates
 META_FIELDS = ["filename", "path", "tags", "width", "height", "bytes", "content_hash", "descriptor",
                "indexed_at", "modified_at"]
-ENTRY_FIELDS = ["path", "content_hash", "bytes", "modified_at", "tags"]
+ENTRY_FIELDS = ["path", "content_hash", "bytes", "modified_at", "tags", "linked"]
 WORD_FIELDS = ["filename_words^2", "tag_words"]
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 # Statuses that mean "the cluster cannot serve this now", as opposed to "this request is wrong".
@@ -69,7 +72,7 @@ def index_body(descriptor: str, dims: int, index_type: str = "hnsw", m: int = 16
     return {
         "mappings": {
             "dynamic": "strict",
-            "_meta": {"descriptor": descriptor, "dims": dims, "schema": SCHEMA},
+            "_meta": {"descriptor": descriptor, "dims": dims, "schema": SCHEMA, "revision": REVISION},
             "properties": {
                 VECTOR: {"type": "dense_vector", "dims": dims, "index": True, "similarity": "dot_product",
                          "index_options": {"type": index_type, "m": m, "ef_construction": ef_construction}},
@@ -85,6 +88,10 @@ def index_body(descriptor: str, dims: int, index_type: str = "hnsw", m: int = 16
                 "descriptor": {"type": "keyword"},
                 "indexed_at": {"type": "double"},
                 "modified_at": {"type": "double"},
+                # near-duplicate links: kept whole in _source, and the linked ids searchable (a picture's group)
+                "near": {"type": "object", "enabled": False},
+                "near_ids": {"type": "keyword"},
+                "linked": {"type": "boolean"},
             },
         },
     }
@@ -98,7 +105,9 @@ def document_source(doc: Document) -> dict:
             "tag_words": [" ".join(search_words(tag)) for tag in tags], "width": int(doc.width),
             "height": int(doc.height), "bytes": int(doc.bytes), "content_hash": doc.content_hash,
             "descriptor": doc.descriptor, "indexed_at": float(doc.indexed_at),
-            "modified_at": float(doc.modified_at)}
+            "modified_at": float(doc.modified_at), "linked": doc.near is not None,
+            "near": [{"id": link.id, "hash": link.content_hash, "score": float(link.score)} for link in doc.near or ()],
+            "near_ids": [link.id for link in doc.near or ()]}
 
 
 def _tag_filters(tags: Sequence[str]) -> list[dict]:
@@ -160,6 +169,13 @@ def hash_body(content_hashes: Sequence[str]) -> dict:
             "size": len(content_hashes), "_source": ["content_hash"], "fields": [VECTOR]}
 
 
+def exact_hashes_body(partition: int, partitions: int) -> dict:
+    """Content hashes held by two or more documents, one partition of them."""
+    return {"size": 0, "aggs": {"hashes": {"terms": {
+        "field": "content_hash", "min_doc_count": 2, "size": 50_000,
+        "include": {"partition": partition, "num_partitions": partitions}}}}}
+
+
 def tag_counts_body(limit: int) -> dict:
     return {"size": 0, "aggs": {"tags": {"terms": {"field": "tags", "size": limit,
                                                    "order": [{"_count": "desc"}, {"_key": "asc"}]}}}}
@@ -195,7 +211,22 @@ def _hit_document(hit: dict, vector: bool = False) -> Document:
     return Document(id=hit["_id"], vector=vec, filename=src["filename"], path=src["path"],
                     tags=list(src.get("tags") or []), width=src["width"], height=src["height"],
                     bytes=src["bytes"], content_hash=src["content_hash"], descriptor=src["descriptor"],
-                    indexed_at=src["indexed_at"], modified_at=src.get("modified_at", 0.0))
+                    indexed_at=src["indexed_at"], modified_at=src.get("modified_at", 0.0),
+                    near=_links(src) if src.get("linked") else None)
+
+
+def _links(src: dict) -> list[NearLink]:
+    return [NearLink(link["id"], link["hash"], float(link["score"])) for link in src.get("near") or ()]
+
+
+def links_body(min_score: float, touching: Sequence[str] | None) -> dict:
+    """The documents that hold links (or, with `touching`, links from or to those ids)."""
+    if touching is None:
+        query: dict = {"exists": {"field": "near_ids"}}
+    else:
+        query = {"bool": {"should": [{"ids": {"values": list(touching)}}, {"terms": {"near_ids": list(touching)}}],
+                          "minimum_should_match": 1, "filter": [{"exists": {"field": "near_ids"}}]}}
+    return {"query": query, "_source": ["near", "content_hash"]}
 
 
 def _error_type(exc: ApiError) -> str | None:
@@ -340,7 +371,18 @@ class ElasticStore(Store):
         if meta.get("schema") != SCHEMA:
             raise StoreError(f"{index} was made by an older version of this program (schema {meta.get('schema')}, "
                              f"now {SCHEMA}): rebuild it with `python -m indexer index PATH --rebuild`")
+        if meta.get("revision", 0) < REVISION:
+            self._add_fields(index, meta)
         return index, meta["descriptor"]
+
+    def _add_fields(self, index: str, meta: dict) -> None:
+        """Give an index of an older revision the fields added since (adding fields is allowed on a live
+        index; existing documents get values when next indexed)."""
+        body = index_body(meta["descriptor"], int(meta.get("dims") or 0) or 1, **self.index_options)["mappings"]
+        properties = {name: spec for name, spec in body["properties"].items() if name != VECTOR}
+        with self._call(f"add the new fields to {index}"):
+            self._client.indices.put_mapping(index=index, properties=properties,
+                                             meta={**meta, "revision": REVISION})
 
     def _target(self, fresh: bool = False) -> tuple[str, str] | None:
         """Where reads and writes go: the staged index while rebuilding, else the live one. Remembered once
@@ -562,7 +604,60 @@ class ElasticStore(Store):
                                     scroll="5m"):
                 src = hit["_source"]
                 yield Entry(hit["_id"], src["path"], src["content_hash"], src["bytes"],
-                            src.get("modified_at", 0.0), tuple(src.get("tags") or ()))
+                            src.get("modified_at", 0.0), tuple(src.get("tags") or ()), bool(src.get("linked")))
+
+    def documents(self, doc_ids):
+        ids = list(dict.fromkeys(doc_ids))
+        out: dict[str, Document] = {}
+        for start in range(0, len(ids), 1000):
+            for hit in self._search("read documents", **ids_body(ids[start:start + 1000], False))["hits"]["hits"]:
+                out[hit["_id"]] = _hit_document(hit)
+        return out
+
+    def exact_groups(self, content_hashes: Sequence[str] | None = None) -> list[list[str]]:
+        """Content hashes held by two or more documents (a terms aggregation, in partitions so that no answer
+        holds too many buckets), then their ids."""
+        total = self.count()
+        if total < 2:
+            return []
+        hashes: list[str] = list(dict.fromkeys(content_hashes or ()))
+        if content_hashes is None:
+            partitions = max(1, -(-total // 50_000))
+            for partition in range(partitions):
+                result = self._search("group identical files", **exact_hashes_body(partition, partitions))
+                hashes += [b["key"] for b in (result.get("aggregations") or {}).get("hashes", {}).get("buckets", [])]
+        groups: dict[str, list[str]] = {}
+        for start in range(0, len(hashes), 1000):
+            for hit in self._scan("list identical files", {"terms": {"content_hash": hashes[start:start + 1000]}},
+                                  ["content_hash"]):
+                groups.setdefault(hit["_source"]["content_hash"], []).append(hit["_id"])
+        return [sorted(ids) for ids in groups.values() if len(ids) > 1]
+
+    def near_pairs(self, min_score: float, touching: Sequence[str] | None = None) -> list[tuple[str, str, float]]:
+        if self._target(fresh=True) is None:
+            return []
+        body = links_body(min_score, touching)
+        found: list[tuple[str, str, str, float]] = []       # (from, to, to's content when linked, score)
+        holders: dict[str, str] = {}                         # content hash of every document read here
+        for hit in self._scan("read near-duplicate links", body["query"], body["_source"]):
+            holders[hit["_id"]] = hit["_source"]["content_hash"]
+            found += [(hit["_id"], link.id, link.content_hash, link.score) for link in _links(hit["_source"])
+                      if link.score >= min_score]
+        if touching is not None:
+            found = [f for f in found if f[0] in touching or f[1] in touching]
+        # a link stands while its far end is there and holds the content it was linked with
+        unknown = sorted({to for _, to, _, _ in found} - holders.keys())
+        for start in range(0, len(unknown), 1000):
+            for hit in self._search("read linked documents", **{
+                    "query": {"ids": {"values": unknown[start:start + 1000]}}, "size": 1000,
+                    "_source": ["content_hash"]})["hits"]["hits"]:
+                holders[hit["_id"]] = hit["_source"]["content_hash"]
+        return [(a, b, score) for a, b, content, score in found if holders.get(b) == content]
+
+    def _scan(self, what: str, query: dict, source: list[str]) -> Iterator[dict]:
+        with self._call(what):
+            yield from helpers.scan(self._client.options(request_timeout=self.timeout), index=self._read_index(),
+                                    query={"query": query}, _source=source, size=1000, scroll="2m")
 
     def find_by_hash(self, content_hashes):
         return self._stored_vectors("look up content hashes", content_hashes, hash_body,

@@ -23,8 +23,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .base import (EMBEDDED, DescriptorMismatch, Document, Entry, Hit, Page, Store, StoreUnavailable, check_vectors,
-                   normalise_tags, search_words)
+from .base import (EMBEDDED, DescriptorMismatch, Document, Entry, Hit, NearLink, Page, Store, StoreUnavailable,
+                   check_vectors, normalise_tags, search_words)
 from .matrix import ReadOnlyDatabase, SharedVectors, decode_meta, encode_meta
 
 _SCHEMA = """
@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS docs (
     descriptor TEXT NOT NULL,
     indexed_at REAL NOT NULL,
     modified_at REAL NOT NULL,
-    vector BLOB NOT NULL              -- float32, little-endian
+    vector BLOB NOT NULL,             -- float32, little-endian
+    linked INTEGER NOT NULL DEFAULT 0 -- 1: its near links (near_links) were computed
 );
 CREATE INDEX IF NOT EXISTS docs_seq ON docs(seq);
 CREATE INDEX IF NOT EXISTS docs_hash ON docs(content_hash);
@@ -52,10 +53,21 @@ CREATE TABLE IF NOT EXISTS doc_tags (tag TEXT NOT NULL, rowid INTEGER NOT NULL, 
 CREATE INDEX IF NOT EXISTS doc_tags_rowid ON doc_tags(rowid);
 CREATE TABLE IF NOT EXISTS removed (rowid INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS removed_seq ON removed(seq);
+-- near-duplicate links from a document (rowid) to an earlier one (its id and content when linked)
+CREATE TABLE IF NOT EXISTS near_links (rowid INTEGER NOT NULL, other TEXT NOT NULL, other_hash TEXT NOT NULL,
+    score REAL NOT NULL, PRIMARY KEY (rowid, other)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS near_links_other ON near_links(other);
 CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(filename, tags, tokenize='unicode61 remove_diacritics 2');
 """
 _META_COLUMNS = "rowid, id, filename, path, tags, width, height, bytes, content_hash, descriptor, " \
-                "indexed_at, modified_at"
+                "indexed_at, modified_at, linked"
+# What a database made by an earlier version lacks, and the statements that add it (run once, on opening).
+_MIGRATIONS = (
+    ("SELECT 1 FROM pragma_table_info('docs') WHERE name='linked'",
+     "ALTER TABLE docs ADD COLUMN linked INTEGER NOT NULL DEFAULT 0"),
+    ("SELECT 1 FROM sqlite_master WHERE name='near_links'",
+     _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS near_links"):_SCHEMA.index("CREATE VIRTUAL TABLE")]),
+)
 log = logging.getLogger(__name__)
 
 
@@ -192,11 +204,23 @@ class EmbeddedStore(Store):
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             self._db.execute(statement)
+            self._migrate()
 
     # -- writing -----------------------------------------------------------------------------
 
     def _has_schema(self) -> bool:
         return self._db.execute("SELECT 1 FROM sqlite_master WHERE name='docs_fts'").fetchone() is not None
+
+    def _migrate(self) -> None:
+        """Bring a database made by an earlier version up to this schema (a write only when something is
+        missing, so a read-only copy of a current database opens as before)."""
+        missing = [script for probe, script in _MIGRATIONS if self._db.execute(probe).fetchone() is None]
+        if missing:
+            with self._write():
+                for script in missing:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
 
     def _write(self):
         store = self
@@ -258,21 +282,26 @@ class EmbeddedStore(Store):
                 row = self._db.execute("SELECT rowid FROM docs WHERE id=?", (doc.id,)).fetchone()
                 values = (seq, doc.filename, doc.path, json.dumps(tags, ensure_ascii=False), doc.width,
                           doc.height, doc.bytes, doc.content_hash, doc.descriptor, doc.indexed_at,
-                          doc.modified_at, vector)
+                          doc.modified_at, vector, int(doc.near is not None))
                 if row:
                     rowid = row[0]
                     self._db.execute(
                         "UPDATE docs SET seq=?, filename=?, path=?, tags=?, width=?, height=?, bytes=?, "
-                        "content_hash=?, descriptor=?, indexed_at=?, modified_at=?, vector=? WHERE rowid=?",
-                        values + (rowid,))
+                        "content_hash=?, descriptor=?, indexed_at=?, modified_at=?, vector=?, linked=? "
+                        "WHERE rowid=?", values + (rowid,))
                     self._db.execute("DELETE FROM doc_tags WHERE rowid=?", (rowid,))
                     self._db.execute("DELETE FROM docs_fts WHERE rowid=?", (rowid,))
+                    self._db.execute("DELETE FROM near_links WHERE rowid=?", (rowid,))
                 else:
                     rowid = self._db.execute(
                         "INSERT INTO docs(id, seq, filename, path, tags, width, height, bytes, content_hash, "
-                        "descriptor, indexed_at, modified_at, vector) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "descriptor, indexed_at, modified_at, vector, linked) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (doc.id,) + values).lastrowid
                     self._db.execute("DELETE FROM removed WHERE rowid=?", (rowid,))
+                self._db.executemany("INSERT OR REPLACE INTO near_links(rowid, other, other_hash, score) "
+                                     "VALUES (?, ?, ?, ?)",
+                                     [(rowid, link.id, link.content_hash, float(link.score))
+                                      for link in doc.near or () if link.id != doc.id])
                 self._db.executemany("INSERT INTO doc_tags(tag, rowid) VALUES (?, ?)", [(t, rowid) for t in tags])
                 self._db.execute("INSERT INTO docs_fts(rowid, filename, tags) VALUES (?, ?, ?)",
                                  (rowid, " ".join(search_words(doc.filename)), " ".join(search_words(" ".join(tags)))))
@@ -294,37 +323,95 @@ class EmbeddedStore(Store):
                 self._db.execute("DELETE FROM docs WHERE rowid=?", (rowid,))
                 self._db.execute("DELETE FROM doc_tags WHERE rowid=?", (rowid,))
                 self._db.execute("DELETE FROM docs_fts WHERE rowid=?", (rowid,))
+                self._db.execute("DELETE FROM near_links WHERE rowid=?", (rowid,))
                 self._db.execute("INSERT OR REPLACE INTO removed(rowid, seq) VALUES (?, ?)", (rowid, seq))
                 removed += 1
         return removed
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _row_to_document(self, row, vector: bytes | None = None) -> Document:
-        (_, doc_id, filename, path, tags, width, height, size, content_hash, descriptor,
-         indexed_at, modified_at) = row
+    def _row_to_document(self, row, vector: bytes | None = None,
+                         links: dict[int, list[NearLink]] | None = None) -> Document:
+        (rowid, doc_id, filename, path, tags, width, height, size, content_hash, descriptor,
+         indexed_at, modified_at, linked) = row
         return Document(id=doc_id, vector=None if vector is None else np.frombuffer(vector, dtype="<f4").copy(),
                         filename=filename, path=path, tags=json.loads(tags), width=width, height=height,
                         bytes=size, content_hash=content_hash, descriptor=descriptor,
-                        indexed_at=indexed_at, modified_at=modified_at)
+                        indexed_at=indexed_at, modified_at=modified_at,
+                        near=(links or {}).get(rowid, []) if linked else None)
+
+    def _links(self, rowids: Sequence[int]) -> dict[int, list[NearLink]]:
+        """The near links from these rows, best first (called under the lock)."""
+        out: dict[int, list[NearLink]] = {}
+        marks = ",".join("?" * len(rowids))
+        for rowid, other, other_hash, score in self._db.execute(
+                f"SELECT rowid, other, other_hash, score FROM near_links WHERE rowid IN ({marks}) "
+                "ORDER BY rowid, score DESC, other", list(rowids)):
+            out.setdefault(rowid, []).append(NearLink(other, other_hash, score))
+        return out
 
     @_translated
     def get(self, doc_id: str, with_vector: bool = False) -> Document | None:
         with self._lock:
             row = self._db.execute(f"SELECT {_META_COLUMNS}, vector FROM docs WHERE id=?", (doc_id,)).fetchone()
+            links = self._links([row[0]]) if row else {}
         if row is None:
             return None
-        return self._row_to_document(row[:-1], row[-1] if with_vector else None)
+        return self._row_to_document(row[:-1], row[-1] if with_vector else None, links)
 
-    def _documents_by_rowid(self, rowids: Sequence[int]) -> dict[int, Document]:
+    def _documents_where(self, column: str, keys: Sequence) -> dict:
+        """Documents (no vectors) whose `column` (rowid or id) is one of `keys`, keyed by it."""
         out = {}
         with self._lock:
-            for start in range(0, len(rowids), 500):
-                chunk = list(rowids[start:start + 500])
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start:start + 500])
                 marks = ",".join("?" * len(chunk))
-                for row in self._db.execute(f"SELECT {_META_COLUMNS} FROM docs WHERE rowid IN ({marks})", chunk):
-                    out[row[0]] = self._row_to_document(row)
+                rows = self._db.execute(f"SELECT {_META_COLUMNS} FROM docs WHERE {column} IN ({marks})",
+                                        chunk).fetchall()
+                links = self._links([row[0] for row in rows])
+                for row in rows:
+                    doc = self._row_to_document(row, links=links)
+                    out[row[0] if column == "rowid" else doc.id] = doc
         return out
+
+    def _documents_by_rowid(self, rowids: Sequence[int]) -> dict[int, Document]:
+        return self._documents_where("rowid", rowids)
+
+    @_translated
+    def documents(self, doc_ids: Sequence[str]) -> dict[str, Document]:
+        return self._documents_where("id", list(dict.fromkeys(doc_ids)))
+
+    @_translated
+    def exact_groups(self, content_hashes: Sequence[str] | None = None) -> list[list[str]]:
+        sql = "SELECT group_concat(id, ' ') FROM docs {} GROUP BY content_hash HAVING count(*) > 1"
+        with self._lock:
+            if content_hashes is None:
+                rows = self._db.execute(sql.format("")).fetchall()
+            else:
+                hashes, rows = list(dict.fromkeys(content_hashes)), []
+                for start in range(0, len(hashes), 500):
+                    chunk = hashes[start:start + 500]
+                    rows += self._db.execute(sql.format(f"WHERE content_hash IN ({','.join('?' * len(chunk))})"),
+                                             chunk).fetchall()
+        return [sorted(ids.split(" ")) for (ids,) in rows]
+
+    @_translated
+    def near_pairs(self, min_score: float, touching: Sequence[str] | None = None) -> list[tuple[str, str, float]]:
+        # a link stands while its far end holds the content it was linked with (a removed document's own
+        # links go with it)
+        sql = ("SELECT a.id, l.other, l.score FROM near_links l JOIN docs a ON a.rowid = l.rowid "
+               "JOIN docs b ON b.id = l.other AND b.content_hash = l.other_hash WHERE l.score >= ?")
+        with self._lock:
+            if touching is None:
+                return list(self._db.execute(sql, (min_score,)))
+            out: list[tuple[str, str, float]] = []
+            ids = list(dict.fromkeys(touching))
+            for start in range(0, len(ids), 400):
+                chunk = ids[start:start + 400]
+                marks = ",".join("?" * len(chunk))
+                out += self._db.execute(f"{sql} AND (a.id IN ({marks}) OR l.other IN ({marks}))",
+                                        (min_score, *chunk, *chunk))
+            return list(dict.fromkeys(out))
 
     def _tagged_rowids(self, tags: Sequence[str]) -> list[int]:
         tags = normalise_tags(tags)
@@ -414,9 +501,10 @@ class EmbeddedStore(Store):
     @_translated_iterator
     def entries(self) -> Iterator[Entry]:
         with self._lock:
-            rows = self._db.execute("SELECT id, path, content_hash, bytes, modified_at, tags FROM docs").fetchall()
-        for doc_id, path, content_hash, size, modified_at, tags in rows:
-            yield Entry(doc_id, path, content_hash, size, modified_at, tuple(json.loads(tags)))
+            rows = self._db.execute(
+                "SELECT id, path, content_hash, bytes, modified_at, tags, linked FROM docs").fetchall()
+        for doc_id, path, content_hash, size, modified_at, tags, linked in rows:
+            yield Entry(doc_id, path, content_hash, size, modified_at, tuple(json.loads(tags)), bool(linked))
 
     @_translated
     def find_by_hash(self, content_hashes):

@@ -1,0 +1,258 @@
+"""Duplicates: which pictures of a collection are the same picture.
+
+Two levels, one meaning each:
+- `exact`: the same bytes (the documents share their content_hash).
+- `near`: the same picture after edits (resized, recompressed, cropped a little, brighter, watermarked, ...):
+  the cosine of the two search vectors is at least `min_score` (default NEAR_MIN_SCORE, chosen by
+  measurement: docs/benchmarks.md, "Duplicates"). Identical bytes are near duplicates too.
+
+Why links: comparing every picture with every other is quadratic (100,000 pictures are 5e9 pairs). Instead,
+each picture is compared once, when it is written, with the pictures already stored (one kNN query with a
+floor, LINK_FLOOR) and with the rest of its batch; the pairs found are kept with the later picture as
+`NearLink`s (id, that picture's content hash, score). A report reads the links with score >= min_score and
+joins them into groups (union-find): its cost grows with the number of duplicates, not with the collection.
+A link stands while its far end still holds the content it was linked with, so removing or re-indexing a
+picture needs no fix-up elsewhere; re-tagging keeps the links.
+
+The keeper suggested for a group is the member with the most pixels, then the largest file, then the oldest.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .stores.base import Document, NearLink, Store, normalise_tags
+
+EXACT, NEAR = "exact", "near"
+LEVELS = (EXACT, NEAR)
+# Pairs under this cosine are not kept, so no report can ask for a lower min_score. Well below the default,
+# so a user can loosen the report, and high enough that few pictures have many partners above it.
+LINK_FLOOR = 0.80
+LINKS_PER_PICTURE = 20      # the best partners a picture keeps (300 copies still join: each links to earlier ones)
+NEAR_MIN_SCORE = 0.90       # the default near threshold (docs/benchmarks.md, "Duplicates")
+
+
+# -- links, made when pictures are written ---------------------------------------------------------
+
+def link(store: Store, docs: Sequence[Document]) -> None:
+    """Set `near` on each document (which carries its vector): its best partners at or above LINK_FLOOR among
+    the stored pictures (one kNN query each) and the earlier documents of the same batch."""
+    docs = [doc for doc in docs if doc.vector is not None]
+    if not docs:
+        return
+    batch_ids = [doc.id for doc in docs]
+    vectors = np.stack([np.asarray(doc.vector, dtype=np.float32) for doc in docs])
+    within = vectors @ vectors.T
+    for i, doc in enumerate(docs):
+        # the batch's own ids are left out: their stored versions (if any) are being replaced
+        found = store.knn(vectors[i], descriptor=doc.descriptor, limit=LINKS_PER_PICTURE, min_score=LINK_FLOOR,
+                          exclude=batch_ids)
+        links = {hit.document.id: NearLink(hit.document.id, hit.document.content_hash, min(1.0, hit.score))
+                 for hit in found.hits}
+        for j in range(i):
+            if within[i, j] >= LINK_FLOOR and docs[j].id != doc.id:
+                links[docs[j].id] = NearLink(docs[j].id, docs[j].content_hash, min(1.0, float(within[i, j])))
+        doc.near = sorted(links.values(), key=lambda x: (-x.score, x.id))[:LINKS_PER_PICTURE]
+
+
+# -- reports ---------------------------------------------------------------------------------------
+
+@dataclass
+class Member:
+    document: Document
+    score: float                # cosine with the group's keeper (1.0 for the keeper and for identical bytes)
+
+
+@dataclass
+class Group:
+    members: list[Member]       # the suggested keeper first
+
+    @property
+    def keeper(self) -> Member:
+        return self.members[0]
+
+
+@dataclass
+class Report:
+    level: str
+    min_score: float | None     # None for exact
+    groups: list[Group]         # the page asked for, largest group first
+    total: int                  # groups in all
+    pictures: int               # pictures in all groups
+
+
+class BadRequest(ValueError):
+    """A level or min_score that cannot be answered (the message says why)."""
+
+
+def check(level: str, min_score: float | None) -> float | None:
+    """The min_score a report uses: None for exact; the default or the given one (>= LINK_FLOOR) for near."""
+    if level not in LEVELS:
+        raise BadRequest(f"level must be one of {', '.join(LEVELS)} (got {level!r})")
+    if level == EXACT:
+        if min_score is not None:
+            raise BadRequest("min_score applies to level near only (exact means the same bytes)")
+        return None
+    if min_score is None:
+        return NEAR_MIN_SCORE
+    if not LINK_FLOOR <= min_score <= 1.0:
+        raise BadRequest(f"min_score for near duplicates must be from {LINK_FLOOR} to 1 (got {min_score}): "
+                         f"pairs under {LINK_FLOOR} are not kept")
+    return min_score
+
+
+class _Sets:
+    """Union-find over ids."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        parent = self.parent.setdefault(x, x)
+        while parent != x:
+            grand = self.parent[parent]
+            self.parent[x] = grand      # path halving: a chain of 300 copies stays cheap
+            x, parent = parent, self.parent.setdefault(grand, grand)
+        return x
+
+    def join(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def groups(self) -> list[list[str]]:
+        out: dict[str, list[str]] = {}
+        for x in list(self.parent):
+            out.setdefault(self.find(x), []).append(x)
+        return [sorted(ids) for ids in out.values() if len(ids) > 1]
+
+
+def _components(store: Store, level: str, min_score: float | None) -> list[list[str]]:
+    exact = store.exact_groups()
+    if level == EXACT:
+        return exact
+    sets = _Sets()
+    for ids in exact:               # identical bytes are near duplicates whatever the links say
+        for other in ids[1:]:
+            sets.join(ids[0], other)
+    for a, b, _ in store.near_pairs(min_score or NEAR_MIN_SCORE):
+        sets.join(a, b)
+    return sets.groups()
+
+
+def _matches(doc: Document, tags: Sequence[str], under: Sequence[str]) -> bool:
+    if tags and not set(tags) <= set(normalise_tags(doc.tags)):
+        return False
+    return not under or any(doc.path == root or doc.path.startswith(root.rstrip("/") + "/") for root in under)
+
+
+def keeper_order(doc: Document) -> tuple:
+    """Most pixels, then the largest file, then the oldest; the path last, so the choice never wavers."""
+    return (-doc.width * doc.height, -doc.bytes, doc.modified_at, doc.path)
+
+
+def _group(store: Store, docs: list[Document], level: str) -> Group:
+    docs = sorted(docs, key=keeper_order)
+    keeper = docs[0]
+    if level == EXACT:
+        scores = {doc.id: 1.0 for doc in docs}
+    else:
+        vectors = store.vectors([doc.id for doc in docs])
+        base = vectors.get(keeper.id)
+        scores = {doc.id: 1.0 if doc.content_hash == keeper.content_hash or base is None or doc.id not in vectors
+                  else round(min(1.0, float(vectors[doc.id] @ base)), 6) for doc in docs}
+    members = [Member(keeper, 1.0)] + sorted((Member(doc, scores[doc.id]) for doc in docs[1:]),
+                                             key=lambda m: (-m.score, keeper_order(m.document)))
+    return Group(members)
+
+
+def find_groups(store: Store, *, level: str = NEAR, min_score: float | None = None, tags: Sequence[str] = (),
+                under: Iterable[str | Path] = (), offset: int = 0, limit: int | None = None) -> Report:
+    """The duplicate groups of the store, largest first; a page of them with offset and limit. `tags`: only
+    members with every tag; `under`: only members whose files lie under one of these paths (a group keeps
+    two or more such members, or is left out)."""
+    min_score = check(level, min_score)
+    tags = normalise_tags(tags)
+    roots = [str(Path(root).expanduser().resolve()) for root in under]
+    components = _components(store, level, min_score)
+    known: dict[str, Document] = {}
+    if tags or roots:               # which members count depends on their metadata: read it for every group
+        known = store.documents([i for ids in components for i in ids])
+        components = [kept for kept in ([i for i in ids if i in known and _matches(known[i], tags, roots)]
+                                        for ids in components) if len(kept) > 1]
+    components.sort(key=lambda ids: (-len(ids), ids[0]))
+    page = components[offset:None if limit is None else offset + limit]
+    missing = [i for ids in page for i in ids if i not in known]
+    known.update(store.documents(missing))
+    groups = []
+    for ids in page:
+        docs = [known[i] for i in ids if i in known]       # one removed meanwhile is left out
+        if len(docs) > 1:
+            groups.append(_group(store, docs, level))
+    return Report(level, min_score, groups, len(components), sum(len(ids) for ids in components))
+
+
+def group_of(store: Store, doc_id: str, *, level: str = NEAR, min_score: float | None = None) -> Group | None:
+    """The group of one picture (None when it has no duplicate), found by following its links outwards."""
+    min_score = check(level, min_score)
+    doc = store.get(doc_id)
+    if doc is None:
+        return None
+    members = {doc.id} | {i for ids in store.exact_groups([doc.content_hash]) for i in ids}
+    if level == NEAR:
+        frontier = set(members)
+        while frontier:
+            reached = {x for a, b, _ in store.near_pairs(min_score or NEAR_MIN_SCORE, touching=sorted(frontier))
+                       for x in (a, b)} - members
+            if reached:             # and whatever shares their bytes, as in a report
+                hashes = {d.content_hash for d in store.documents(sorted(reached)).values()}
+                reached |= {i for ids in store.exact_groups(sorted(hashes)) for i in ids}
+            frontier = reached - members
+            members |= frontier
+    if len(members) < 2:
+        return None
+    docs = list(store.documents(sorted(members)).values())
+    return _group(store, docs, level) if len(docs) > 1 else None
+
+
+# -- resolving: moving the other copies out of the way ------------------------------------------------
+
+def move_aside(path: Path, folder: Path, root: Path | None) -> Path:
+    """Move the file at `path` into `folder`, keeping its path relative to `root` (or its whole absolute path
+    when no root holds it), never over an existing file: a taken name gets " (2)", " (3)", ... before its
+    suffix. Returns where it went. Only the user's own request moves a file; nothing is ever deleted."""
+    path = Path(path)
+    relative = path.relative_to(root) if root is not None and path.is_relative_to(root) \
+        else path.relative_to(path.anchor)
+    target = Path(folder) / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = target, 1
+    while True:
+        try:
+            _move_exclusive(path, candidate)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = target.with_name(f"{target.stem} ({n}){target.suffix}")
+
+
+def _move_exclusive(source: Path, target: Path) -> None:
+    """Move without ever replacing `target` (rename would replace it silently): a hard link, then the
+    old name removed; across file systems, an exclusive copy, then the old name removed."""
+    try:
+        os.link(source, target)             # FileExistsError when the name is taken
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+            raise
+        with open(source, "rb") as src, open(target, "xb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        shutil.copystat(source, target)
+    os.unlink(source)

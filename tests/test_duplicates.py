@@ -1,0 +1,168 @@
+"""Duplicates on every backend (the `store` fixture: embedded, embedded with snapshots, Elasticsearch 8 and 9):
+links made when pictures are written, reports that stay true through removal, re-indexing and re-tagging,
+one group for 300 identical copies, the keeper rule, filters and paging; and moving the other copies aside."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from backend import duplicates
+from backend.duplicates import EXACT, NEAR, BadRequest, find_groups, group_of, move_aside
+from backend.stores.base import Document, document_id
+
+DESC = "test-descriptor-16d"
+DIMS = 16
+
+
+def unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def base_vector(seed: int) -> np.ndarray:
+    return unit(np.random.default_rng(seed).standard_normal(DIMS))
+
+
+def edited(vector: np.ndarray, cosine: float, seed: int) -> np.ndarray:
+    """A unit vector at exactly `cosine` from `vector` (an edited copy of the same picture)."""
+    noise = np.random.default_rng(seed).standard_normal(DIMS).astype(np.float32)
+    noise -= (noise @ vector) * vector
+    noise = unit(noise)
+    return unit(cosine * vector + np.sqrt(1 - cosine ** 2) * noise)
+
+
+def doc(name: str, vector, *, content: str | None = None, size=(640, 480), nbytes=1000, mtime=1.0,
+        tags=("photos",), folder="/photos") -> Document:
+    return Document(id=document_id(f"{folder}/{name}.jpg"), vector=vector, filename=f"{name}.jpg",
+                    path=f"{folder}/{name}.jpg", tags=list(tags), width=size[0], height=size[1], bytes=nbytes,
+                    content_hash=content or f"hash-{name}", descriptor=DESC, indexed_at=time.time(),
+                    modified_at=mtime)
+
+
+def write(store, docs) -> None:
+    """What the indexer does with a batch: link it, then write it."""
+    duplicates.link(store, docs)
+    store.upsert(docs)
+
+
+def names(group) -> list[str]:
+    return [m.document.filename[:-4] for m in group.members]
+
+
+def report_names(store, **options) -> list[list[str]]:
+    return [names(g) for g in find_groups(store, **options).groups]
+
+
+@pytest.fixture
+def collection(store):
+    """An original with two edited copies and a byte-identical copy; an unrelated pair of near copies;
+    pictures that resemble each other only loosely (other shots of a scene); and unrelated ones."""
+    a, b = base_vector(1), base_vector(2)
+    write(store, [doc("a", a, size=(1000, 800), nbytes=5000, mtime=5.0),
+                  doc("b", b, size=(800, 600))])
+    write(store, [doc("a-small", edited(a, 0.97, 3), size=(500, 400), nbytes=900),
+                  doc("a-copy", a, content="hash-a", size=(1000, 800), nbytes=5000, mtime=2.0),   # same bytes, older
+                  doc("a-crop", edited(a, 0.93, 4), size=(950, 760), nbytes=4000)])
+    write(store, [doc("b-jpeg", edited(b, 0.95, 5), size=(800, 600), nbytes=700),
+                  doc("a-scene", edited(a, 0.85, 6)),      # another shot of the scene: above the floor, below 0.90
+                  doc("other", base_vector(7))])
+    return store
+
+
+def test_near_groups_keeper_first_and_scores(collection):
+    report = find_groups(collection, level=NEAR)
+    assert [names(g) for g in report.groups] == [["a-copy", "a", "a-small", "a-crop"], ["b", "b-jpeg"]]
+    assert report.total == 2 and report.pictures == 6
+    first = report.groups[0]
+    # most pixels, then the largest file, then the oldest: a-copy and a tie on both, a-copy is older
+    assert first.keeper.document.filename == "a-copy.jpg" and first.keeper.score == 1.0
+    scores = [m.score for m in first.members]
+    assert scores[1] == 1.0 and scores[2] == pytest.approx(0.97, abs=1e-4) and scores[3] == pytest.approx(0.93, abs=1e-4)
+
+
+def test_exact_is_the_same_bytes(collection):
+    assert report_names(collection, level=EXACT) == [["a-copy", "a"]]
+
+
+def test_min_score_overrides_the_default_and_the_floor_is_kept(collection):
+    assert report_names(collection, level=NEAR, min_score=0.94) == [["a-copy", "a", "a-small"], ["b", "b-jpeg"]]
+    assert report_names(collection, level=NEAR, min_score=0.82) == [["a-copy", "a", "a-small", "a-crop", "a-scene"],
+                                                                      ["b", "b-jpeg"]]
+    with pytest.raises(BadRequest, match="from 0.8 to 1"):
+        find_groups(collection, level=NEAR, min_score=0.5)
+    with pytest.raises(BadRequest, match="level must be one of"):
+        find_groups(collection, level="similar")
+
+
+def test_removing_reindexing_and_retagging_keep_the_report_true(collection):
+    ids = {d.filename[:-4]: d.id for d in collection.documents([e.id for e in collection.entries()]).values()}
+    collection.delete([ids["a-small"]])
+    assert report_names(collection) == [["a-copy", "a", "a-crop"], ["b", "b-jpeg"]]
+    # b is re-indexed with new content (the file was replaced by another picture): its pair goes
+    write(collection, [doc("b", base_vector(8), content="hash-b-new", size=(800, 600))])
+    assert report_names(collection) == [["a-copy", "a", "a-crop"]]
+    # re-tagging rewrites the document from what is stored, links included
+    crop = collection.get(ids["a-crop"], with_vector=True)
+    crop.tags = ["kept"]
+    collection.upsert([crop])
+    assert report_names(collection) == [["a-copy", "a", "a-crop"]]
+    assert report_names(collection, tags=["kept"]) == []          # one member with the tag is no group
+
+
+def test_filters_and_paging(collection):
+    assert report_names(collection, limit=1) == [["a-copy", "a", "a-small", "a-crop"]]
+    page = find_groups(collection, offset=1, limit=1)
+    assert [names(g) for g in page.groups] == [["b", "b-jpeg"]] and page.total == 2
+    assert report_names(collection, under=["/photos/b"]) == []
+    assert report_names(collection, under=["/elsewhere"]) == []
+    assert report_names(collection, tags=["photos"]) == report_names(collection)
+
+
+def test_the_group_of_one_picture(collection):
+    by_name = {d.filename[:-4]: d for d in collection.documents([e.id for e in collection.entries()]).values()}
+    group = group_of(collection, by_name["a-crop"].id)
+    assert names(group) == ["a-copy", "a", "a-small", "a-crop"]
+    assert names(group_of(collection, by_name["a"].id, level=EXACT)) == ["a-copy", "a"]
+    assert group_of(collection, by_name["other"].id) is None
+    assert group_of(collection, by_name["a-crop"].id, level=EXACT) is None
+    assert group_of(collection, "0" * 20) is None
+
+
+def test_300_identical_copies_are_one_group_without_quadratic_links(store):
+    vector = base_vector(11)
+    copies = [doc(f"copy{i:03d}", vector, content="hash-same", mtime=float(i)) for i in range(300)]
+    for start in range(0, 300, 16):
+        write(store, copies[start:start + 16])
+    links = sum(len(d.near or ()) for d in store.documents([c.id for c in copies]).values())
+    assert links <= 300 * duplicates.LINKS_PER_PICTURE
+    for level in (EXACT, NEAR):
+        report = find_groups(store, level=level)
+        assert report.total == 1 and len(report.groups[0].members) == 300
+        assert report.groups[0].keeper.document.filename == "copy000.jpg"     # the oldest of equals
+    assert len(group_of(store, copies[150].id).members) == 300
+
+
+def test_documents_written_before_links_have_none_until_linked(store):
+    old = doc("old", base_vector(12))
+    store.upsert([old])                               # written without links, as before this feature
+    assert store.get(old.id).near is None
+    assert [e.linked for e in store.entries()] == [False]
+    write(store, [doc("new", edited(base_vector(12), 0.96, 13))])
+    assert report_names(store) == [["new", "old"]]      # equal in all but the path
+
+
+def test_move_aside_keeps_the_relative_path_and_never_overwrites(tmp_path):
+    root, aside = tmp_path / "photos", tmp_path / "aside"
+    (root / "2019").mkdir(parents=True)
+    first, second = root / "2019" / "x.jpg", root / "x.jpg"
+    first.write_bytes(b"first")
+    second.write_bytes(b"second")
+    (aside / "2019").mkdir(parents=True)
+    (aside / "2019" / "x.jpg").write_bytes(b"already there")
+    moved = move_aside(first, aside, root)
+    assert moved == aside / "2019" / "x (2).jpg" and moved.read_bytes() == b"first" and not first.exists()
+    assert (aside / "2019" / "x.jpg").read_bytes() == b"already there"
+    elsewhere = move_aside(second, aside, None)        # no root holds it: its whole path is kept
+    assert elsewhere == aside / second.relative_to("/") and elsewhere.read_bytes() == b"second"
