@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from backend import duplicates
 from backend.allocator import tune_allocator
 from backend.config import ConfigError, Settings
 from backend.factory import Engine, open_engine
@@ -70,6 +71,23 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="folders or files")
     remove.add_argument("--json", action="store_true", help="print one JSON object")
     remove.set_defaults(run=_remove, batch_size=None)
+
+    dup = sub.add_parser("duplicates", help="groups of copies (same bytes) or near copies (the same picture edited), "
+                                            "largest first, the suggested keeper first")
+    dup.add_argument("--level", choices=duplicates.LEVELS, default=duplicates.NEAR,
+                     help="exact: the same bytes; near (default): the same picture after edits such as resizing, "
+                          "recompressing, cropping a little, brightness or a watermark")
+    dup.add_argument("--min-score", type=float, metavar="S",
+                     help=f"near: how similar two pictures must be, {duplicates.LINK_FLOOR} to 1 "
+                          f"(default {duplicates.NEAR_MIN_SCORE})")
+    dup.add_argument("--under", action="append", default=[], type=Path, metavar="PATH",
+                     help="only pictures under this folder (repeat)")
+    dup.add_argument("--tag", action="append", default=[], metavar="TAG", help="only pictures with this tag (repeat)")
+    dup.add_argument("--move-to", type=Path, metavar="DIR",
+                     help="move every picture but the keeper into DIR (its path relative to --under kept, never "
+                          "overwriting a file) and remove it from the index; without it nothing on disk changes")
+    dup.add_argument("--json", action="store_true", help="end with one JSON object on standard output")
+    dup.set_defaults(run=_duplicates, batch_size=None)
 
     stats = sub.add_parser("stats", help="document count, descriptor, backend, data location")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
@@ -187,6 +205,61 @@ def _remove(args, engine: Engine) -> int:
     else:
         print(f"removed {removed} documents; {store.count()} left in {store.location()}")
     return 0
+
+
+def _duplicates(args, engine: Engine) -> int:
+    try:
+        report = duplicates.find_groups(engine.store, level=args.level, min_score=args.min_score, tags=args.tag,
+                                        under=args.under)
+    except duplicates.BadRequest as exc:
+        raise ValueError(str(exc)) from None
+    what = "identical files" if report.level == duplicates.EXACT else f"near duplicates (min score {report.min_score})"
+    print(f"{report.total} groups of {what}, {report.pictures} pictures", file=sys.stderr if args.json else sys.stdout)
+    if not args.json:
+        for n, group in enumerate(report.groups, 1):
+            print(f"\ngroup {n}: {len(group.members)} pictures")
+            for member in group.members:
+                doc, mark = member.document, "keep" if member is group.keeper else ""
+                print(f"  {mark:4}  {member.score:.4f}  {doc.width}x{doc.height}  {doc.bytes:>10,} B  {doc.id}  "
+                      f"{doc.path}")
+    moved, failed = _move_duplicates(args, engine, report) if args.move_to else ([], [])
+    if args.json:
+        print(json.dumps({"level": report.level, "min_score": report.min_score, "total": report.total,
+                          "pictures": report.pictures,
+                          "groups": [{"members": [_member_json(m, m is g.keeper) for m in g.members]}
+                                     for g in report.groups],
+                          "moved": [{"id": i, "from": a, "to": b} for i, a, b in moved],
+                          "failed": [{"path": p, "reason": r} for p, r in failed]}, ensure_ascii=False))
+    return 1 if failed else 0
+
+
+def _member_json(member: duplicates.Member, keeper: bool) -> dict:
+    doc = member.document
+    return {"id": doc.id, "path": doc.path, "width": doc.width, "height": doc.height, "bytes": doc.bytes,
+            "score": member.score, "keeper": keeper, "filename": doc.filename, "tags": doc.tags,
+            "content_hash": doc.content_hash, "modified_at": doc.modified_at}
+
+
+def _move_duplicates(args, engine: Engine, report: duplicates.Report):
+    """Move every non-keeper's file aside and remove its document; a file that cannot be moved stays indexed."""
+    roots = [p.expanduser().resolve() for p in args.under]
+    moved: list[tuple[str, str, str]] = []
+    failed: list[tuple[str, str]] = []
+    for group in report.groups:
+        for member in group.members[1:]:
+            path = Path(member.document.path)
+            root = next((r for r in roots if path.is_relative_to(r)), None)
+            try:
+                target = duplicates.move_aside(path, args.move_to.expanduser().resolve(), root)
+            except OSError as exc:
+                failed.append((str(path), exc.strerror or str(exc)))
+                print(f"failed: {path}: {exc.strerror or exc}", file=sys.stderr)
+                continue
+            engine.store.delete([member.document.id])
+            moved.append((member.document.id, str(path), str(target)))
+    print(f"moved {len(moved)} files into {args.move_to} and removed them from the index"
+          + (f"; {len(failed)} could not be moved" if failed else ""), file=sys.stderr)
+    return moved, failed
 
 
 def _stats(args, engine: Engine) -> int:

@@ -166,3 +166,67 @@ def test_move_aside_keeps_the_relative_path_and_never_overwrites(tmp_path):
     assert (aside / "2019" / "x.jpg").read_bytes() == b"already there"
     elsewhere = move_aside(second, aside, None)        # no root holds it: its whole path is kept
     assert elsewhere == aside / second.relative_to("/") and elsewhere.read_bytes() == b"second"
+
+
+# -- through the indexer and the command line ----------------------------------------------------------
+
+def test_the_indexer_links_new_pictures_and_documents_indexed_before_links(tmp_path, fast_extractor):
+    from backend.imaging import Limits
+    from backend.ingest import Indexer
+    from backend.stores.embedded import EmbeddedStore
+    from indexer.scan import scan
+
+    from .conftest import picture
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    picture(1).save(root / "one.png")
+    (root / "copy.png").write_bytes((root / "one.png").read_bytes())
+    picture(2).save(root / "two.png")
+    with EmbeddedStore(tmp_path / "index.sqlite3") as store:
+        indexer = Indexer(store, fast_extractor, Limits(), batch_size=2)
+        indexer.run(scan([root]))
+        assert report_names(store, level=EXACT) == [["one", "copy"]]      # the older file first
+        # as a store written before links were kept: every document unlinked
+        store.upsert([Document(**{**vars(d), "near": None}) for d in
+                      (store.get(e.id, with_vector=True) for e in store.entries())])
+        assert store.near_pairs(duplicates.LINK_FLOOR) == [] and not any(e.linked for e in store.entries())
+        summary = indexer.run(scan([root]))
+        assert (summary.linked, summary.indexed, summary.skipped) == (3, 0, 3)
+        assert report_names(store, level=NEAR, min_score=0.99) == [["one", "copy"]]
+        assert indexer.run(scan([root])).linked == 0
+
+
+def test_the_command_line_reports_and_moves_the_other_copies_aside(tmp_path, fast_env):
+    from .conftest import picture
+    from .test_indexer import cli, last_json
+
+    root, aside = tmp_path / "photos", tmp_path / "aside"
+    (root / "2019").mkdir(parents=True)
+    picture(1, size=(200, 150)).save(root / "big.png")
+    picture(1, size=(100, 75)).save(root / "2019" / "small.png")    # the same picture, smaller
+    (root / "2019" / "same.png").write_bytes((root / "big.png").read_bytes())
+    picture(2).save(root / "other.png")
+    (aside / "2019").mkdir(parents=True)
+    (aside / "2019" / "same.png").write_bytes(b"a file of the user's that must stay")
+    assert cli(fast_env, "index", str(root)).returncode == 0
+
+    exact = cli(fast_env, "duplicates", "--level", "exact", "--json")
+    assert exact.returncode == 0, exact.stderr
+    report = last_json(exact.stdout)
+    assert [[m["path"] for m in g["members"]] for g in report["groups"]] == \
+        [[str(root / "big.png"), str(root / "2019" / "same.png")]]
+    assert report["groups"][0]["members"][0]["keeper"] is True
+    assert {"id", "path", "width", "height", "bytes", "score"} <= report["groups"][0]["members"][0].keys()
+
+    refused = cli(fast_env, "duplicates", "--min-score", "0.2")
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith("error: min_score")
+
+    moved = cli(fast_env, "duplicates", "--level", "exact", "--under", str(root), "--move-to", str(aside), "--json")
+    assert moved.returncode == 0, moved.stderr
+    assert [m["to"] for m in last_json(moved.stdout)["moved"]] == [str(aside / "2019" / "same (2).png")]
+    assert (aside / "2019" / "same.png").read_bytes() == b"a file of the user's that must stay"
+    assert (aside / "2019" / "same (2).png").read_bytes() == (root / "big.png").read_bytes()
+    assert sorted(p.name for p in root.rglob("*.png")) == ["big.png", "other.png", "small.png"]
+    after = last_json(cli(fast_env, "duplicates", "--level", "exact", "--json").stdout)
+    assert after["groups"] == [] and last_json(cli(fast_env, "stats", "--json").stdout)["count"] == 3
