@@ -23,11 +23,11 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .stores.base import Document, NearLink, Store, normalise_tags
+from .stores.base import Document, Hit, NearLink, Page, Store, normalise_tags
 
 EXACT, NEAR = "exact", "near"
 LEVELS = (EXACT, NEAR)
@@ -219,6 +219,49 @@ def group_of(store: Store, doc_id: str, *, level: str = NEAR, min_score: float |
         return None
     docs = list(store.documents(sorted(members)).values())
     return _group(store, docs, level) if len(docs) > 1 else None
+
+
+# -- folding search results ---------------------------------------------------------------------------
+
+def fold(hits: Sequence[Hit], min_score: float = NEAR_MIN_SCORE) -> list[tuple[Hit, list[Hit]]]:
+    """Search results with their near duplicates folded into the best-ranked of them: (hit, its copies) in
+    rank order. Two results fold when they share their bytes or a stored link of at least min_score joins
+    them (the links travel with the documents, so this needs no query)."""
+    sets = _Sets()
+    by_id = {hit.document.id: hit.document for hit in hits}
+    by_content: dict[str, str] = {}
+    for hit in hits:
+        doc = hit.document
+        sets.find(doc.id)
+        if doc.content_hash in by_content:
+            sets.join(by_content[doc.content_hash], doc.id)
+        by_content.setdefault(doc.content_hash, doc.id)
+        for link in doc.near or ():
+            other = by_id.get(link.id)
+            if other is not None and link.score >= min_score and other.content_hash == link.content_hash:
+                sets.join(doc.id, link.id)
+    folded: dict[str, tuple[Hit, list[Hit]]] = {}
+    for hit in hits:                     # best first: the first of a group stands for it
+        root = sets.find(hit.document.id)
+        if root in folded:
+            folded[root][1].append(hit)
+        else:
+            folded[root] = (hit, [])
+    return list(folded.values())
+
+
+def collapsed_page(search: Callable[[int, int], Page], offset: int, limit: int,
+                   min_score: float = NEAR_MIN_SCORE, most: int = 2000) -> tuple[list[tuple[Hit, list[Hit]]], int]:
+    """One page of folded results, offset and limit counting folded results: `search(offset, limit)` is asked
+    for a window of ranked results, grown until it holds offset + limit groups or every match (at most `most`
+    results). Returns the page and the number of matching documents."""
+    window = min(most, max(3 * (offset + limit), 48))
+    while True:
+        found = search(0, window)
+        groups = fold(found.hits, min_score)
+        if len(groups) >= offset + limit or len(found.hits) < window or window >= most:
+            return groups[offset:offset + limit], found.total
+        window = min(most, window * 2)
 
 
 # -- resolving: moving the other copies out of the way ------------------------------------------------

@@ -230,3 +230,96 @@ def test_the_command_line_reports_and_moves_the_other_copies_aside(tmp_path, fas
     assert sorted(p.name for p in root.rglob("*.png")) == ["big.png", "other.png", "small.png"]
     after = last_json(cli(fast_env, "duplicates", "--level", "exact", "--json").stdout)
     assert after["groups"] == [] and last_json(cli(fast_env, "stats", "--json").stdout)["count"] == 3
+
+
+# -- the API --------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def api(tmp_path, fast_extractor):
+    """The API over twelve unrelated pictures (stored vectors of the app's descriptor) and copies of two of
+    them: photo_0 with two edited copies, photo_1 with a byte-identical one."""
+    from backend import create_app
+    from backend.stores import open_store
+
+    from .test_api import make_settings
+
+    settings = make_settings(tmp_path)
+    rng = np.random.default_rng(21)
+    vectors = [unit(rng.standard_normal(512)) for _ in range(12)]
+
+    def picture_doc(name, vector, content=None, tags=("photos",), size=(1000, 800)):
+        d = doc(name, vector, content=content, tags=tags, size=size)
+        d.descriptor, d.filename = fast_extractor.descriptor_id, d.filename.replace(".jpg", ".png")
+        return d
+
+    with open_store(settings) as store:
+        write(store, [picture_doc(f"photo_{i}", v) for i, v in enumerate(vectors)])
+        write(store, [picture_doc("photo_0 copy", edited512(vectors[0], 0.97, 22), tags=(), size=(500, 400)),
+                      picture_doc("photo_0 again", edited512(vectors[0], 0.95, 23), tags=(), size=(500, 400)),
+                      picture_doc("photo_1 copy", vectors[1], content="hash-photo_1", tags=())])
+    app = create_app(settings, load_model=False, extractor=fast_extractor)
+    return app.test_client()
+
+
+def edited512(vector: np.ndarray, cosine: float, seed: int) -> np.ndarray:
+    noise = np.random.default_rng(seed).standard_normal(len(vector)).astype(np.float32)
+    noise = unit(noise - (noise @ vector) * vector)
+    return unit(cosine * vector + np.sqrt(1 - cosine ** 2) * noise)
+
+
+def test_api_reports_groups_largest_first_with_the_keeper_first(api):
+    body = api.get("/api/duplicates").get_json()
+    assert body["total"] == 2 and body["pictures"] == 5 and body["query"]["min_score"] == duplicates.NEAR_MIN_SCORE
+    assert [g["size"] for g in body["groups"]] == [3, 2]
+    first = body["groups"][0]["members"]
+    assert [m["keeper"] for m in first] == [True, False, False]
+    assert [m["filename"] for m in first] == ["photo_0.png", "photo_0 copy.png", "photo_0 again.png"]
+    assert [m["score"] for m in first] == pytest.approx([1.0, 0.97, 0.95], abs=1e-4)
+    assert {"id", "path", "width", "height", "bytes", "score", "thumbnail_url", "content_hash"} <= first[0].keys()
+    second = api.get("/api/duplicates?limit=1&offset=1").get_json()
+    assert [m["filename"] for m in second["groups"][0]["members"]] == ["photo_1 copy.png", "photo_1.png"]
+    assert second["total"] == 2
+    exact = api.get("/api/duplicates?level=exact").get_json()
+    assert [g["size"] for g in exact["groups"]] == [2] and exact["query"]["min_score"] is None
+    assert api.get("/api/duplicates?tags=photos").get_json()["total"] == 0      # the copies have no tags
+
+
+@pytest.mark.parametrize("query, message", [
+    ("min_score=0.5", "from 0.8 to 1"), ("level=similar", "level must be"), ("level=exact&min_score=0.9", "near only"),
+    ("limit=0", "limit"), ("sort=size", "unknown query parameter"), ("min_score=x", "min_score")])
+def test_api_refuses_what_it_cannot_answer(api, query, message):
+    response = api.get(f"/api/duplicates?{query}")
+    assert response.status_code == 400 and message in response.get_json()["error"]["message"]
+
+
+def test_api_group_of_one_image(api):
+    members = api.get("/api/duplicates").get_json()["groups"][0]["members"]
+    group = api.get(f"/api/images/{members[2]['id']}/duplicates").get_json()["group"]
+    assert [m["id"] for m in group["members"]] == [m["id"] for m in members]
+    alone = document_id("/photos/photo_5.jpg")
+    assert api.get(f"/api/images/{alone}/duplicates").get_json()["group"] is None
+    assert api.get(f"/api/images/{'0' * 20}/duplicates").status_code == 404
+    assert api.get(f"/api/images/{alone}/duplicates?level=near&min_score=2").status_code == 400
+
+
+def test_collapse_folds_copies_into_the_best_ranked_result(api):
+    copy = document_id("/photos/photo_0 copy.jpg")
+    plain = api.get(f"/api/images/{copy}/similar?limit=14").get_json()["results"]
+    names = [r["filename"] for r in plain]
+    assert names[:2] == ["photo_0.png", "photo_0 again.png"] and "copies" not in plain[0]
+    folded = api.get(f"/api/images/{copy}/similar?limit=14&collapse=near").get_json()
+    assert folded["query"]["collapse"] == "near"
+    results = folded["results"]
+    shown = [r["filename"] for r in results]
+    # the image itself is left out of "similar"; its original and other copy fold into one result
+    assert len(shown) == 12 and shown[0] == "photo_0.png"
+    assert [c["filename"] for c in results[0]["copies"]] == ["photo_0 again.png"]
+    ones = [r for r in results if r["filename"] in ("photo_1.png", "photo_1 copy.png")]
+    assert len(ones) == 1 and len(ones[0]["copies"]) == 1
+    # paging counts folded results: the pages join up to the whole folded list
+    pages = [api.get(f"/api/images/{copy}/similar?limit=5&offset={o}&collapse=near").get_json()["results"]
+             for o in (0, 5, 10)]
+    assert [r["filename"] for p in pages for r in p] == shown
+    assert len(api.get("/api/search?q=photo&collapse=near&limit=50").get_json()["results"]) == 12
+    assert len(api.get("/api/search?q=photo&limit=50").get_json()["results"]) == 15
+    assert api.get("/api/search?q=photo&collapse=all").status_code == 400

@@ -76,12 +76,14 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
 
     errors.register(app)
     app.before_request(params.reject_unknown_parameters)
+    from .duplicates import bp as duplicates_bp
     from .health import bp as health_bp
     from .images import bp as images_bp
     from .search import bp as search_bp
     app.register_blueprint(health_bp)
     app.register_blueprint(search_bp)
     app.register_blueprint(images_bp)
+    app.register_blueprint(duplicates_bp)
 
     @app.get("/")
     def index():

@@ -9,6 +9,9 @@ from backend.imaging import FORMAT_NAMES
 from backend.feedback import MAX_MARKED
 from backend.stores import BACKENDS
 
+from backend.duplicates import LEVELS, LINK_FLOOR, NEAR, NEAR_MIN_SCORE
+
+from .params import COLLAPSE as COLLAPSE_VALUES
 from .params import DEFAULT_LIMIT, MAX_EXPAND, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_LENGTH
 
 VERSION = "1.0.0"
@@ -74,6 +77,20 @@ EXPAND = {"name": "expand", "in": "query",
           "description": "Average query expansion: the query vector plus its top `expand` results, renormalised, "
                          "searched again (0: off). Helps where each picture has many like it; see docs/api.md.",
           "schema": EXPAND_SCHEMA}
+COLLAPSE_SCHEMA = {"enum": list(COLLAPSE_VALUES), "default": "none"}
+COLLAPSE = {"name": "collapse", "in": "query",
+            "description": "near: fold the near duplicates of a result into it (its `copies`), so that a page is "
+                           "never several copies of one picture; offset and limit then count folded results. "
+                           "none: every result apart.",
+            "schema": COLLAPSE_SCHEMA}
+LEVEL = {"name": "level", "in": "query",
+         "description": "exact: the same bytes; near: the same picture after edits (resized, recompressed, "
+                        "cropped a little, brighter, watermarked, ...).",
+         "schema": {"enum": list(LEVELS), "default": NEAR}}
+DUPLICATE_SCORE = {"name": "min_score", "in": "query",
+                   "description": f"near: how similar two pictures must be (cosine of their vectors), from "
+                                  f"{LINK_FLOOR} to 1; default {NEAR_MIN_SCORE}. Not with level=exact.",
+                   "schema": {"type": "number", "minimum": LINK_FLOOR, "maximum": 1}}
 TAGS_FIELD = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 20}],
               "description": "Tags, as a list or separated by commas; at most 20 of at most 100 characters."}
 CACHE_HEADERS = {"ETag": {"schema": {"type": "string"}, "required": True},
@@ -96,8 +113,22 @@ SCHEMAS = {
             "width": {"type": "integer"}, "height": {"type": "integer"},
             "image_url": {"type": "string", "description": "Relative URL of the file."},
             "thumbnail_url": {"type": "string", "description": "Relative URL of a JPEG thumbnail."},
+            "copies": {"type": "array", "items": {"$ref": "#/components/schemas/Result"},
+                       "description": "collapse=near only: the near duplicates folded into this result, best first."},
         },
     },
+    "DuplicateMember": {"allOf": [_ref("Result"), {
+        "type": "object", "required": ["keeper", "path", "bytes", "modified_at", "content_hash"],
+        "properties": {"keeper": {"type": "boolean", "description": "The suggested copy to keep: most pixels, then "
+                                                                    "the largest file, then the oldest."},
+                       "path": {"type": "string", "description": "Where the file is on the server."},
+                       "bytes": {"type": "integer"}, "modified_at": {"type": "number"},
+                       "content_hash": {"type": "string"}}}],
+        "description": "score: cosine similarity with the keeper (1 for identical bytes)."},
+    "DuplicateGroup": {"type": "object", "required": ["size", "members"],
+                       "properties": {"size": {"type": "integer", "minimum": 2},
+                                      "members": {"type": "array", "items": _ref("DuplicateMember"),
+                                                  "description": "The keeper first, then the most similar."}}},
     "SearchResponse": {
         "type": "object", "required": ["query", "results", "total", "took_ms"],
         "properties": {
@@ -112,7 +143,8 @@ SCHEMAS = {
                                "expand": {"type": "integer"},
                                "positive": {"type": "array", "items": {"type": "string"}},
                                "negative": {"type": "array", "items": {"type": "string"}},
-                               "image": {"type": "boolean", "description": "refine: a picture was a positive"}},
+                               "image": {"type": "boolean", "description": "refine: a picture was a positive"},
+                               "collapse": {"enum": ["near", None]}},
             },
             "results": {"type": "array", "items": _ref("Result"), "description": "Best first."},
             "total": {"type": "integer", "minimum": 0,
@@ -182,7 +214,8 @@ def _image_body(options: dict, json_only: dict | None = None) -> dict:
     }}
 
 
-SEARCH_OPTIONS = {"limit": LIMIT["schema"], "offset": OFFSET["schema"], "min_score": MIN_SCORE["schema"]}
+SEARCH_OPTIONS = {"limit": LIMIT["schema"], "offset": OFFSET["schema"], "min_score": MIN_SCORE["schema"],
+                  "collapse": COLLAPSE_SCHEMA}
 IDS = {"type": "array", "items": {"type": "string"}, "maxItems": MAX_MARKED}
 REFINE_BODY = {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "additionalProperties": False,
@@ -201,7 +234,7 @@ PATHS = {
         "description": "Send the picture as multipart field `image`, or as JSON `image_base64`. Options may "
                        "also be given in the query string. Any other form field or JSON key is refused (400). "
                        "In JSON, limit, offset and min_score are JSON numbers, not strings (5.0 counts as 5).",
-        "parameters": [LIMIT, OFFSET, TAGS, MIN_SCORE, CROP, EXPAND],
+        "parameters": [LIMIT, OFFSET, TAGS, MIN_SCORE, CROP, EXPAND, COLLAPSE],
         "requestBody": _image_body({**SEARCH_OPTIONS, "crop": CROP_TEXT, "expand": EXPAND_SCHEMA},
                                    {"crop": CROP_FIELD}),
         "responses": {"200": SEARCH_RESULTS, **_errors("400", "409", "413", "415", "422", "503")},
@@ -212,14 +245,14 @@ PATHS = {
                        "Give q, tags, or both (tags alone lists the tagged images).",
         "parameters": [{"name": "q", "in": "query", "description": "Words.",
                         "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH}},
-                       LIMIT, OFFSET, TAGS],
+                       LIMIT, OFFSET, TAGS, COLLAPSE],
         "responses": {"200": SEARCH_RESULTS, **_errors("400", "503")},
     }},
     "/api/images/{id}/similar": {"get": {
         "operationId": "similarImages", "tags": ["search"], "summary": "More like an indexed image (refine)",
         "description": "Uses the image's stored vector (no model call); the image itself is left out. With "
                        "`crop`, the region of the image's file is described by the model instead.",
-        "parameters": [ID, LIMIT, OFFSET, TAGS, MIN_SCORE, CROP, EXPAND],
+        "parameters": [ID, LIMIT, OFFSET, TAGS, MIN_SCORE, CROP, EXPAND, COLLAPSE],
         "responses": {"200": SEARCH_RESULTS, **_errors("400", "404", "409", "413", "415", "422", "503")},
     }},
     "/api/search/refine": {"post": {
@@ -230,7 +263,7 @@ PATHS = {
                        f"marked image is left out of the results. At least one positive; at most {MAX_MARKED} "
                        f"ids in all; an id may not be both. Unknown ids answer 404 naming them (unknown_ids). "
                        f"Options may also be given in the query string.",
-        "parameters": [LIMIT, OFFSET, TAGS, MIN_SCORE, EXPAND],
+        "parameters": [LIMIT, OFFSET, TAGS, MIN_SCORE, EXPAND, COLLAPSE],
         "requestBody": REFINE_BODY,
         "responses": {"200": SEARCH_RESULTS, **_errors("400", "404", "409", "413", "415", "422", "503")},
     }},
@@ -281,6 +314,34 @@ PATHS = {
                               "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
                       "304": {"description": "Not modified (If-None-Match matched the ETag)."},
                       **_errors("400", "404", "413", "415", "422", "503")},
+    }},
+    "/api/duplicates": {"get": {
+        "operationId": "listDuplicates", "tags": ["duplicates"],
+        "summary": "Groups of copies and near copies in the collection, largest first",
+        "description": "Each group lists its members with the suggested keeper first. Groups are paged with "
+                       "limit and offset; tags keep only members with every tag (a group needs two).",
+        "parameters": [LEVEL, DUPLICATE_SCORE, TAGS, LIMIT, OFFSET],
+        "responses": {"200": _json({"type": "object", "required": ["query", "groups", "total", "pictures", "took_ms"],
+                                    "properties": {
+                                        "query": {"type": "object", "required": ["level", "min_score", "tags",
+                                                                                 "limit", "offset"]},
+                                        "groups": {"type": "array", "items": _ref("DuplicateGroup")},
+                                        "total": {"type": "integer", "minimum": 0, "description": "groups in all"},
+                                        "pictures": {"type": "integer", "minimum": 0,
+                                                     "description": "pictures in all groups"},
+                                        "took_ms": {"type": "number", "minimum": 0}}},
+                                   "Groups, largest first."),
+                      **_errors("400", "503")},
+    }},
+    "/api/images/{id}/duplicates": {"get": {
+        "operationId": "imageDuplicates", "tags": ["duplicates"], "summary": "The group of one image",
+        "parameters": [ID, LEVEL, DUPLICATE_SCORE],
+        "responses": {"200": _json({"type": "object", "required": ["query", "group"],
+                                    "properties": {"query": {"type": "object"},
+                                                   "group": {"anyOf": [{"type": "null"}, _ref("DuplicateGroup")],
+                                                             "description": "null: the image has no duplicate"}}},
+                                   "Its group, the keeper first."),
+                      **_errors("400", "404", "503")},
     }},
     "/api/tags": {"get": {
         "operationId": "listTags", "tags": ["search"], "summary": "The most used tags and their counts",

@@ -28,12 +28,14 @@ MAX_EXPAND = 10
 # The query parameters each endpoint takes. Any other is a 400: a misspelt `tag=` must not silently
 # return unfiltered results. The page and static files are not checked (cache-busting parameters).
 QUERY_PARAMETERS = {
-    "search.by_text": ("q", "limit", "offset", "tags"),
-    "search.by_image": ("limit", "offset", "tags", "min_score", "crop", "expand"),
-    "search.similar": ("limit", "offset", "tags", "min_score", "crop", "expand"),
-    "search.refine": ("limit", "offset", "tags", "min_score", "expand"),
+    "search.by_text": ("q", "limit", "offset", "tags", "collapse"),
+    "search.by_image": ("limit", "offset", "tags", "min_score", "crop", "expand", "collapse"),
+    "search.similar": ("limit", "offset", "tags", "min_score", "crop", "expand", "collapse"),
+    "search.refine": ("limit", "offset", "tags", "min_score", "expand", "collapse"),
     "search.tags": ("limit",),
     "images.upload": ("tags",),
+    "duplicates.report": ("level", "min_score", "tags", "limit", "offset"),
+    "duplicates.of_image": ("level", "min_score"),
 }
 UNCHECKED = {"static", "index"}
 
@@ -136,7 +138,7 @@ def integer(source: Source, name: str, default: int, low: int, high: int) -> int
     return number
 
 
-def _min_score(source: Source) -> float | None:
+def min_score(source: Source) -> float | None:
     value = source.one("min_score")
     if value is MISSING:
         return None
@@ -184,7 +186,20 @@ def options(source: Source, *, with_min_score: bool = True) -> Options:
     return Options(limit=integer(source, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
                    offset=integer(source, "offset", 0, 0, MAX_OFFSET),
                    tags=tags(source),
-                   min_score=_min_score(source) if with_min_score else None)
+                   min_score=min_score(source) if with_min_score else None)
+
+
+COLLAPSE = ("near", "none")
+
+
+def collapse(source: Source) -> str | None:
+    """`collapse=near`: fold near duplicates of a result into it; `none` (the default): every result apart."""
+    value = source.one("collapse")
+    if value is MISSING or value == "none":
+        return None
+    if value != "near":
+        raise bad(f"collapse must be near or none {got(value, source.typed('collapse'))}")
+    return value
 
 
 def expand(source: Source) -> int:

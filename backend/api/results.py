@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 
 from flask import url_for
 
-from backend.stores.base import Document, Page
+from backend.stores.base import Document, Hit, Page
 
 from .errors import ApiError
 
@@ -38,7 +39,23 @@ def metadata(doc: Document) -> dict:
             **urls(doc.id), "similar_url": url_for("search.similar", doc_id=doc.id)}
 
 
-def page(query: dict, found: Page, started: float) -> dict:
-    """The answer of every search: {"query", "results", "total", "took_ms"}."""
-    return {"query": query, "results": [result(hit.document, hit.score) for hit in found.hits],
-            "total": found.total, "took_ms": round((time.perf_counter() - started) * 1000, 1)}
+@dataclass
+class Folded:
+    """A page of results with their near duplicates folded in (collapse=near): (hit, its copies), and how
+    many documents matched."""
+    groups: list[tuple[Hit, list[Hit]]]
+    total: int
+
+
+Found = Page | Folded
+
+
+def page(query: dict, found: Found, started: float) -> dict:
+    """The answer of every search: {"query", "results", "total", "took_ms"}; folded results carry their copies."""
+    if isinstance(found, Folded):
+        shown = [{**result(hit.document, hit.score), "copies": [result(c.document, c.score) for c in copies]}
+                 for hit, copies in found.groups]
+    else:
+        shown = [result(hit.document, hit.score) for hit in found.hits]
+    return {"query": query, "results": shown, "total": found.total,
+            "took_ms": round((time.perf_counter() - started) * 1000, 1)}

@@ -6,6 +6,7 @@ import time
 
 from flask import Blueprint, request
 
+from backend import duplicates
 from backend.feedback import MAX_MARKED
 
 from . import lookalike, params, results
@@ -21,11 +22,21 @@ def by_image():
     body = read_image()
     source = params.Source(request.args, body.fields)
     opts, crop, expand = params.options(source), params.crop(source), params.expand(source)
+    collapse = params.collapse(source)
     started = time.perf_counter()
-    found = ctx.service.by_image(body.data, tags=opts.tags, offset=opts.offset, limit=opts.limit,
-                                 min_score=opts.min_score, crop=crop, expand=expand)
-    return results.page({"type": "image", **opts.echo(), "crop": _echo_crop(crop), "expand": expand}, found,
-                        started)
+    found = _collapsed(collapse, opts, lambda offset, limit: ctx.service.by_image(
+        body.data, tags=opts.tags, offset=offset, limit=limit, min_score=opts.min_score, crop=crop, expand=expand))
+    return results.page({"type": "image", **opts.echo(), "crop": _echo_crop(crop), "expand": expand,
+                         "collapse": collapse}, found, started)
+
+
+def _collapsed(collapse: str | None, opts: params.Options, search) -> results.Found:
+    """search(offset, limit) as asked, or with collapse=near a page of results whose near duplicates are folded
+    into them (offset and limit then count folded results)."""
+    if collapse is None:
+        return search(opts.offset, opts.limit)
+    groups, total = duplicates.collapsed_page(search, opts.offset, opts.limit)
+    return results.Folded(groups, total)
 
 
 def _echo_crop(crop):
@@ -40,9 +51,11 @@ def by_text():
     opts = params.options(source, with_min_score=False)
     if not words and not opts.tags:
         raise ApiError(400, "missing_query", "give q (words to look for in file names and tags) or tags")
+    collapse = params.collapse(source)
     started = time.perf_counter()
-    found = ctx.service.by_text(words, tags=opts.tags, offset=opts.offset, limit=opts.limit)
-    echo = {"type": "text", "q": words, **opts.echo()}
+    found = _collapsed(collapse, opts, lambda offset, limit: ctx.service.by_text(words, tags=opts.tags,
+                                                                                 offset=offset, limit=limit))
+    echo = {"type": "text", "q": words, **opts.echo(), "collapse": collapse}
     del echo["min_score"]  # keyword relevance is not a cosine: no min_score here
     return results.page(echo, found, started)
 
@@ -53,14 +66,15 @@ def similar(doc_id: str):
     results.check_id(doc_id)
     source = params.Source(request.args)
     opts, crop, expand = params.options(source), params.crop(source), params.expand(source)
+    collapse = params.collapse(source)
     started = time.perf_counter()
-    found = ctx.service.similar(doc_id, tags=opts.tags, offset=opts.offset, limit=opts.limit,
-                                min_score=opts.min_score, crop=crop, expand=expand)
+    found = _collapsed(collapse, opts, lambda offset, limit: ctx.service.similar(
+        doc_id, tags=opts.tags, offset=offset, limit=limit, min_score=opts.min_score, crop=crop, expand=expand))
     return results.page({"type": "similar", "id": doc_id, **opts.echo(), "crop": _echo_crop(crop),
-                         "expand": expand}, found, started)
+                         "expand": expand, "collapse": collapse}, found, started)
 
 
-REFINE_KEYS = ("positive", "negative", "image_base64", "crop")
+REFINE_KEYS = ("positive", "negative", "image_base64", "crop", "collapse")
 
 
 @bp.post("/api/search/refine")
@@ -84,13 +98,16 @@ def refine():
                        "give at least one positive: an id in positive, or a picture in image_base64")
     source = params.Source(request.args, body)
     opts, crop, expand = params.options(source), params.crop(source), params.expand(source)
+    collapse = params.collapse(source)
     if crop is not None and image is None:
         raise params.bad("crop applies to the picture in image_base64, and none is given")
     started = time.perf_counter()
-    found = ctx.service.refine(positive, negative, image=image, crop=crop, tags=opts.tags, offset=opts.offset,
-                               limit=opts.limit, min_score=opts.min_score, expand=expand)
+    found = _collapsed(collapse, opts, lambda offset, limit: ctx.service.refine(
+        positive, negative, image=image, crop=crop, tags=opts.tags, offset=offset, limit=limit,
+        min_score=opts.min_score, expand=expand))
     return results.page({"type": "refine", "positive": positive, "negative": negative, "image": image is not None,
-                         **opts.echo(), "crop": _echo_crop(crop), "expand": expand}, found, started)
+                         **opts.echo(), "crop": _echo_crop(crop), "expand": expand, "collapse": collapse},
+                        found, started)
 
 
 def _ids(body: dict, name: str) -> list[str]:
