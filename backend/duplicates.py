@@ -49,12 +49,12 @@ def link(store: Store, docs: Sequence[Document]) -> None:
     batch_ids = [doc.id for doc in docs]
     vectors = np.stack([np.asarray(doc.vector, dtype=np.float32) for doc in docs])
     within = vectors @ vectors.T
+    # the batch's own ids are left out: their stored versions (if any) are being replaced
+    found = store.knn_many(vectors, descriptor=docs[0].descriptor, limit=LINKS_PER_PICTURE, min_score=LINK_FLOOR,
+                           exclude=batch_ids)
     for i, doc in enumerate(docs):
-        # the batch's own ids are left out: their stored versions (if any) are being replaced
-        found = store.knn(vectors[i], descriptor=doc.descriptor, limit=LINKS_PER_PICTURE, min_score=LINK_FLOOR,
-                          exclude=batch_ids)
         links = {hit.document.id: NearLink(hit.document.id, hit.document.content_hash, min(1.0, hit.score))
-                 for hit in found.hits}
+                 for hit in found[i]}
         for j in range(i):
             if within[i, j] >= LINK_FLOOR and docs[j].id != doc.id:
                 links[docs[j].id] = NearLink(docs[j].id, docs[j].content_hash, min(1.0, float(within[i, j])))

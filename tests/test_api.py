@@ -222,7 +222,7 @@ def test_search_by_image_finds_the_same_picture_first(client, image_folder):
     assert response.status_code == 200
     body = response.get_json()
     assert body["query"] == {"type": "image", "tags": [], "limit": 24, "offset": 0, "min_score": None,
-                             "crop": None, "expand": 0}
+                             "crop": None, "expand": 0, "collapse": None}
     assert body["total"] == 12 and len(body["results"]) == 12 and body["took_ms"] >= 0
     top = body["results"][0]
     assert top["filename"] == "photo_5.jpg" and top["score"] > 0.999
@@ -470,7 +470,7 @@ def test_another_descriptor_is_409(indexed):
 
 def test_keyword_search(client):
     body = client.get("/api/search?q=cats").get_json()
-    assert body["query"] == {"type": "text", "q": "cats", "tags": [], "limit": 24, "offset": 0}
+    assert body["query"] == {"type": "text", "q": "cats", "tags": [], "limit": 24, "offset": 0, "collapse": None}
     assert body["total"] == 6 and all(r["tags"] == ["cats"] for r in body["results"])
     assert client.get("/api/search?q=CA").get_json()["total"] == 6            # prefix, any case
     named = client.get("/api/search?q=photo_7").get_json()

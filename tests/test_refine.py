@@ -57,7 +57,8 @@ def test_refine_ranks_by_the_rocchio_vector_and_leaves_out_every_marked_image(cl
     scores = [r["score"] for r in body["results"]]
     np.testing.assert_allclose(scores[0], float(vectors[got[0]] @ expected_vector), atol=1e-5)
     assert body["query"] == {"type": "refine", "positive": positive, "negative": negative, "image": False,
-                             "tags": [], "limit": 100, "offset": 0, "min_score": None, "crop": None, "expand": 0}
+                             "tags": [], "limit": 100, "offset": 0, "min_score": None, "crop": None, "expand": 0,
+                             "collapse": None}
     # the negatives push results away: the same positives alone rank otherwise
     alone = [r["id"] for r in client.post(REFINE, json={"positive": positive, "limit": 100}).get_json()["results"]]
     assert len(alone) == 9 and set(negative) <= set(alone)

@@ -166,6 +166,14 @@ class Store(ABC):
         applied during the search). `exclude`: ids left out. Raises DescriptorMismatch when `descriptor`
         is not the store's."""
 
+    def knn_many(self, vectors: np.ndarray, *, descriptor: str, limit: int, min_score: float,
+                 exclude: Sequence[str] = ()) -> list[list[Hit]]:
+        """knn for several query vectors at once (rows of `vectors`), each with a threshold: for each row,
+        its best `limit` hits with score >= min_score, `exclude` left out. A backend answers them together
+        where that is cheaper (the embedded store reads its vectors once for the whole batch)."""
+        return [self.knn(v, descriptor=descriptor, limit=limit, min_score=min_score, exclude=exclude).hits
+                for v in vectors]
+
     @abstractmethod
     def keyword(self, text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 10) -> Page:
         """Documents whose file name or tags match the words (case-insensitive; a word matches whole

@@ -573,6 +573,33 @@ class ElasticStore(Store):
             total = max(total, self._count("count kNN matches", body["knn"].get("filter")))
         return Page(hits, total)
 
+    def knn_many(self, vectors, *, descriptor, limit, min_score, exclude=()) -> list[list[Hit]]:
+        """Every query in one _msearch request (one round trip for an indexer's batch)."""
+        vectors = list(vectors)
+        target = self._target()
+        if target is None or not vectors:
+            return [[] for _ in vectors]
+        if descriptor != target[1]:
+            raise DescriptorMismatch(f"the query is a {descriptor} vector; this index holds {target[1]} vectors")
+        searches: list[dict] = []
+        for vector in vectors:
+            searches += [{"index": self._read_index()},
+                         knn_body(vector, k=limit, num_candidates=self.num_candidates, exclude=exclude,
+                                  min_score=min_score)]
+        with self._call("search by vectors"):
+            responses = self._client.msearch(searches=searches)["responses"]
+        out: list[list[Hit]] = []
+        for response in responses:
+            error = response.get("error")
+            if error:
+                if isinstance(error, dict) and error.get("type") == "index_not_found_exception":
+                    self._known = None
+                    out.append([])
+                    continue
+                raise StoreError(f"Elasticsearch refused to search by vectors: {error}")
+            out.append([Hit(_hit_document(h), score_to_cosine(h["_score"])) for h in response["hits"]["hits"]])
+        return out
+
     def keyword(self, text, *, tags=(), offset=0, limit=10) -> Page:
         # from + size may not pass index.max_result_window; deeper pages are empty
         size = max(0, min(limit, MAX_WINDOW - offset))

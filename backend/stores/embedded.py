@@ -465,6 +465,36 @@ class EmbeddedStore(Store):
         return Page(hits, total)
 
     @_translated
+    def knn_many(self, vectors, *, descriptor, limit, min_score, exclude=()) -> list[list[Hit]]:
+        """One matrix product for the whole batch: at 100,000 vectors a query reads 200 MB, so reading them
+        once for 16 queries instead of 16 times is what keeps linking new pictures cheap."""
+        bound = self.descriptor()
+        if bound is not None and descriptor != bound:
+            raise DescriptorMismatch(f"the query is a {descriptor} vector; this store holds {bound} vectors")
+        queries = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
+        current = self._shared.current()
+        if len(current) == 0 or len(queries) == 0:
+            return [[] for _ in queries]
+        scores = current.scores_many(queries)
+        eligible = current.live.copy()
+        if exclude:
+            with self._lock:
+                marks = ",".join("?" * len(exclude))
+                excluded = [r for (r,) in self._db.execute(f"SELECT rowid FROM docs WHERE id IN ({marks})",
+                                                           list(exclude))]
+            eligible[current.positions(excluded)] = False
+        picked: list[np.ndarray] = []
+        for column in range(len(queries)):
+            candidates = np.flatnonzero(eligible & (scores[:, column] >= min_score))
+            if len(candidates) > limit:
+                candidates = candidates[np.argpartition(-scores[candidates, column], limit - 1)[:limit]]
+            picked.append(candidates[np.argsort(-scores[candidates, column], kind="stable")])
+        rowids = current.rowids
+        docs = self._documents_by_rowid(sorted({int(rowids[i]) for top in picked for i in top}))
+        return [[Hit(docs[int(rowids[i])], float(scores[i, column])) for i in top if int(rowids[i]) in docs]
+                for column, top in enumerate(picked)]
+
+    @_translated
     def keyword(self, text, *, tags=(), offset=0, limit=10) -> Page:
         words = search_words(text)
         tag_filter, params = "", []

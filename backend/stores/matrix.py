@@ -84,6 +84,16 @@ class Vectors:
             np.matmul(self.extra, query, out=out[n:])
         return out
 
+    def scores_many(self, queries: np.ndarray) -> np.ndarray:
+        """scores() for the rows of `queries` at once, (len(self), len(queries)): one pass over the vectors."""
+        out = np.empty((len(self), len(queries)), dtype=np.float32)
+        n = len(self.base_rowids)
+        if n:
+            np.matmul(self.base, queries.T, out=out[:n])
+        if len(self.extra_rowids):
+            np.matmul(self.extra, queries.T, out=out[n:])
+        return out
+
     def positions(self, rowids: Iterable[int]) -> np.ndarray:
         """Positions of the current rows with these ids (ids with no current row are left out)."""
         wanted = np.fromiter(rowids, dtype=np.int64)

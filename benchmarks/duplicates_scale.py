@@ -1,0 +1,206 @@
+"""Duplicate reports at scale: how long a report takes over N documents, what linking new pictures costs
+against running the model on them, and what an all-pairs comparison would cost instead, in one run.
+
+    python -m benchmarks.duplicates_scale [--documents 100000] [--new 1000] [--store embedded | --url URL]
+        [--version 8] [--repeat 5] [--weights W] [--data DIR] [--model-pictures 48] [--json]
+
+The collection: N synthetic 512-d unit vectors (seeded). Unrelated random vectors in 512 dimensions have
+cosines of about 0 +- 0.05, so the only pairs above the link floor are the ones made on purpose: 3% of the
+documents are originals with two edited copies each (cosine 0.92 to 0.99 with the original), and 1% are
+pairs of byte-identical files. Those documents are written with their links computed from their vectors
+(exactly what duplicates.link would find, without N kNN queries), in batches through the store's upsert.
+
+Then, timed:
+- the report a page asks for (`find_groups(limit=24)`), and the whole report (every group), near and exact,
+  p50 of --repeat runs;
+- `duplicates.link` for --new more pictures (each with one near copy already in the store) through the store's
+  own kNN, per picture, against the model's time per picture on this machine (the product's default
+  descriptor and precision, --model-pictures Corel-1k photos, measured in the same run): the ratio is what
+  linking adds to indexing;
+- all pairs by brute force (a block of rows of the N x N similarity matrix, scaled to the whole), what a
+  finder without links (perceptual-hash tools, imagededup) must do.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from backend import duplicates
+from backend.config import Settings
+from backend.stores import open_store
+from backend.stores.base import Document, NearLink
+
+from .descriptors import machine
+from .store_size import DESCRIPTOR, DIMS
+
+SEED = 7
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def collection(n: int) -> tuple[np.ndarray, list[str], list[list[int]]]:
+    """(vectors, content hashes, groups of positions): originals with two edited copies, identical pairs."""
+    rng = np.random.default_rng(SEED)
+    vectors = _unit(rng.standard_normal((n, DIMS), dtype=np.float32))
+    hashes = [f"{i:064x}" for i in range(n)]
+    groups: list[list[int]] = []
+    triples, pairs = int(n * 0.01), int(n * 0.005)
+    at = 0
+    for _ in range(triples):
+        original = vectors[at]
+        for k in (1, 2):
+            cosine = rng.uniform(0.92, 0.99)
+            noise = rng.standard_normal(DIMS).astype(np.float32)
+            noise -= (noise @ original) * original
+            noise /= np.linalg.norm(noise)
+            vectors[at + k] = cosine * original + np.sqrt(1 - cosine ** 2) * noise
+        groups.append([at, at + 1, at + 2])
+        at += 3
+    for _ in range(pairs):
+        vectors[at + 1], hashes[at + 1] = vectors[at], hashes[at]
+        groups.append([at, at + 1])
+        at += 2
+    return _unit(vectors), hashes, groups
+
+
+def document(i: int, vector: np.ndarray, content: str, near: list[NearLink]) -> Document:
+    return Document(id=f"{i:020x}", vector=vector, filename=f"img{i}.jpg", path=f"/synthetic/img{i}.jpg",
+                    tags=[], width=640, height=480, bytes=100_000 + i, content_hash=content, descriptor=DESCRIPTOR,
+                    indexed_at=0.0, modified_at=float(i), near=near)
+
+
+def fill(store, vectors: np.ndarray, hashes: list[str], groups: list[list[int]], batch: int = 1000) -> float:
+    """Write the collection with its links (each member linked to the earlier members of its group)."""
+    links: dict[int, list[NearLink]] = {}
+    for group in groups:
+        for k, later in enumerate(group):
+            links[later] = [NearLink(f"{earlier:020x}", hashes[earlier],
+                                     float(min(1.0, vectors[later] @ vectors[earlier]))) for earlier in group[:k]]
+    started = time.perf_counter()
+    for start in range(0, len(vectors), batch):
+        store.upsert([document(i, vectors[i], hashes[i], links.get(i, [])) for i in range(start, min(start + batch,
+                                                                                                    len(vectors)))])
+    return time.perf_counter() - started
+
+
+def timed(run, repeat: int) -> tuple[float, object]:
+    seconds, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = run()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), result
+
+
+def model_seconds_per_picture(weights: str, data: Path, pictures: int) -> float:
+    """The product's default path (decode, resize, model) on Corel-1k photos, after one warm-up batch."""
+    from backend.features import FeatureExtractor
+    from backend.imaging import Limits, decode, read_file
+
+    extractor = FeatureExtractor.from_settings(Settings.from_env({"LOOKALIKE_VGG16_WEIGHTS": weights}))
+    files = sorted((data / "corel1k").rglob("*.jpg"))[: pictures + 16]
+
+    def run(paths):
+        arrays = [extractor.prepare(decode(read_file(p, Limits()), Limits(),
+                                           draft_size=extractor.spec.image_size).image) for p in paths]
+        return extractor.embed(arrays, 16)
+    run(files[:16])
+    started = time.perf_counter()
+    run(files[16:])
+    return (time.perf_counter() - started) / (len(files) - 16)
+
+
+def all_pairs_seconds(vectors: np.ndarray, rows: int = 4096) -> float:
+    """Brute force: a block of rows of the similarity matrix, the pairs above the floor kept, scaled to all."""
+    rows = min(rows, len(vectors))
+    started = time.perf_counter()
+    block = vectors[:rows] @ vectors.T
+    np.nonzero(block >= duplicates.LINK_FLOOR)
+    return (time.perf_counter() - started) * len(vectors) / rows / 2      # the matrix is symmetric
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.duplicates_scale", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--documents", type=int, default=100_000)
+    parser.add_argument("--new", type=int, default=1000)
+    parser.add_argument("--url", help="an Elasticsearch URL (default: the embedded store in a temporary folder)")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--weights", default=Settings.from_env().vgg16_weights)
+    parser.add_argument("--data", type=Path, default=Path(__import__("os").environ.get("LOOKALIKE_SAMPLE_DATA", "")))
+    parser.add_argument("--model-pictures", type=int, default=48)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    vectors, hashes, groups = collection(args.documents + args.new)
+    stored, new = vectors[: args.documents], vectors[args.documents:]
+    stored_groups = [g for g in groups if g[-1] < args.documents]
+    out: dict = {"machine": machine(), "documents": args.documents,
+                 "grouped": sum(len(g) for g in stored_groups), "groups": len(stored_groups)}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.url:
+            settings = Settings(store=args.url, es_index=f"lookalike-dupbench-{uuid.uuid4().hex[:8]}")
+        else:
+            settings = Settings(data_dir=Path(tmp))
+        out["store"] = "elasticsearch" if args.url else "embedded"
+        store = open_store(settings)
+        try:
+            out["fill_s"] = round(fill(store, stored, hashes, stored_groups), 1)
+            store.warm_up()
+            for level in (duplicates.NEAR, duplicates.EXACT):
+                p50, report = timed(lambda: duplicates.find_groups(store, level=level, limit=24), args.repeat)
+                out[f"{level}_page_p50_s"] = round(p50, 3)
+                out[f"{level}_groups"] = report.total
+                p50, _ = timed(lambda: duplicates.find_groups(store, level=level), args.repeat)
+                out[f"{level}_all_p50_s"] = round(p50, 3)
+            # new pictures, each a near copy of a stored original, linked through the store's own kNN
+            rng = np.random.default_rng(SEED + 1)
+            originals = rng.choice(args.documents, args.new, replace=False)
+            fresh = []
+            for k, i in enumerate(originals):
+                noise = rng.standard_normal(DIMS).astype(np.float32)
+                noise -= (noise @ stored[i]) * stored[i]
+                mixed = 0.96 * stored[i] + np.sqrt(1 - 0.96 ** 2) * noise / np.linalg.norm(noise)
+                fresh.append(document(args.documents + k, (mixed / np.linalg.norm(mixed)).astype(np.float32),
+                                      f"new{k:061x}", []))
+            started = time.perf_counter()
+            for start in range(0, len(fresh), 16):      # the indexer's batch size
+                duplicates.link(store, fresh[start:start + 16])
+            link_s = time.perf_counter() - started
+            found = sum(any(link.id == f"{i:020x}" for link in doc.near or ()) for doc, i in zip(fresh, originals))
+            out["link_ms_per_picture"] = round(1000 * link_s / len(fresh), 2)
+            out["links_found"] = f"{found}/{len(fresh)}"
+            started = time.perf_counter()
+            for start in range(0, len(fresh), 16):
+                store.upsert(fresh[start:start + 16])
+            out["upsert_ms_per_picture"] = round(1000 * (time.perf_counter() - started) / len(fresh), 2)
+            p50, report = timed(lambda: duplicates.find_groups(store, limit=24), args.repeat)
+            out["near_page_p50_s_after_new"], out["near_groups_after_new"] = round(p50, 3), report.total
+        finally:
+            if args.url:
+                from elasticsearch import Elasticsearch
+                with Elasticsearch(args.url) as client:
+                    client.indices.delete(index=f"{settings.es_index}*", expand_wildcards="all",
+                                          allow_no_indices=True)
+            store.close()
+    out["all_pairs_s"] = round(all_pairs_seconds(vectors[: args.documents]), 1)
+    if args.data and (args.data / "corel1k").is_dir() and Path(args.weights).is_file():
+        model = model_seconds_per_picture(args.weights, args.data, args.model_pictures)
+        out["model_ms_per_picture"] = round(1000 * model, 1)
+        out["link_share_of_indexing"] = round(out["link_ms_per_picture"] / (1000 * model), 4)
+    print(json.dumps(out) if args.json else "\n".join(f"{k:>28}: {v}" for k, v in out.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
