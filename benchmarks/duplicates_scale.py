@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     vectors, hashes, groups = collection(args.documents + args.new)
-    stored, new = vectors[: args.documents], vectors[args.documents:]
+    stored = vectors[: args.documents]
     stored_groups = [g for g in groups if g[-1] < args.documents]
     out: dict = {"machine": machine(), "documents": args.documents,
                  "grouped": sum(len(g) for g in stored_groups), "groups": len(stored_groups)}
