@@ -3,16 +3,22 @@
 Two levels, one meaning each:
 - `exact`: the same bytes (the documents share their content_hash).
 - `near`: the same picture after edits (resized, recompressed, cropped a little, brighter, watermarked, ...):
-  the cosine of the two search vectors is at least `min_score` (default NEAR_MIN_SCORE, chosen by
-  measurement: docs/benchmarks.md, "Duplicates"). Identical bytes are near duplicates too.
+  the pair's near score is at least `min_score` (default NEAR_MIN_SCORE, chosen by measurement:
+  docs/benchmarks.md, "Duplicates"). Identical bytes are near duplicates too.
+
+The near score of two pictures (`near_score`): 1 for the same bytes; else the similarity of their layout
+signatures (near_duplicates.py), for pictures whose search vectors are close enough to be candidates
+(cosine >= CANDIDATE_FLOOR). The search vector finds the candidates, the signature decides: the cosine
+alone cannot tell an edited copy from another photo of the same scene. (A document without a signature
+is compared by the cosine of the vectors instead.)
 
 Why links: comparing every picture with every other is quadratic (100,000 pictures are 5e9 pairs). Instead,
-each picture is compared once, when it is written, with the pictures already stored (one kNN query with a
-floor, LINK_FLOOR) and with the rest of its batch; the pairs found are kept with the later picture as
-`NearLink`s (id, that picture's content hash, score). A report reads the links with score >= min_score and
-joins them into groups (union-find): its cost grows with the number of duplicates, not with the collection.
-A link stands while its far end still holds the content it was linked with, so removing or re-indexing a
-picture needs no fix-up elsewhere; re-tagging keeps the links.
+each picture is compared once, when it is written, with its best candidates among the pictures already
+stored (one kNN query) and with the rest of its batch; the pairs scoring at least LINK_FLOOR are kept with
+the later picture as `NearLink`s (id, that picture's content hash, score). A report reads the links with
+score >= min_score and joins them into groups (union-find): its cost grows with the number of duplicates,
+not with the collection. A link stands while its far end still holds the content it was linked with, so
+removing or re-indexing a picture needs no fix-up elsewhere; re-tagging keeps the links.
 
 The keeper suggested for a group is the member with the most pixels, then the largest file, then the oldest.
 """
@@ -27,22 +33,36 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from . import near_duplicates
 from .stores.base import Document, Hit, NearLink, Page, Store, normalise_tags
 
 EXACT, NEAR = "exact", "near"
 LEVELS = (EXACT, NEAR)
-# Pairs under this cosine are not kept, so no report can ask for a lower min_score. Well below the default,
-# so a user can loosen the report, and high enough that few pictures have many partners above it.
-LINK_FLOOR = 0.80
-LINKS_PER_PICTURE = 20      # the best partners a picture keeps (300 copies still join: each links to earlier ones)
+CANDIDATE_FLOOR = 0.5       # the search vectors' cosine a pair needs to be compared at all
+LINKS_PER_PICTURE = 20      # the candidates a new picture is compared with, and the links it keeps (300 copies
+                            # still join: each links to earlier ones)
+# Pairs scoring under this are not kept, so no report can ask for a lower min_score: well below the default,
+# so a user can loosen the report.
+LINK_FLOOR = 0.5
 NEAR_MIN_SCORE = 0.90       # the default near threshold (docs/benchmarks.md, "Duplicates")
+
+
+def near_score(a: Document, b: Document, cosine: float) -> float:
+    """How surely two candidate pictures are the same picture: 1 for the same bytes, else the similarity of
+    their signatures, else (a document without one) the cosine of their vectors."""
+    if a.content_hash == b.content_hash:
+        return 1.0
+    if a.signature is not None and b.signature is not None:
+        return near_duplicates.pair_score(cosine, a.signature, b.signature)
+    return min(1.0, cosine)
 
 
 # -- links, made when pictures are written ---------------------------------------------------------
 
 def link(store: Store, docs: Sequence[Document]) -> None:
-    """Set `near` on each document (which carries its vector): its best partners at or above LINK_FLOOR among
-    the stored pictures (one kNN query each) and the earlier documents of the same batch."""
+    """Set `near` on each document (which carries its vector): its partners scoring at least LINK_FLOOR among
+    its best candidates in the store (one kNN query each, all in one call) and the earlier documents of the
+    same batch."""
     docs = [doc for doc in docs if doc.vector is not None]
     if not docs:
         return
@@ -50,14 +70,17 @@ def link(store: Store, docs: Sequence[Document]) -> None:
     vectors = np.stack([np.asarray(doc.vector, dtype=np.float32) for doc in docs])
     within = vectors @ vectors.T
     # the batch's own ids are left out: their stored versions (if any) are being replaced
-    found = store.knn_many(vectors, descriptor=docs[0].descriptor, limit=LINKS_PER_PICTURE, min_score=LINK_FLOOR,
-                           exclude=batch_ids)
+    found = store.knn_many(vectors, descriptor=docs[0].descriptor, limit=LINKS_PER_PICTURE,
+                           min_score=CANDIDATE_FLOOR, exclude=batch_ids)
     for i, doc in enumerate(docs):
-        links = {hit.document.id: NearLink(hit.document.id, hit.document.content_hash, min(1.0, hit.score))
-                 for hit in found[i]}
-        for j in range(i):
-            if within[i, j] >= LINK_FLOOR and docs[j].id != doc.id:
-                links[docs[j].id] = NearLink(docs[j].id, docs[j].content_hash, min(1.0, float(within[i, j])))
+        candidates = [(hit.document, hit.score) for hit in found[i]]
+        candidates += [(docs[j], float(within[i, j])) for j in range(i)
+                       if within[i, j] >= CANDIDATE_FLOOR and docs[j].id != doc.id]
+        links: dict[str, NearLink] = {}
+        for other, cosine in candidates:
+            score = round(near_score(doc, other, cosine), 6)
+            if score >= LINK_FLOOR:
+                links[other.id] = NearLink(other.id, other.content_hash, score)
         doc.near = sorted(links.values(), key=lambda x: (-x.score, x.id))[:LINKS_PER_PICTURE]
 
 
@@ -163,10 +186,11 @@ def _group(store: Store, docs: list[Document], level: str) -> Group:
     if level == EXACT:
         scores = {doc.id: 1.0 for doc in docs}
     else:
-        vectors = store.vectors([doc.id for doc in docs])
+        unsigned = [doc.id for doc in docs if doc.signature is None]
+        vectors = store.vectors(unsigned + [keeper.id]) if unsigned else {}
         base = vectors.get(keeper.id)
-        scores = {doc.id: 1.0 if doc.content_hash == keeper.content_hash or base is None or doc.id not in vectors
-                  else round(min(1.0, float(vectors[doc.id] @ base)), 6) for doc in docs}
+        scores = {doc.id: round(near_score(keeper, doc, float(vectors[doc.id] @ base) if base is not None
+                                           and doc.id in vectors else 1.0), 6) for doc in docs}
     members = [Member(keeper, 1.0)] + sorted((Member(doc, scores[doc.id]) for doc in docs[1:]),
                                              key=lambda m: (-m.score, keeper_order(m.document)))
     return Group(members)

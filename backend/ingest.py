@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import duplicates, imaging
+from . import duplicates, imaging, near_duplicates
 from .features import FeatureExtractor
 from .filelock import write_atomically
 from .imaging import Decoded, ImageError, Limits, one_picture, read_file, thumbnail_jpeg
@@ -72,6 +72,7 @@ class _Loaded:
     width: int
     height: int
     pixels: np.ndarray          # prepared model input
+    signature: bytes            # near_duplicates.signature: what decides whether two pictures are the same
     filename: str | None = None  # the document's file name when not the file's own (an upload's)
 
 
@@ -167,14 +168,26 @@ class Indexer:
 
     def _link_stored(self, doc_ids: list[str]) -> int:
         """Give stored documents that have none their near-duplicate links, from their stored vectors (no
-        model call); returns how many were linked."""
+        model call) and a signature read from their file; returns how many were linked."""
         linked = 0
         for start in range(0, len(doc_ids), self.batch_size):
             docs = [doc for doc in (self.store.get(i, with_vector=True) for i in doc_ids[start:start + self.batch_size])
                     if doc is not None and doc.near is None]
+            for doc in docs:
+                if doc.signature is None:
+                    doc.signature = self._signature(Path(doc.path))
             duplicates.link(self.store, docs)
             linked += self.store.upsert(docs)
         return linked
+
+    def _signature(self, path: Path) -> bytes | None:
+        """The signature of a stored picture's file; None when it cannot be read now (compared by its vector)."""
+        try:
+            with one_picture(str(path)):
+                decoded = imaging.decode(read_file(path, self.limits), self.limits, source=str(path), draft_size=256)
+                return near_duplicates.signature(decoded.image)
+        except (ImageError, OSError):
+            return None
 
     def _load_one(self, item: FileToIndex) -> _Loaded:
         """Read, hash, decode and prepare one file; any failure is its ImageError."""
@@ -189,7 +202,7 @@ class Indexer:
         extractor = self.extractor
         with one_picture(str(item.path)):
             return _Loaded(item, hashlib.sha256(data).hexdigest(), decoded.width, decoded.height,
-                           extractor.prepare(decoded.image), filename)
+                           extractor.prepare(decoded.image), near_duplicates.signature(decoded.image), filename)
 
     def _try_load(self, item: FileToIndex) -> _Loaded | tuple[str, str]:
         try:
@@ -232,7 +245,8 @@ class Indexer:
         docs = [Document(id=b.item.id, vector=reuse.get(b.content_hash, vectors.get(id(b))),
                          filename=b.filename or b.item.path.name, path=str(b.item.path), tags=list(b.item.tags),
                          width=b.width, height=b.height, bytes=b.item.bytes, content_hash=b.content_hash,
-                         descriptor=descriptor, indexed_at=now, modified_at=b.item.modified_at)
+                         descriptor=descriptor, indexed_at=now, modified_at=b.item.modified_at,
+                         signature=b.signature)
                 for b in batch if b.content_hash in reuse or id(b) in vectors]
         docs = [doc for doc in docs if self._usable(doc, summary)]
         duplicates.link(self.store, docs)

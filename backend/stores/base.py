@@ -7,6 +7,7 @@ vector instead of running the model again.
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
 import re
 import unicodedata
@@ -101,6 +102,7 @@ class Document:
     indexed_at: float               # unix time
     modified_at: float = 0.0        # the file's mtime when indexed; lets the indexer skip unchanged files
     near: list[NearLink] | None = None   # near-duplicate links to earlier documents; None: never linked
+    signature: builtins.bytes | None = None   # the picture's layout (near_duplicates.signature); None: not computed
 
     def metadata(self) -> dict:
         """Everything but the vector, JSON-ready."""

@@ -23,6 +23,7 @@ The request bodies are built by the pure functions below, pinned by tests/test_e
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import time
@@ -92,6 +93,7 @@ def index_body(descriptor: str, dims: int, index_type: str = "hnsw", m: int = 16
                 "near": {"type": "object", "enabled": False},
                 "near_ids": {"type": "keyword"},
                 "linked": {"type": "boolean"},
+                "signature": {"type": "binary"},       # near_duplicates.signature, base64 in _source
             },
         },
     }
@@ -107,7 +109,8 @@ def document_source(doc: Document) -> dict:
             "descriptor": doc.descriptor, "indexed_at": float(doc.indexed_at),
             "modified_at": float(doc.modified_at), "linked": doc.near is not None,
             "near": [{"id": link.id, "hash": link.content_hash, "score": float(link.score)} for link in doc.near or ()],
-            "near_ids": [link.id for link in doc.near or ()]}
+            "near_ids": [link.id for link in doc.near or ()],
+            "signature": None if doc.signature is None else base64.b64encode(doc.signature).decode("ascii")}
 
 
 def _tag_filters(tags: Sequence[str]) -> list[dict]:
@@ -129,7 +132,7 @@ def knn_body(vector, *, k: int, num_candidates: int, tags: Sequence[str] = (), e
         knn["filter"] = {"bool": conditions}
     if min_score is not None:
         knn["similarity"] = float(min_score)   # the raw dot product (= cosine here), not the _score
-    return {"knn": knn, "size": k, "_source": {"excludes": [VECTOR]}}
+    return {"knn": knn, "size": k, "_source": {"excludes": [VECTOR, "signature"]}}
 
 
 def keyword_body(text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 10) -> dict | None:
@@ -140,7 +143,8 @@ def keyword_body(text: str, *, tags: Sequence[str] = (), offset: int = 0, limit:
     filters = _tag_filters(tags)
     if not words and not filters:
         return None
-    body: dict = {"from": offset, "size": limit, "track_total_hits": True, "_source": {"excludes": [VECTOR]}}
+    body: dict = {"from": offset, "size": limit, "track_total_hits": True,
+                  "_source": {"excludes": [VECTOR, "signature"]}}
     if words:
         body["query"] = {"bool": {
             "must": [{"multi_match": {"query": word, "type": "bool_prefix", "fields": WORD_FIELDS}}
@@ -212,7 +216,8 @@ def _hit_document(hit: dict, vector: bool = False) -> Document:
                     tags=list(src.get("tags") or []), width=src["width"], height=src["height"],
                     bytes=src["bytes"], content_hash=src["content_hash"], descriptor=src["descriptor"],
                     indexed_at=src["indexed_at"], modified_at=src.get("modified_at", 0.0),
-                    near=_links(src) if src.get("linked") else None)
+                    near=_links(src) if src.get("linked") else None,
+                    signature=base64.b64decode(src["signature"]) if src.get("signature") else None)
 
 
 def _links(src: dict) -> list[NearLink]:
@@ -583,9 +588,10 @@ class ElasticStore(Store):
             raise DescriptorMismatch(f"the query is a {descriptor} vector; this index holds {target[1]} vectors")
         searches: list[dict] = []
         for vector in vectors:
-            searches += [{"index": self._read_index()},
-                         knn_body(vector, k=limit, num_candidates=self.num_candidates, exclude=exclude,
-                                  min_score=min_score)]
+            body = knn_body(vector, k=limit, num_candidates=self.num_candidates, exclude=exclude,
+                            min_score=min_score)
+            body["_source"] = {"excludes": [VECTOR]}     # the candidates' signatures are compared (duplicates)
+            searches += [{"index": self._read_index()}, body]
         with self._call("search by vectors"):
             responses = self._client.msearch(searches=searches)["responses"]
         out: list[list[Hit]] = []

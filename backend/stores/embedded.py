@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS docs (
     indexed_at REAL NOT NULL,
     modified_at REAL NOT NULL,
     vector BLOB NOT NULL,             -- float32, little-endian
-    linked INTEGER NOT NULL DEFAULT 0 -- 1: its near links (near_links) were computed
+    linked INTEGER NOT NULL DEFAULT 0, -- 1: its near links (near_links) were computed
+    signature BLOB                    -- near_duplicates.signature of the picture
 );
 CREATE INDEX IF NOT EXISTS docs_seq ON docs(seq);
 CREATE INDEX IF NOT EXISTS docs_hash ON docs(content_hash);
@@ -60,11 +61,13 @@ CREATE INDEX IF NOT EXISTS near_links_other ON near_links(other);
 CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(filename, tags, tokenize='unicode61 remove_diacritics 2');
 """
 _META_COLUMNS = "rowid, id, filename, path, tags, width, height, bytes, content_hash, descriptor, " \
-                "indexed_at, modified_at, linked"
+                "indexed_at, modified_at, linked, signature"
 # What a database made by an earlier version lacks, and the statements that add it (run once, on opening).
 _MIGRATIONS = (
     ("SELECT 1 FROM pragma_table_info('docs') WHERE name='linked'",
      "ALTER TABLE docs ADD COLUMN linked INTEGER NOT NULL DEFAULT 0"),
+    ("SELECT 1 FROM pragma_table_info('docs') WHERE name='signature'",
+     "ALTER TABLE docs ADD COLUMN signature BLOB"),
     ("SELECT 1 FROM sqlite_master WHERE name='near_links'",
      _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS near_links"):_SCHEMA.index("CREATE VIRTUAL TABLE")]),
 )
@@ -282,20 +285,21 @@ class EmbeddedStore(Store):
                 row = self._db.execute("SELECT rowid FROM docs WHERE id=?", (doc.id,)).fetchone()
                 values = (seq, doc.filename, doc.path, json.dumps(tags, ensure_ascii=False), doc.width,
                           doc.height, doc.bytes, doc.content_hash, doc.descriptor, doc.indexed_at,
-                          doc.modified_at, vector, int(doc.near is not None))
+                          doc.modified_at, vector, int(doc.near is not None), doc.signature)
                 if row:
                     rowid = row[0]
                     self._db.execute(
                         "UPDATE docs SET seq=?, filename=?, path=?, tags=?, width=?, height=?, bytes=?, "
-                        "content_hash=?, descriptor=?, indexed_at=?, modified_at=?, vector=?, linked=? "
-                        "WHERE rowid=?", values + (rowid,))
+                        "content_hash=?, descriptor=?, indexed_at=?, modified_at=?, vector=?, linked=?, "
+                        "signature=? WHERE rowid=?", values + (rowid,))
                     self._db.execute("DELETE FROM doc_tags WHERE rowid=?", (rowid,))
                     self._db.execute("DELETE FROM docs_fts WHERE rowid=?", (rowid,))
                     self._db.execute("DELETE FROM near_links WHERE rowid=?", (rowid,))
                 else:
                     rowid = self._db.execute(
                         "INSERT INTO docs(id, seq, filename, path, tags, width, height, bytes, content_hash, "
-                        "descriptor, indexed_at, modified_at, vector, linked) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "descriptor, indexed_at, modified_at, vector, linked, signature) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (doc.id,) + values).lastrowid
                     self._db.execute("DELETE FROM removed WHERE rowid=?", (rowid,))
                 self._db.executemany("INSERT OR REPLACE INTO near_links(rowid, other, other_hash, score) "
@@ -333,12 +337,12 @@ class EmbeddedStore(Store):
     def _row_to_document(self, row, vector: bytes | None = None,
                          links: dict[int, list[NearLink]] | None = None) -> Document:
         (rowid, doc_id, filename, path, tags, width, height, size, content_hash, descriptor,
-         indexed_at, modified_at, linked) = row
+         indexed_at, modified_at, linked, signature) = row
         return Document(id=doc_id, vector=None if vector is None else np.frombuffer(vector, dtype="<f4").copy(),
                         filename=filename, path=path, tags=json.loads(tags), width=width, height=height,
                         bytes=size, content_hash=content_hash, descriptor=descriptor,
                         indexed_at=indexed_at, modified_at=modified_at,
-                        near=(links or {}).get(rowid, []) if linked else None)
+                        near=(links or {}).get(rowid, []) if linked else None, signature=signature)
 
     def _links(self, rowids: Sequence[int]) -> dict[int, list[NearLink]]:
         """The near links from these rows, best first (called under the lock)."""
