@@ -387,17 +387,25 @@ class EmbeddedStore(Store):
 
     @_translated
     def exact_groups(self, content_hashes: Sequence[str] | None = None) -> list[list[str]]:
-        sql = "SELECT group_concat(id, ' ') FROM docs {} GROUP BY content_hash HAVING count(*) > 1"
+        # the shared hashes from the index alone, then the few rows that hold them (reading the id of every
+        # row to group them all would visit the whole table)
+        shared = "SELECT content_hash FROM docs {} GROUP BY content_hash HAVING count(*) > 1"
+        rows: list[tuple[str, str]] = []
         with self._lock:
             if content_hashes is None:
-                rows = self._db.execute(sql.format("")).fetchall()
+                rows = self._db.execute(f"SELECT content_hash, id FROM docs WHERE content_hash IN "
+                                        f"({shared.format('')})").fetchall()
             else:
-                hashes, rows = list(dict.fromkeys(content_hashes)), []
+                hashes = list(dict.fromkeys(content_hashes))
                 for start in range(0, len(hashes), 500):
                     chunk = hashes[start:start + 500]
-                    rows += self._db.execute(sql.format(f"WHERE content_hash IN ({','.join('?' * len(chunk))})"),
-                                             chunk).fetchall()
-        return [sorted(ids.split(" ")) for (ids,) in rows]
+                    where = f"WHERE content_hash IN ({','.join('?' * len(chunk))})"
+                    rows += self._db.execute(f"SELECT content_hash, id FROM docs WHERE content_hash IN "
+                                             f"({shared.format(where)})", chunk).fetchall()
+        groups: dict[str, list[str]] = {}
+        for content_hash, doc_id in rows:
+            groups.setdefault(content_hash, []).append(doc_id)
+        return [sorted(ids) for ids in groups.values()]
 
     @_translated
     def near_pairs(self, min_score: float, touching: Sequence[str] | None = None) -> list[tuple[str, str, float]]:
