@@ -13,7 +13,6 @@ from PIL import Image
 from backend.feedback import GAMMA
 
 from .test_api import app, assert_error, client, ids_by_name, indexed, jpeg_bytes, upload  # noqa: F401
-from .test_stores import store  # noqa: F401
 
 REFINE = "/api/search/refine"
 
