@@ -43,8 +43,8 @@ LINKS_PER_PICTURE = 20      # the candidates a new picture is compared with, and
                             # still join: each links to earlier ones)
 # Pairs scoring under this are not kept, so no report can ask for a lower min_score: well below the default,
 # so a user can loosen the report.
-LINK_FLOOR = 0.5
-NEAR_MIN_SCORE = 0.90       # the default near threshold (docs/benchmarks.md, "Duplicates")
+LINK_FLOOR = 0.8
+NEAR_MIN_SCORE = 0.935      # the default near threshold (docs/benchmarks.md, "Duplicates")
 
 
 def near_score(a: Document, b: Document, cosine: float) -> float:

@@ -65,10 +65,9 @@ def _windows(sig: bytes) -> np.ndarray:
 
 
 def pair_score(cosine: float, a: bytes, b: bytes) -> float:
-    """The near score of two candidate pictures from their vectors' cosine and their signatures: the
-    signatures' similarity (colour, size, border and compression edits keep it near 1), or the cosine where
-    that is higher (crops and small rotations, which the pooled descriptor hardly notices)."""
-    return max(min(1.0, cosine), similarity(a, b))
+    """The near score of two candidate pictures (their vectors' cosine at least duplicates.CANDIDATE_FLOOR):
+    their signatures' similarity. The cosine only proposes: other views of one object reach 0.99 on it."""
+    return similarity(a, b)
 
 
 def similarity(a: bytes, b: bytes) -> float:
