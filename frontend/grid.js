@@ -57,7 +57,7 @@ function copiesButton(hit, item, query, handlers) {
   button.className = "copies";
   button.setAttribute("aria-expanded", "false");
   const label = (shown) => {
-    button.textContent = shown ? "Hide copies" : `+${count} ${count === 1 ? "copy" : "copies"}`;
+    button.textContent = shown ? "Hide" : `+${count} ${count === 1 ? "copy" : "copies"}`;   // short: narrow cards
     button.setAttribute("aria-label", `${shown ? "Hide the" : "Show the"} ${copies} of ${hit.filename}`);
   };
   label(false);

@@ -331,6 +331,7 @@ def test_search_results_fold_near_copies_and_expand_in_place(page, site):
     page.keyboard.press("Enter")
     expect(page.locator("#grid .card")).to_have_count(3)
     expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(toggle).to_have_attribute("aria-label", "Hide the 2 near copies of harbour.jpg")
     expect(page.locator("#grid .card.copy")).to_have_count(2)
     ids = page.locator("#grid .card").evaluate_all("(cards) => cards.map((c) => c.dataset.id)")
     assert set(ids) == {collection.id(s) for s in ("harbour", "harbour-copy", "harbour-small")}
