@@ -29,8 +29,9 @@ from backend.features import DIMS
 from backend.stores import open_store
 from backend.stores.base import Document, document_id
 
+from . import test_browser
 from .conftest import FAST_ENV, FAST_SPEC
-from .test_browser import browser, expect, page, scene, serve_flask, shot, wait_for_results  # noqa: F401
+from .test_browser import expect, scene, serve_flask, shot, wait_for_results
 from .test_duplicates import edited512, unit, write
 
 pytestmark = pytest.mark.browser
@@ -39,6 +40,10 @@ KEY = "dupview-write-key"
 DESCRIPTOR = FAST_SPEC.descriptor_id("random", "float32")    # the app's, with FAST_ENV's settings
 PAIRS = 8
 UNRELATED = 12
+
+
+# test_browser's Chromium and its page (which opens this module's `site`)
+browser, page = test_browser.browser, test_browser.page
 
 
 def base_vector(seed: int) -> np.ndarray:
