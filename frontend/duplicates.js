@@ -14,6 +14,7 @@ const GROUPS = 10;     // groups asked for at a time
 const byId = (id) => document.getElementById(id);
 const box = {
   view: byId("duplicates"), heading: byId("dups-heading"), link: byId("duplicates-link"),
+  skip: document.querySelector(".skip"),
   options: byId("dups-options"), level: byId("dups-level"), minScore: byId("dups-min-score"),
   keyForm: byId("key-form"), keyInput: byId("key-input"), keyHeld: byId("key-held"), keyForget: byId("key-forget"),
   status: byId("dups-status"), groups: byId("dups-groups"), more: byId("dups-more"),
@@ -31,6 +32,7 @@ export function showDuplicates(query) {
   document.body.classList.add("view-duplicates");
   box.view.hidden = false;
   box.link.setAttribute("aria-current", "page");
+  Object.assign(box.skip, {href: "#dups-heading", textContent: "Skip to the groups"});
   document.title = "Duplicates · lookalike";
   box.level.value = query.level;
   box.minScore.disabled = query.level === "exact";
@@ -48,6 +50,7 @@ export function hideDuplicates() {
   document.body.classList.remove("view-duplicates");
   box.view.hidden = true;
   box.link.removeAttribute("aria-current");
+  Object.assign(box.skip, {href: "#results-heading", textContent: "Skip to results"});
 }
 
 // go(query, trail): app.js's navigation (a history entry and its URL for each choice of options).
@@ -127,13 +130,13 @@ function summarise(done = "") {
   box.more.hidden = shown >= total;
   box.more.textContent = `More groups (${(total - shown).toLocaleString()} left)`;
   const kind = query.level === "exact" ? "exact copies (the same bytes)" : "near copies";
+  const tagged = query.tags.length ? ` among the pictures tagged ${query.tags.join(" and ")}` : "";
   if (total === 0) {
     const tip = query.level === "near" ? " A lower least similarity finds looser copies." : "";
-    say(`${done}No ${kind} in the collection${query.tags.length ? ` tagged ${query.tags.join(" and ")}` : ""}.${tip}`,
-        "empty");
+    say(`${done}No ${kind}${tagged || " in the collection"}.${tip}`, "empty");
     return;
   }
-  say(`${done}${total.toLocaleString()} group${total === 1 ? "" : "s"} of ${kind}, ` +
+  say(`${done}${total.toLocaleString()} group${total === 1 ? "" : "s"} of ${kind}${tagged}, ` +
       `${pictures.toLocaleString()} pictures in all.` + (shown < total ? ` Showing ${shown.toLocaleString()}.` : ""));
 }
 

@@ -24,6 +24,7 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from backend import create_app
+from backend.duplicates import NEAR_MIN_SCORE
 from backend.config import Settings
 from backend.features import DIMS
 from backend.stores import open_store
@@ -114,6 +115,8 @@ def build(root: Path) -> tuple[Collection, list[Document], list[Document]]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(base url, Collection, the app's store): the real app with writes allowed (LOOKALIKE_API_KEY)."""
+    # the copies are made at cosines 0.93 to 0.97 and the other shot at 0.85: around the default threshold
+    assert 0.85 < NEAR_MIN_SCORE < 0.93, "the made cosines must lie either side of the near threshold"
     root = tmp_path_factory.mktemp("browser-duplicates")
     collection, originals, copies = build(root / "images")
     settings = Settings.from_env({**FAST_ENV, "LOOKALIKE_DATA_DIR": str(root / "data"), "LOOKALIKE_API_KEY": KEY})
@@ -160,13 +163,14 @@ def test_the_view_shows_groups_and_the_keeper_can_change(page, site):
     page.goto(base + "/")
     page.locator("#duplicates-link").click()
     expect(page).to_have_url(base + "/?view=duplicates")
+    expect(page.locator(".skip")).to_have_attribute("href", "#dups-heading")
     expect(page.locator("#dups-heading")).to_be_visible()
     expect(page.locator("#dropzone")).to_be_hidden()                   # the search is out of the way
     expect(page.locator("#duplicates-link")).to_have_attribute("aria-current", "page")
     expect(page.locator("#dups-status")).to_have_text(
         f"{GROUPS} groups of near copies, {3 + 2 + 2 + 2 * PAIRS} pictures in all. Showing 10.")
     expect(page.locator(".dup-group")).to_have_count(10)
-    expect(page.locator("#dups-min-score")).to_have_value("0.9")       # the server's default, shown
+    expect(page.locator("#dups-min-score")).to_have_value(str(NEAR_MIN_SCORE))   # the server's default, shown
 
     # Largest first, the suggested keeper first: most pixels, then the largest file, then the oldest.
     harbour = page.locator(".dup-group").first
@@ -269,7 +273,6 @@ def test_remove_the_others_needs_the_key_and_keeps_the_keeper(page, site):
 
     # The right key; keep the crop rather than the suggested original.
     page.locator("#key-input").fill(KEY)
-    page.locator("#dups-heading").focus()
     page.locator("#key-form button").click()
     member(page, "tower-crop.jpg").click()
     expect(tower.locator(".dup-resolve")).to_have_attribute(
