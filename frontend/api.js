@@ -30,10 +30,11 @@ export async function api(path, options = {}) {
   return body;
 }
 
-// One page of results of `query` (a SearchResponse), from `offset`.
+// One page of results of `query` (a SearchResponse), from `offset`. Near copies of a result are folded into it
+// (collapse=near: its `copies`), so a page is never several copies of one picture; offset counts folded results.
 export async function searchPage(query, offset, signal) {
   if (query.kind === "refine") {
-    const body = {positive: query.pos, negative: query.neg, tags: query.tags, limit: PAGE, offset};
+    const body = {positive: query.pos, negative: query.neg, tags: query.tags, limit: PAGE, offset, collapse: "near"};
     if (query.key) {
       body.image_base64 = await base64Of(query.key);
       if (query.crop) body.crop = query.crop;
@@ -41,7 +42,7 @@ export async function searchPage(query, offset, signal) {
     return api("/api/search/refine", {method: "POST", body: JSON.stringify(body), signal,
                                       headers: {Accept: "application/json", "Content-Type": "application/json"}});
   }
-  const params = new URLSearchParams({limit: PAGE, offset});
+  const params = new URLSearchParams({limit: PAGE, offset, collapse: "near"});
   if (query.tags.length) params.set("tags", query.tags.join(","));
   if (query.crop) params.set("crop", cropText(query.crop));
   if (query.kind === "text") {

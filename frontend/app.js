@@ -4,10 +4,11 @@
 import {api, fileUrl, oneAtATime, searchPage} from "./api.js";
 import {closeCropper, initCropper, openCropper} from "./crop.js";
 import {el, pasteKey, touch} from "./dom.js";
+import {hideDuplicates, initDuplicates, showDuplicates} from "./duplicates.js";
 import {clearResults, followWidth, renderCardMarks, renderResults} from "./grid.js";
 import {initPictureInput} from "./input.js";
 import {IMAGE_TYPES} from "./messages.js";
-import {keepSnapshot, nameQuery, navigate, noMarks, refineQuery, restore, setMarks, start, state,
+import {PAGE, keepSnapshot, nameQuery, navigate, noMarks, refineQuery, restore, setMarks, start, state,
         toggledMarks} from "./state.js";
 import {blobOf, has, keep, tinyPreview} from "./uploads.js";
 import {describe, renderChips, renderChipsSelection, renderMarksBar, renderQuery, renderTrail,
@@ -22,9 +23,16 @@ function go(query, trail) {
   show();
 }
 
-// Draw the current state and run its search.
+// Draw the current state and run its search (or show the Duplicates view).
 function show() {
   const {query} = state;
+  if (query.kind === "duplicates") {
+    beginSearch();   // a search still in flight is dropped
+    closeCropper();
+    showDuplicates(query);
+    return;
+  }
+  hideDuplicates();
   renderMarks();
   closeCropper();
   document.title = query.kind === "none" ? "lookalike: image search" : `${describe(query)} · lookalike`;
@@ -77,7 +85,7 @@ async function search(offset = 0) {
   state.total = body.total;
   showResults(body.results, query, focusFirst);
   state.results = state.results.concat(body.results);
-  summarise(query, body.took_ms);
+  summarise(query, body.took_ms, body.results.length < PAGE);
   if (query.key) keepSnapshot();
 }
 
@@ -95,10 +103,13 @@ async function nameSimilar(query) {
   } catch { /* the search itself reports a missing picture */ }
 }
 
-function summarise(query, tookMs) {
-  const count = state.results.length;
+// last: the page just shown was the last one.
+function summarise(query, tookMs, last = false) {
+  // Pictures shown, counting the near copies folded into the results (total counts every matching picture).
+  const count = state.results.reduce((n, hit) => n + 1 + (hit.copies ? hit.copies.length : 0), 0);
+  const folded = count > state.results.length;
   const {total} = state;
-  el.more.hidden = count >= total || count === 0;
+  el.more.hidden = count >= total || count === 0 || last;
   el.more.disabled = false;
   el.more.textContent = `Load more (${(total - count).toLocaleString()} left)`;
   if (count === 0) {
@@ -111,6 +122,7 @@ function summarise(query, tookMs) {
   }
   const took = tookMs < 1000 ? `${Math.max(1, Math.round(tookMs))} ms` : `${(tookMs / 1000).toFixed(1)} s`;
   setStatus(`Showing ${count.toLocaleString()} of ${total.toLocaleString()} in ${took}. ` +
+            (folded ? "Near copies of a picture are folded into one card. " : "") +
             `${touch ? "Tap" : "Click"} a picture to find more like it, or mark several with + and − and refine.`);
 }
 
@@ -195,6 +207,7 @@ el.cropWhole.addEventListener("click", () => go(wholeQuery(), [...state.trail, s
 // ---- start --------------------------------------------------------------------------------------------
 
 initPictureInput(useFile);
+initDuplicates(go);
 followWidth();
 window.addEventListener("popstate", (event) => {
   restore(event.state);

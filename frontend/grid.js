@@ -6,43 +6,81 @@ import {state, urlOf} from "./state.js";
 
 // Adds cards for `results` of `query`. open(hit): a plain click or Enter on a card; mark(id, kind): a click
 // on its "+" (kind "pos") or "−" ("neg"). focusFirst: focus the first new card (paging from the keyboard).
+// A result with near copies folded into it (its `copies`) has a "+N copies" button that shows them in place.
 export function renderResults(results, query, {open, mark, focusFirst = false}) {
-  const visual = query.kind !== "text";
   const fragment = document.createDocumentFragment();
-  for (const hit of results) {
-    const link = document.createElement("a");
-    link.className = "hit";
-    link.href = urlOf({kind: "similar", id: hit.id, tags: query.tags});
-    link.title = `Find more pictures like ${hit.filename}`;
-    link.addEventListener("click", (event) => {
-      if (plainClick(event)) { event.preventDefault(); open(hit); }
-    });
-    const frame = document.createElement("span");
-    frame.className = "frame";
-    const picture = img(hit.thumbnail_url, "");
-    picture.loading = "lazy";
-    picture.decoding = "async";
-    picture.addEventListener("error", () => frame.classList.add("broken"), {once: true});
-    frame.append(picture);
-    const meta = document.createElement("span");
-    meta.className = "meta";
-    meta.append(span("visually-hidden", "More like "), span("name", hit.filename));
-    if (visual) meta.append(span("score", formatScore(hit.score)));
-    meta.append(span("card-tags", hit.tags.length ? hit.tags.join(" · ") : "\u00a0"));
-    link.append(frame, meta);
-    const item = li(link);
-    item.className = "card";
-    item.dataset.id = hit.id;
-    // Upright width / height, for the justified rows (kept within 1:4 and 4:1: beyond, the picture is cut).
-    item.ratio = Math.min(4, Math.max(0.25, hit.width / hit.height));
-    item.append(markButtons(hit, mark));
-    fragment.append(item);
-  }
+  for (const hit of results) fragment.append(resultCard(hit, query, {open, mark}));
   const first = fragment.firstElementChild;
   el.grid.append(fragment);
   layout();
   renderCardMarks();
   if (focusFirst && first) first.querySelector("a").focus();
+}
+
+function resultCard(hit, query, handlers) {
+  const link = document.createElement("a");
+  link.className = "hit";
+  link.href = urlOf({kind: "similar", id: hit.id, tags: query.tags});
+  link.title = `Find more pictures like ${hit.filename}`;
+  link.addEventListener("click", (event) => {
+    if (plainClick(event)) { event.preventDefault(); handlers.open(hit); }
+  });
+  const frame = document.createElement("span");
+  frame.className = "frame";
+  const picture = img(hit.thumbnail_url, "");
+  picture.loading = "lazy";
+  picture.decoding = "async";
+  picture.addEventListener("error", () => frame.classList.add("broken"), {once: true});
+  frame.append(picture);
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  meta.append(span("visually-hidden", "More like "), span("name", hit.filename));
+  if (query.kind !== "text") meta.append(span("score", formatScore(hit.score)));
+  meta.append(span("card-tags", hit.tags.length ? hit.tags.join(" · ") : "\u00a0"));
+  link.append(frame, meta);
+  const item = li(link);
+  item.className = "card";
+  item.dataset.id = hit.id;
+  // Upright width / height, for the justified rows (kept within 1:4 and 4:1: beyond, the picture is cut).
+  item.ratio = Math.min(4, Math.max(0.25, hit.width / hit.height));
+  item.append(markButtons(hit, handlers.mark));
+  if (hit.copies && hit.copies.length) item.append(copiesButton(hit, item, query, handlers));
+  return item;
+}
+
+// "+N copies": the near copies folded into `hit`, shown as cards right after its own, or hidden again.
+function copiesButton(hit, item, query, handlers) {
+  const count = hit.copies.length;
+  const copies = `${count} near ${count === 1 ? "copy" : "copies"}`;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "copies";
+  button.setAttribute("aria-expanded", "false");
+  const label = (shown) => {
+    button.textContent = shown ? "Hide" : `+${count} ${count === 1 ? "copy" : "copies"}`;   // short: narrow cards
+    button.setAttribute("aria-label", `${shown ? "Hide the" : "Show the"} ${copies} of ${hit.filename}`);
+  };
+  label(false);
+  button.addEventListener("click", () => {
+    const shown = button.getAttribute("aria-expanded") !== "true";
+    button.setAttribute("aria-expanded", String(shown));
+    label(shown);
+    if (shown) {
+      item.after(...hit.copies.map((copy) => {
+        const copyCard = resultCard(copy, query, handlers);
+        copyCard.classList.add("copy");
+        copyCard.dataset.copyOf = hit.id;
+        return copyCard;
+      }));
+    } else {
+      for (const copyCard of el.grid.querySelectorAll(".card.copy")) {
+        if (copyCard.dataset.copyOf === hit.id) copyCard.remove();
+      }
+    }
+    layout();
+    renderCardMarks();
+  });
+  return button;
 }
 
 export function clearResults() {
@@ -110,6 +148,7 @@ function layout() {
       if (fill && i === items.length - 1) w = width - gap * (items.length - 1) - used;  // the rounding left over
       used += w;
       card.style.width = `${w}px`;
+      card.style.setProperty("--frame-height", `${Math.round(height)}px`);   // places its "+N copies"
       card.querySelector(".frame").style.height = `${Math.round(height)}px`;
     });
   };

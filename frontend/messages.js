@@ -7,7 +7,7 @@ export const IMAGE_TYPES = "JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC or AVIF";
 export const UNREACHABLE = "Can't reach the search service. Check that it is running and try again.";
 const LATER = "Try again in a moment.";
 const RELOAD = "The page sent a request the server did not accept. Reload the page and try again.";
-const WRITES = "Adding or removing pictures isn't possible from this page.";
+const WRITES = "This server does not accept changes from the page (no API key is set on it).";
 
 const BY_CODE = {
   // 400: the request. The page sends good ones; a hand-edited link (too many tags, a crop out of range) can not.
@@ -18,8 +18,8 @@ const BY_CODE = {
   bad_base64: "The picture did not arrive whole. Drop or choose it again.",
   bad_json: RELOAD,
   bad_request: RELOAD,
-  // 401, 403: writes (the page makes none).
-  unauthorized: WRITES,
+  // 401, 403: writes (removing duplicates from the index), with the key the page asks for.
+  unauthorized: "That API key was not accepted. Try again with the server's LOOKALIKE_API_KEY.",
   write_disabled: WRITES,
   // 404
   not_found: ({unknown_ids: unknown = []}) => (unknown.length > 1

@@ -7,11 +7,14 @@
 //   {kind: "image", key, name, thumb, tags}       an uploaded picture (its bytes are kept by uploads.js)
 //   {kind: "refine", pos, neg, key?, crop?, name?, thumb?, tags}  more like the `pos` ids (and the uploaded
 //                                                 picture `key`, if any), less like the `neg` ids
+//   {kind: "duplicates", level, minScore, tags}   not a search: the Duplicates view (duplicates.js); level
+//                                                 "near" or "exact", minScore null for the server's default
 // similar and image queries may have a `crop` [x, y, w, h] (fractions): search by that region alone.
 // `trail` is the queries that led here; `marks` the results marked "more like this" (pos) and "not like
 // this" (neg), not yet refined; `snapshot` the results an uploaded picture gave, to show after a reload.
 // history.state holds {query, trail, marks, snapshot} and the URL shows it (?q=, ?similar=, ?image=,
-// ?pos=&neg=, &crop=, &tags=; marks in &more= and &less=), so back/forward, reload and bookmarks work.
+// ?pos=&neg=, &crop=, &tags=; marks in &more= and &less=; ?view=duplicates&level=&min_score=), so
+// back/forward, reload and bookmarks work.
 
 export const PAGE = 24;           // results asked for at a time
 export const MAX_MARKED = 50;     // the API's limit on positive and negative ids together
@@ -30,6 +33,11 @@ export const cropText = (crop) => crop.map((v) => Number(v.toFixed(4))).join(","
 // The one place a URL is made from a query (and its marks).
 export function urlOf(query, marks = noMarks()) {
   const p = new URLSearchParams();
+  if (query.kind === "duplicates") {
+    p.set("view", "duplicates");
+    if (query.level !== "near") p.set("level", query.level);
+    if (query.minScore !== null && query.level === "near") p.set("min_score", String(query.minScore));
+  }
   if (query.kind === "text" && query.q) p.set("q", query.q);
   if (query.kind === "similar") p.set("similar", query.id);
   if (query.kind === "image" || (query.kind === "refine" && query.key)) p.set("image", query.key);
@@ -52,7 +60,11 @@ function entryOfUrl() {
   const crop = ids(p.get("crop")).map(Number);
   const withCrop = (query) => (crop.length === 4 && crop.every(Number.isFinite) ? {...query, crop} : query);
   let query = {...NONE, tags};
-  if (p.get("pos") || p.get("neg")) {
+  if (p.get("view") === "duplicates") {
+    const minScore = parseFloat(p.get("min_score"));
+    query = {kind: "duplicates", level: p.get("level") === "exact" ? "exact" : "near",
+             minScore: Number.isFinite(minScore) ? minScore : null, tags};
+  } else if (p.get("pos") || p.get("neg")) {
     query = {kind: "refine", pos: ids(p.get("pos")), neg: ids(p.get("neg")), tags};
     if (p.get("image")) query = withCrop({...query, key: p.get("image")});
   } else if (p.get("similar")) query = withCrop({kind: "similar", id: p.get("similar"), tags});

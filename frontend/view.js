@@ -10,19 +10,19 @@ import {blobOf, has, showIn} from "./uploads.js";
 
 let said = 0;   // how many things the status line has said: a slow answer must not overwrite a newer one
 
-// kind: "" (plain), "loading", "empty" or "error"; retry adds a "Try again" button. Returns a test of
-// whether the line still says this.
-export function setStatus(text, kind = "", retry = null) {
+// kind: "" (plain), "loading", "empty" or "error"; retry adds a "Try again" button; line: another status line
+// (the Duplicates view's). Returns a test of whether the line still says this.
+export function setStatus(text, kind = "", retry = null, line = el.status) {
   const mine = ++said;
-  el.status.className = `status ${kind}`;
-  el.status.setAttribute("role", kind === "error" ? "alert" : "status");
-  el.status.replaceChildren(span("", text));
+  line.className = `status ${kind}`;
+  line.setAttribute("role", kind === "error" ? "alert" : "status");
+  line.replaceChildren(span("", text));
   if (retry) {
     const button = document.createElement("button");
     button.type = "button";
     button.textContent = "Try again";
     button.addEventListener("click", retry);
-    el.status.append(button);
+    line.append(button);
   }
   return () => said === mine;
 }
