@@ -82,14 +82,6 @@ def serve_site(root: Path, store_env: dict, serve_env: dict | None = None):
     with open_store(settings) as store:
         summary = Indexer(store, FeatureExtractor.from_settings(settings)).run(
             scan([images], tags_from_folders=True))
-        # The fast descriptor's random weights put every one of these pictures within cosine 0.92 of every
-        # other (the real descriptor does not), so by its measure all thirty are near copies and the page,
-        # which folds near copies (collapse=near), would show one card. The links are dropped so that these
-        # flows see one card per picture; folding is tested in test_browser_duplicates.py with made vectors.
-        docs = [store.get(entry.id, with_vector=True) for entry in store.entries()]
-        for doc in docs:
-            doc.near = []
-        store.upsert(docs)
     assert summary.indexed == TOTAL and not summary.failures
     if serve_env:
         settings = Settings.from_env({**FAST_ENV, "LOOKALIKE_DATA_DIR": str(root / "data"),
