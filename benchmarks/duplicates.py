@@ -362,7 +362,8 @@ def run(dataset: Path, data_dir: Path | None, threshold: float, plot: Path | Non
     result["finder_pairs_seconds"] = round(time.perf_counter() - started, 1)
     cuts = [c for c in FINDER_SWEEP if c >= LINK_FLOOR]
     result["finder_default"] = NEAR_MIN_SCORE
-    result["finder"] = [{"min_score": c, **g, "links": links} for c, (g, links) in zip(cuts, sweep(labels, linked, cuts))]
+    result["finder"] = [{"min_score": c, **g, "links": links}
+                        for c, (g, links) in zip(cuts, sweep(labels, linked, cuts))]
     result["finder_per_edit"] = per_edit(labels, components(len(pictures), linked, NEAR_MIN_SCORE))
     for kind in ("phash", "dhash"):
         started = time.perf_counter()
@@ -474,7 +475,8 @@ def main(argv=None) -> int:
         for r in result[kind]:
             if r["distance"] in REPORTED_DISTANCES:
                 print(_line(f"  D {r['distance']:>2} groups", r))
-    print(f"\nper edit, the finder at its default {result['finder_default']} | lookalike cosine at T {result['threshold']} | phash at D {result['phash_best']['distance']} | "
+    print(f"\nper edit, the finder at its default {result['finder_default']} | "
+          f"lookalike cosine at T {result['threshold']} | phash at D {result['phash_best']['distance']} | "
           f"dhash at D {result['dhash_best']['distance']} (precision recall F1; pairs touching such a copy):")
     for edit, r in result["product_per_edit"].items():
         cells = [result["finder_per_edit"][edit], r, result["phash_per_edit"][edit], result["dhash_per_edit"][edit]]
