@@ -101,23 +101,23 @@ def build(root: Path) -> tuple[Collection, list[Document], list[Document]]:
         c.add("harbour-copy", c.path("harbour"), harbour, tag="harbour"),           # the same bytes, newer
         c.add("harbour-small", big.resize((100, 75)), edited512(harbour, 0.99, 11), tag="harbour"),
         c.add("meadow-bright", ImageEnhance.Brightness(Image.open(c.path("meadow"))).enhance(1.3),
-              edited512(meadow, 0.96, 12), tag="meadow"),
-        c.add("tower-crop", Image.open(c.path("tower")).crop((6, 8, 144, 192)), edited512(tower, 0.955, 13),
+              edited512(meadow, 0.975, 12), tag="meadow"),
+        c.add("tower-crop", Image.open(c.path("tower")).crop((6, 8, 144, 192)), edited512(tower, 0.97, 13),
               tag="tower"),
         # another shot of the tower's scene: alike, but under the near threshold
         c.add("tower-scene", scene("city", 4, (150, 200)), edited512(tower, 0.85, 14), tag="tower"),
     ]
     copies += [c.add(f"pair_{i:02d}-copy", Image.open(c.path(f"pair_{i:02d}")).resize((80, 60)),
-                     edited512(c.docs[f"pair_{i:02d}"].vector, 0.96, 300 + i), tag="pairs") for i in range(PAIRS)]
+                     edited512(c.docs[f"pair_{i:02d}"].vector, 0.975, 300 + i), tag="pairs") for i in range(PAIRS)]
     return c, originals, copies
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(base url, Collection, the app's store): the real app with writes allowed (LOOKALIKE_API_KEY)."""
-    # These documents have no signature, so their near score is their made cosine: the copies at 0.955 to 0.99,
+    # These documents have no signature, so their near score is their made cosine: the copies at 0.97 to 0.99,
     # the other shot at 0.85, either side of the default threshold.
-    assert 0.85 < NEAR_MIN_SCORE < 0.955, "the made cosines must lie either side of the near threshold"
+    assert 0.85 < NEAR_MIN_SCORE < 0.97, "the made cosines must lie either side of the near threshold"
     root = tmp_path_factory.mktemp("browser-duplicates")
     collection, originals, copies = build(root / "images")
     settings = Settings.from_env({**FAST_ENV, "LOOKALIKE_DATA_DIR": str(root / "data"), "LOOKALIKE_API_KEY": KEY})
@@ -224,15 +224,15 @@ def test_the_view_shows_groups_and_the_keeper_can_change(page, site):
     expect(page).to_have_url(base + "/?view=duplicates")
     expect(page.locator(".dup-group")).to_have_count(10)
 
-    # A stricter least similarity: only the harbour's copies (0.99) stay; the pairs (0.96) go.
-    page.locator("#dups-min-score").fill("0.965")
+    # A stricter least similarity: only the harbour's copies (0.99) stay; the pairs (0.975) go.
+    page.locator("#dups-min-score").fill("0.985")
     page.locator("#dups-min-score").press("Enter")
-    expect(page).to_have_url(base + "/?view=duplicates&min_score=0.965")
+    expect(page).to_have_url(base + "/?view=duplicates&min_score=0.985")
     expect(page.locator(".dup-group")).to_have_count(1)
     expect(page.locator(".dup-name")).to_have_text(["harbour.jpg", "harbour-copy.jpg", "harbour-small.jpg"])
     page.reload()                                                       # a bookmark of the view
     expect(page.locator(".dup-group")).to_have_count(1)
-    expect(page.locator("#dups-min-score")).to_have_value("0.965")
+    expect(page.locator("#dups-min-score")).to_have_value("0.985")
 
     # The brand link goes back to searching.
     page.locator(".brand").click()

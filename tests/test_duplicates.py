@@ -258,8 +258,8 @@ def api(tmp_path, fast_extractor):
 
     with open_store(settings) as store:
         write(store, [picture_doc(f"photo_{i}", v) for i, v in enumerate(vectors)])
-        write(store, [picture_doc("photo_0 copy", edited512(vectors[0], 0.97, 22), tags=(), size=(500, 400)),
-                      picture_doc("photo_0 again", edited512(vectors[0], 0.95, 23), tags=(), size=(500, 400)),
+        write(store, [picture_doc("photo_0 copy", edited512(vectors[0], 0.985, 22), tags=(), size=(500, 400)),
+                      picture_doc("photo_0 again", edited512(vectors[0], 0.975, 23), tags=(), size=(500, 400)),
                       picture_doc("photo_1 copy", vectors[1], content="hash-photo_1", tags=())])
     app = create_app(settings, load_model=False, extractor=fast_extractor)
     return app.test_client()
@@ -278,7 +278,7 @@ def test_api_reports_groups_largest_first_with_the_keeper_first(api):
     first = body["groups"][0]["members"]
     assert [m["keeper"] for m in first] == [True, False, False]
     assert [m["filename"] for m in first] == ["photo_0.png", "photo_0 copy.png", "photo_0 again.png"]
-    assert [m["score"] for m in first] == pytest.approx([1.0, 0.97, 0.95], abs=1e-4)
+    assert [m["score"] for m in first] == pytest.approx([1.0, 0.985, 0.975], abs=1e-4)
     assert {"id", "path", "width", "height", "bytes", "score", "thumbnail_url", "content_hash"} <= first[0].keys()
     second = api.get("/api/duplicates?limit=1&offset=1").get_json()
     assert [m["filename"] for m in second["groups"][0]["members"]] == ["photo_1 copy.png", "photo_1.png"]
