@@ -20,7 +20,7 @@ from backend.imaging import ImageError, read_file
 from backend.ingest import entries_under
 from backend.stores import StoreError
 
-from .exclude import DEFAULT_EXCLUDES, Exclusions, left_out
+from .exclude import DEFAULT_EXCLUDES, ExcludeError, Exclusions, left_out
 from .scan import Shard, file_to_index, read_tags_csv, scan
 from .watch import Follower, Step
 
@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
                                   + "  ".join(DEFAULT_EXCLUDES) + " -- hidden files and folders, NAS thumbnail "
                                   "and recycle folders; --no-default-excludes turns them off")
     index.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="folders or files")
-    index.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+    index.add_argument("--exclude", action="append", default=[], type=_pattern, metavar="PATTERN",
                        help="leave out files and folders matching this gitignore-style pattern, relative to PATH "
                             "(repeat; '!PATTERN' takes back what an earlier one left out)")
     index.add_argument("--no-default-excludes", action="store_true",
@@ -141,6 +141,14 @@ def _shard(text: str) -> Shard:
         return Shard.parse(text)
     except ValueError as exc:  # argparse shows an ArgumentTypeError's own words
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _pattern(text: str) -> str:
+    try:
+        Exclusions([text], defaults=False)
+    except ExcludeError as exc:  # argparse shows an ArgumentTypeError's own words
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _positive(text: str) -> int:

@@ -32,13 +32,16 @@ class Exclusions:
             raise ExcludeError("an --exclude pattern is empty")
         # On the command line a pattern is never a comment: a leading '#' means the character.
         lines = ["\\" + pattern if pattern.startswith("#") else pattern for pattern in self.patterns]
-        try:
-            self._spec = GitIgnoreSpec.from_lines(lines)
-        except (ValueError, re.error) as exc:    # pathspec's own error is a ValueError; a bad [range] re's
-            raise ExcludeError(f"not a valid --exclude pattern: {exc}") from None
-        for pattern, compiled in zip(self.patterns, self._spec.patterns):
-            if compiled.include is None:         # what git reads as matching nothing ('/', '[')
+        for pattern, line in zip(self.patterns, lines):
+            try:
+                compiled = GitIgnoreSpec.from_lines([line]).patterns[0]
+            except re.error as exc:               # a [range] the regular expression refuses
+                raise ExcludeError(f"{pattern!r} is not a valid --exclude pattern ({exc.msg})") from None
+            except ValueError:                    # pathspec's own refusal
+                raise ExcludeError(f"{pattern!r} is not a valid --exclude pattern") from None
+            if compiled.include is None:          # what git reads as matching nothing ('/', '[')
                 raise ExcludeError(f"the --exclude pattern {pattern!r} matches nothing")
+        self._spec = GitIgnoreSpec.from_lines(lines)
 
     def folder(self, relative: PurePosixPath) -> bool:
         """Whether the folder at this path (relative to the root) is left out, with everything under it."""
