@@ -27,11 +27,12 @@ from watchdog.observers import Observer
 
 from backend.imaging import is_image_path
 from backend.ingest import FileToIndex, Indexer, Summary, entries_under
-from backend.stores.base import document_id
+from backend.stores.base import StoreUnavailable, document_id
 
 SETTLE_SECONDS = 1.0       # quiet time before a changed path is indexed (a copy in progress keeps changing)
 TICK_SECONDS = 0.2         # how often settled paths are looked for
 OPEN_PATIENCE = 60.0       # a file reported open for writing this long without a change is taken anyway
+RETRY_SECONDS = 2.0        # a step the store could not take is tried again after this long
 
 
 class Stopped(Exception):
@@ -114,6 +115,7 @@ class Follower:
             self._observer.start()
             self._check_roots(time.monotonic())    # watching starts before the first pass: nothing is missed
             index_once(self._between_batches)
+            self.indexer.extractor     # the model now, not at the first change (loading it takes seconds)
             print(f"watching {len(self.roots)} folder{'s' if len(self.roots) > 1 else ''} for changes "
                   "(SIGTERM or Ctrl-C stops)", file=sys.stderr, flush=True)
             while not self._stop.wait(TICK_SECONDS):
@@ -142,8 +144,17 @@ class Follower:
         self._drain(now)
         self._check_roots(now)
         ready = self._ready(now)
-        if ready:
+        if not ready:
+            return
+        try:
             self._step(ready)
+        except StoreUnavailable as exc:
+            # The store is down or too slow for a while (a restart, a stalled cluster): keep following, and
+            # give the step's paths another go later. A step is safe to repeat: what it wrote is skipped.
+            print(f"error: {exc}; trying again in {RETRY_SECONDS:.0f} s", file=sys.stderr, flush=True)
+            for path, pending in ready:
+                pending.last_event = max(pending.last_event, now + RETRY_SECONDS)
+                self._pending.setdefault(path, pending)
 
     def _drain(self, now: float) -> None:
         while True:

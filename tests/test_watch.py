@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from backend.config import Settings
+from backend.ingest import Indexer
+from backend.stores import open_store
 from backend.stores.embedded import EmbeddedStore
 from indexer.scan import scan
 from indexer.watch import SETTLE_SECONDS
 
-from .conftest import ROOT, picture
+from .conftest import ROOT, delete_indices, picture
 
 WITHIN = 10.0     # seconds the issue allows between the last operation and a store that matches the tree
 
@@ -34,6 +37,10 @@ class Watcher:
         self.err: list[str] = []
         for stream, lines in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
             threading.Thread(target=lambda s=stream, into=lines: into.extend(s), daemon=True).start()
+
+    def following(self) -> bool:
+        """Whether the first pass is over and the model loaded: from now on changes are followed."""
+        return any(line.startswith("watching") for line in list(self.err))
 
     def steps(self) -> list[dict]:
         """The JSON objects printed so far: the first run's summary, then one per step."""
@@ -66,7 +73,7 @@ def tree(root: Path) -> dict[str, str]:
     return {str(f.path): hashlib.sha256(f.path.read_bytes()).hexdigest() for f in scan([root])}
 
 
-def indexed(store: EmbeddedStore) -> dict[str, str]:
+def indexed(store) -> dict[str, str]:
     return {entry.path: entry.content_hash for entry in store.entries()}
 
 
@@ -81,7 +88,7 @@ def test_watch_follows_copies_moves_deletes_and_a_slow_write(fast_env, tmp_path)
         picture(100 + i, (72, 48)).save(root / "start" / f"first_{i}.jpg")
     watcher = Watcher(fast_env, root)
     try:
-        wait_for("the first pass", lambda: watcher.steps(), 180, watcher)
+        wait_for("the first pass and the model", watcher.following, 180, watcher)
         assert watcher.steps()[0]["indexed"] == 2
         store = EmbeddedStore(Path(fast_env["LOOKALIKE_DATA_DIR"]) / "index.sqlite3")
 
@@ -170,3 +177,52 @@ def test_watch_stops_on_sigterm_between_batches_and_keeps_what_it_wrote(fast_env
     assert len(entries) % 4 == 0
     for entry in entries:
         assert hashlib.sha256(Path(entry.path).read_bytes()).hexdigest() == entry.content_hash
+
+
+def test_watch_on_elasticsearch_rides_out_a_stalled_cluster(elastic_nodes, fast_env, fast_extractor, tmp_path):
+    """Elasticsearch stops answering while pictures come and go: the watcher says so, keeps following, and
+    the index matches the tree within 10 s of the cluster answering again."""
+    node = elastic_nodes.node("8")
+    env = {**fast_env, "LOOKALIKE_STORE": node.url, "LOOKALIKE_ES_INDEX": "lookalike-watch",
+           "LOOKALIKE_ES_TIMEOUT": "5"}
+    source = tmp_path / "camera"
+    source.mkdir()
+    for i in range(8):
+        picture(i, (72, 48)).save(source / f"img_{i}.jpg")
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(3):
+        shutil.copy(source / f"img_{i}.jpg", root / f"img_{i}.jpg")
+    # the index made beforehand with the default timeout: creating one may take longer than the short one
+    with open_store(Settings.from_env({**env, "LOOKALIKE_ES_TIMEOUT": "30"})) as setup:
+        assert Indexer(setup, fast_extractor).run(scan([root])).indexed == 3
+    watcher = Watcher(env, root)
+    store = open_store(Settings.from_env(env))
+    try:
+        wait_for("the first pass and the model", watcher.following, 180, watcher)
+        assert watcher.steps()[0]["skipped"] == 3 and indexed(store) == tree(root)
+        shutil.copy(source / "img_3.jpg", root / "img_3.jpg")     # the model's first call is behind us
+        wait_for("a copy before the stall", lambda: indexed(store) == tree(root), WITHIN, watcher)
+        node.pause()
+        try:
+            for i in range(4, 8):
+                shutil.copy(source / f"img_{i}.jpg", root / f"img_{i}.jpg")
+            (root / "img_0.jpg").unlink()
+            os.rename(root / "img_1.jpg", root / "renamed.jpg")
+            wait_for("the watcher meeting the stalled cluster", lambda: "trying again" in "".join(watcher.err),
+                     30, watcher)
+        finally:
+            node.resume()
+        took = wait_for("the index in step after the cluster answers", lambda: indexed(store) == tree(root),
+                        WITHIN, watcher)
+        print(f"in step {took:.1f} s after the cluster answered again")
+        assert len(indexed(store)) == 7
+        expected = {"indexed": 1 + 5, "reused": 1, "removed": 2, "failed": 0}   # the rename took its vector
+        wait_for(f"step totals {expected}", lambda: watcher.totals() == expected, 5, watcher,
+                 lambda: f"totals {watcher.totals()}")
+    finally:
+        status = watcher.stop()
+        store.close()
+        delete_indices(node.url, "lookalike-watch")
+    stderr = "".join(watcher.err)
+    assert status == 0 and "Traceback" not in stderr, stderr[-2000:]
