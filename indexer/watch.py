@@ -237,7 +237,7 @@ class Follower:
                 try:
                     self._watches[root] = self._observer.schedule(_Events(root, self._queue), str(root),
                                                                   recursive=True)
-                except OSError:              # gone again in between: the next tick looks again
+                except FileNotFoundError:    # gone again in between: the next tick looks again
                     identity = None
             self._identities[root] = identity
             if first:
