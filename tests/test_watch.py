@@ -64,7 +64,7 @@ def wait_for(what: str, check, seconds: float, watcher: Watcher, found=lambda: "
         if check():
             return time.monotonic() - started
         assert watcher.proc.poll() is None, f"the watcher ended: {''.join(watcher.err)[-2000:]}"
-        time.sleep(0.1)
+        time.sleep(0.25)
     pytest.fail(f"{what} not within {seconds} s; {found()}; watcher said: {''.join(watcher.err)[-1500:]}")
 
 
@@ -92,14 +92,16 @@ def test_watch_follows_copies_moves_deletes_and_a_slow_write(fast_env, tmp_path)
         assert watcher.steps()[0]["indexed"] == 2
         store = EmbeddedStore(Path(fast_env["LOOKALIKE_DATA_DIR"]) / "index.sqlite3")
 
-        def matches() -> bool:
-            return indexed(store) == tree(root)
+        def matches():
+            # The tree is read once, after the operations: polling must not take the watcher's CPU.
+            expected = tree(root)
+            return lambda: indexed(store) == expected
 
         # 50 pictures copied in, to a folder made for them
         (root / "in").mkdir()
         for path in sorted(source.iterdir()):
             shutil.copy(path, root / "in" / path.name)
-        took = wait_for("the 50 copies", matches, WITHIN, watcher)
+        took = wait_for("the 50 copies", matches(), WITHIN, watcher)
         assert len(indexed(store)) == 52
         print(f"50 copies indexed {took:.1f} s after the last one")
 
@@ -121,7 +123,7 @@ def test_watch_follows_copies_moves_deletes_and_a_slow_write(fast_env, tmp_path)
                 f.write(data[start:start + len(data) // 10 + 1])
                 f.flush()
                 time.sleep(0.3 if n != 5 else 3 * SETTLE_SECONDS)   # a pause longer than it takes to settle
-        took = wait_for("the moves, deletes and the slow write", matches, WITHIN, watcher)
+        took = wait_for("the moves, deletes and the slow write", matches(), WITHIN, watcher)
         print(f"in step {took:.1f} s after the last operation")
         assert len(indexed(store)) == 52 - 10 + 1
         # every picture indexed once, moves by their stored vectors, the half-written one never
@@ -133,13 +135,13 @@ def test_watch_follows_copies_moves_deletes_and_a_slow_write(fast_env, tmp_path)
         shutil.rmtree(root / "in")
         (root / "in").mkdir()
         shutil.copy(source / "img_40.jpg", root / "in" / "again.jpg")
-        wait_for("the folder made again", matches, WITHIN, watcher)
+        wait_for("the folder made again", matches(), WITHIN, watcher)
         assert len(indexed(store)) == 13
         shutil.rmtree(root)
         wait_for("the watched folder removed", lambda: indexed(store) == {}, WITHIN, watcher)
         (root / "back").mkdir(parents=True)
         shutil.copy(source / "img_41.jpg", root / "back" / "back.jpg")
-        wait_for("the watched folder made again", matches, WITHIN, watcher)
+        wait_for("the watched folder made again", matches(), WITHIN, watcher)
         assert list(indexed(store)) == [str(root / "back" / "back.jpg")]
         store.close()
     finally:
@@ -202,7 +204,8 @@ def test_watch_on_elasticsearch_rides_out_a_stalled_cluster(elastic_nodes, fast_
         wait_for("the first pass and the model", watcher.following, 180, watcher)
         assert watcher.steps()[0]["skipped"] == 3 and indexed(store) == tree(root)
         shutil.copy(source / "img_3.jpg", root / "img_3.jpg")     # the model's first call is behind us
-        wait_for("a copy before the stall", lambda: indexed(store) == tree(root), WITHIN, watcher)
+        expected = tree(root)
+        wait_for("a copy before the stall", lambda: indexed(store) == expected, WITHIN, watcher)
         node.pause()
         try:
             for i in range(4, 8):
@@ -213,7 +216,8 @@ def test_watch_on_elasticsearch_rides_out_a_stalled_cluster(elastic_nodes, fast_
                      30, watcher)
         finally:
             node.resume()
-        took = wait_for("the index in step after the cluster answers", lambda: indexed(store) == tree(root),
+        expected = tree(root)
+        took = wait_for("the index in step after the cluster answers", lambda: indexed(store) == expected,
                         WITHIN, watcher)
         print(f"in step {took:.1f} s after the cluster answered again")
         assert len(indexed(store)) == 7
