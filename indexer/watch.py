@@ -115,7 +115,12 @@ class Follower:
             self._observer.start()
             self._check_roots(time.monotonic())    # watching starts before the first pass: nothing is missed
             index_once(self._between_batches)
-            self.indexer.extractor     # the model now, not at the first change (loading it takes seconds)
+            # The model now, and a call at each input shape it takes (as a server's warm-up does), so that
+            # no change waits for the model to load or for the first call at its picture's shape.
+            started = time.perf_counter()
+            shapes = self.indexer.extractor.warm_up()
+            print(f"model warm-up: {shapes} input shapes in {time.perf_counter() - started:.1f} s", file=sys.stderr,
+                  flush=True)
             print(f"watching {len(self.roots)} folder{'s' if len(self.roots) > 1 else ''} for changes "
                   "(SIGTERM or Ctrl-C stops)", file=sys.stderr, flush=True)
             while not self._stop.wait(TICK_SECONDS):

@@ -203,7 +203,7 @@ def test_watch_on_elasticsearch_rides_out_a_stalled_cluster(elastic_nodes, fast_
     try:
         wait_for("the first pass and the model", watcher.following, 180, watcher)
         assert watcher.steps()[0]["skipped"] == 3 and indexed(store) == tree(root)
-        shutil.copy(source / "img_3.jpg", root / "img_3.jpg")     # the model's first call is behind us
+        shutil.copy(source / "img_3.jpg", root / "img_3.jpg")
         expected = tree(root)
         wait_for("a copy before the stall", lambda: indexed(store) == expected, WITHIN, watcher)
         node.pause()
