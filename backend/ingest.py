@@ -113,9 +113,12 @@ class Indexer:
 
     def run(self, files: Iterable[FileToIndex], *, prune_under: Iterable[Path] = (),
             progress: Callable[[int], None] | None = None, on_plan: Callable[[int], None] | None = None,
-            failures: list[tuple[str, str]] | None = None, keep_tags: bool = False) -> Summary:
+            failures: list[tuple[str, str]] | None = None, keep_tags: bool = False,
+            left_out: Callable[[Path], bool] | None = None) -> Summary:
         """Index what is new or changed. failures: problems met before (the scan's), reported with the
-        rest. keep_tags: documents already indexed keep their tags (a run given no tag options)."""
+        rest. keep_tags: documents already indexed keep their tags (a run given no tag options).
+        left_out: with prune_under, also prune the documents of files that exist but that this tells the
+        scan now leaves out (an exclusion)."""
         started = time.perf_counter()
         files = list(files)   # first: a lazy scan appends its problems to `failures` as it goes
         summary = Summary(failures=list(failures or []))
@@ -130,7 +133,7 @@ class Indexer:
             if progress:
                 progress(len(batch))
         if prune_under:
-            summary.pruned = self._prune(known, files, prune_under)
+            summary.pruned = self._prune(known, files, prune_under, left_out)
         summary.seconds = time.perf_counter() - started
         return summary
 
@@ -279,11 +282,13 @@ class Indexer:
             summary.failures.append((doc.path, "the picture gives no features to search by (an all-zero vector)"))
             return False
 
-    def _prune(self, known: dict[str, Entry], files: list[FileToIndex], roots: Iterable[Path]) -> int:
-        """Remove documents under the roots whose files no longer exist."""
+    def _prune(self, known: dict[str, Entry], files: list[FileToIndex], roots: Iterable[Path],
+               left_out: Callable[[Path], bool] | None = None) -> int:
+        """Remove documents under the roots whose files no longer exist, or are left out now."""
         present = {f.id for f in files}
         gone = [entry.id for entry in entries_under(known.values(), roots)
-                if entry.id not in present and not Path(entry.path).exists()]
+                if entry.id not in present and (not Path(entry.path).exists()
+                                                 or (left_out is not None and left_out(Path(entry.path))))]
         return self.store.delete(gone)
 
 

@@ -6,6 +6,9 @@ import argparse
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from backend import duplicates
@@ -17,7 +20,9 @@ from backend.imaging import ImageError, read_file
 from backend.ingest import entries_under
 from backend.stores import StoreError
 
-from .scan import Shard, read_tags_csv, scan
+from .exclude import DEFAULT_EXCLUDES, ExcludeError, Exclusions, left_out
+from .scan import Shard, file_to_index, read_tags_csv, scan
+from .watch import Follower, Step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,14 +56,26 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    index = sub.add_parser("index", help="index image files under folders (new and changed files only)")
+    index = sub.add_parser("index", help="index image files under folders (new and changed files only)",
+                           epilog="default exclusions (gitignore-style, relative to each PATH): "
+                                  + "  ".join(DEFAULT_EXCLUDES) + " -- hidden files and folders, NAS thumbnail "
+                                  "and recycle folders; --no-default-excludes turns them off")
     index.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="folders or files")
+    index.add_argument("--exclude", action="append", default=[], type=_pattern, metavar="PATTERN",
+                       help="leave out files and folders matching this gitignore-style pattern, relative to PATH "
+                            "(repeat; '!PATTERN' takes back what an earlier one left out)")
+    index.add_argument("--no-default-excludes", action="store_true",
+                       help="do not leave out the default exclusions listed below")
+    index.add_argument("--watch", action="store_true",
+                       help="index once, then keep following the folders (new, changed, moved and deleted "
+                            "pictures) until SIGTERM or Ctrl-C")
     index.add_argument("--tags-from-folders", action="store_true",
                        help="tag each image with its sub-folder names relative to PATH")
     index.add_argument("--tags-csv", type=_existing_file, metavar="FILE",
                        help="CSV of path,tags rows (paths relative to the CSV's folder)")
     index.add_argument("--tag", action="append", default=[], metavar="TAG", help="a tag for every file (repeat)")
-    index.add_argument("--prune", action="store_true", help="remove documents under PATH whose files are gone")
+    index.add_argument("--prune", action="store_true",
+                       help="remove documents under PATH whose files are gone or now excluded")
     index.add_argument("--shard", type=_shard, metavar="I/N",
                        help="take only slot I of N (0-based) of the files, for N indexers in parallel")
     index.add_argument("--rebuild", action="store_true",
@@ -126,6 +143,14 @@ def _shard(text: str) -> Shard:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _pattern(text: str) -> str:
+    try:
+        Exclusions([text], defaults=False)
+    except ExcludeError as exc:  # argparse shows an ArgumentTypeError's own words
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -152,49 +177,87 @@ def _index(args, engine: Engine) -> int:
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         raise ValueError(f"no such file or folder: {', '.join(missing)}")
+    exclusions = Exclusions(args.exclude, defaults=not args.no_default_excludes)
+    roots = [p.expanduser().resolve() for p in args.paths]
+    if args.watch and (args.rebuild or any(not root.is_dir() for root in roots)):
+        raise ValueError("--watch follows folders: give folders only, and not --rebuild")
     if args.rebuild:
         if not store.supports_rebuild:
             raise ValueError("--rebuild needs an Elasticsearch store (LOOKALIKE_STORE=http://...)")
         spec = DescriptorSpec(settings.pooling, settings.image_size, settings.square)
         store.stage(spec.descriptor_id(weights_tag(settings.vgg16_weights)))
-    problems: list[tuple[str, str]] = []
     csv_tags = read_tags_csv(args.tags_csv) if args.tags_csv else None
-    files = list(scan(args.paths, tags_from_folders=args.tags_from_folders, csv_tags=csv_tags,
-                      extra_tags=args.tag, shard=args.shard, problems=problems, skip=[settings.data_dir]))
-    if csv_tags:
-        unused = sorted(set(csv_tags) - {str(f.path) for f in files})
-        if unused and not args.shard:
-            print(f"warning: {len(unused)} rows of {args.tags_csv} name no image under the given paths, "
-                  f"such as {unused[0]}", file=sys.stderr)
-    bar = None
+    # With no tag option, tags already given are kept: a plain re-run must not strip them.
+    keep_tags = not (args.tags_from_folders or args.tags_csv or args.tag)
+    keep = [settings.data_dir.expanduser().resolve()]
 
-    def on_plan(total: int) -> None:
-        nonlocal bar
-        # tqdm shows rate and ETA; disable=None turns it off when stderr is not a terminal
-        bar = tqdm(total=total, unit="img", desc="indexing", disable=None, file=sys.stderr, dynamic_ncols=True)
+    def excluded(path: Path) -> bool:
+        return left_out(path, roots, exclusions, keep)
 
-    try:
-        # With no tag option, tags already given are kept: a plain re-run must not strip them.
-        keep_tags = not (args.tags_from_folders or args.tags_csv or args.tag)
-        summary = engine.indexer.run(files, prune_under=args.paths if args.prune else (), on_plan=on_plan,
-                                     progress=lambda n: bar.update(n) if bar else None, failures=problems,
-                                     keep_tags=keep_tags)
-    finally:
-        if bar is not None:
-            bar.close()
-    for path, reason in summary.failures[:20]:
-        print(f"failed: {path}: {reason}", file=sys.stderr)
-    if summary.failed > 20:
-        print(f"failed: ... and {summary.failed - 20} more (see --json)", file=sys.stderr)
-    rate = (summary.indexed - summary.reused) / summary.seconds if summary.seconds else 0.0
-    print(f"indexed {summary.indexed} (reused {summary.reused} stored vectors), skipped {summary.skipped} "
-          f"unchanged, failed {summary.failed}, pruned {summary.pruned} in {summary.seconds:.1f} s "
-          f"({rate:.1f} images/s through the model); {store.count()} documents in {store.location()}")
-    if args.rebuild and not args.shard:
-        print(f"the alias now points at {store.promote()}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(summary.as_json(), ensure_ascii=False))
-    return 0
+    def index_once(progress: Callable[[int], None]) -> None:
+        problems: list[tuple[str, str]] = []
+        files = list(scan(roots, tags_from_folders=args.tags_from_folders, csv_tags=csv_tags, extra_tags=args.tag,
+                          shard=args.shard, problems=problems, skip=keep, exclusions=exclusions))
+        if csv_tags:
+            unused = sorted(set(csv_tags) - {str(f.path) for f in files})
+            if unused and not args.shard:
+                print(f"warning: {len(unused)} rows of {args.tags_csv} name no image under the given paths, "
+                      f"such as {unused[0]}", file=sys.stderr)
+        bar = None
+
+        def on_plan(total: int) -> None:
+            nonlocal bar
+            # tqdm shows rate and ETA; disable=None turns it off when stderr is not a terminal
+            bar = tqdm(total=total, unit="img", desc="indexing", disable=None, file=sys.stderr, dynamic_ncols=True)
+
+        def on_batch(count: int) -> None:
+            if bar is not None:
+                bar.update(count)
+            progress(count)
+
+        try:
+            summary = engine.indexer.run(files, prune_under=roots if args.prune else (), on_plan=on_plan,
+                                         progress=on_batch, failures=problems, keep_tags=keep_tags,
+                                         left_out=excluded)
+        finally:
+            if bar is not None:
+                bar.close()
+        for path, reason in summary.failures[:20]:
+            print(f"failed: {path}: {reason}", file=sys.stderr)
+        if summary.failed > 20:
+            print(f"failed: ... and {summary.failed - 20} more (see --json)", file=sys.stderr)
+        rate = (summary.indexed - summary.reused) / summary.seconds if summary.seconds else 0.0
+        print(f"indexed {summary.indexed} (reused {summary.reused} stored vectors), skipped {summary.skipped} "
+              f"unchanged, failed {summary.failed}, pruned {summary.pruned} in {summary.seconds:.1f} s "
+              f"({rate:.1f} images/s through the model); {store.count()} documents in {store.location()}",
+              flush=True)
+        if args.rebuild and not args.shard:
+            print(f"the alias now points at {store.promote()}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(summary.as_json(), ensure_ascii=False), flush=True)
+
+    if not args.watch:
+        index_once(lambda count: None)
+        return 0
+    take = partial(file_to_index, tags_from_folders=args.tags_from_folders, csv_tags=csv_tags,
+                   extra_tags=args.tag, shard=args.shard)
+    follower = Follower(engine.indexer, roots, take=take, excluded=excluded, keep_tags=keep_tags,
+                        report=_step_reporter(args.json, store))
+    return follower.run(index_once)
+
+
+def _step_reporter(as_json: bool, store) -> Callable[[Step], None]:
+    """How --watch reports each step: a line (failures on standard error), or one JSON object."""
+    def report(step: Step) -> None:
+        if as_json:
+            print(json.dumps(step.as_json(), ensure_ascii=False), flush=True)
+            return
+        for path, reason in step.summary.failures:
+            print(f"failed: {path}: {reason}", file=sys.stderr)
+        summary = step.summary
+        print(f"{time.strftime('%H:%M:%S')} indexed {summary.indexed} (reused {summary.reused} stored vectors), "
+              f"removed {step.removed}, failed {summary.failed}; {store.count()} documents", flush=True)
+    return report
 
 
 def _remove(args, engine: Engine) -> int:

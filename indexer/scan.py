@@ -6,11 +6,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Iterable, Iterator
 
 from backend.imaging import is_image_path
 from backend.ingest import FileToIndex
 from backend.stores.base import document_id
+
+from .exclude import Exclusions
 
 _TAG_SEPARATORS = re.compile(r"[;|,]")
 
@@ -51,43 +54,56 @@ def read_tags_csv(csv_path: Path) -> dict[str, list[str]]:
 
 def scan(roots: Iterable[Path], *, tags_from_folders: bool = False, csv_tags: dict[str, list[str]] | None = None,
          extra_tags: Iterable[str] = (), shard: Shard | None = None,
-         problems: list[tuple[str, str]] | None = None, skip: Iterable[Path] = ()) -> Iterator[FileToIndex]:
+         problems: list[tuple[str, str]] | None = None, skip: Iterable[Path] = (),
+         exclusions: Exclusions | None = None) -> Iterator[FileToIndex]:
     """Image files under the roots (recursively, sorted, each file once), not under the `skip` folders
-    (the data folder: its thumbnails and uploads are not photos to index again). Files that cannot be
-    taken (unreadable, name not UTF-8) are appended to `problems` as (path, reason)."""
-    csv_tags = csv_tags or {}
-    extra = tuple(extra_tags)
+    (the data folder: its thumbnails and uploads are not photos to index again) and not left out by
+    `exclusions` (default: the default exclusions). Files that cannot be taken (unreadable, name not
+    UTF-8) are appended to `problems` as (path, reason)."""
+    exclusions = exclusions if exclusions is not None else Exclusions()
     seen: set[Path] = set()
     problems = problems if problems is not None else []
     skipped = {Path(p).expanduser().resolve() for p in skip}
     for root in roots:
         root = Path(root).expanduser().resolve()
-        for path in _walk(root, problems, skipped):
+        for path in _walk(root, problems, skipped, exclusions):
             if path in seen:
                 continue
             seen.add(path)
-            try:
-                str(path).encode("utf-8")
-            except UnicodeEncodeError:
-                problems.append((os.fsdecode(path).encode("utf-8", "replace").decode(),
-                                 "file name is not valid UTF-8; rename it"))
-                continue
-            doc_id = document_id(str(path))
-            if shard and not shard.takes(doc_id):
-                continue
-            try:
-                stat = path.stat()
-            except OSError as exc:
-                problems.append((str(path), f"cannot read file ({exc.strerror})"))
-                continue
-            tags = list(extra)
-            if tags_from_folders and root.is_dir():
-                tags.extend(part for part in path.parent.relative_to(root).parts)
-            tags.extend(csv_tags.get(str(path), ()))
-            yield FileToIndex(path, tuple(dict.fromkeys(tags)), stat.st_size, stat.st_mtime)
+            item = file_to_index(path, root, tags_from_folders=tags_from_folders, csv_tags=csv_tags,
+                                 extra_tags=extra_tags, shard=shard, problems=problems)
+            if item is not None:
+                yield item
 
 
-def _walk(root: Path, problems: list[tuple[str, str]], skipped: set[Path]) -> Iterator[Path]:
+def file_to_index(path: Path, root: Path, *, tags_from_folders: bool = False,
+                  csv_tags: dict[str, list[str]] | None = None, extra_tags: Iterable[str] = (),
+                  shard: Shard | None = None, problems: list[tuple[str, str]] | None = None) -> FileToIndex | None:
+    """One image file found under `root` (both absolute), with its tags; None when it is not this shard's,
+    or cannot be taken (then appended to `problems`)."""
+    problems = problems if problems is not None else []
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        problems.append((os.fsdecode(path).encode("utf-8", "replace").decode(),
+                         "file name is not valid UTF-8; rename it"))
+        return None
+    if shard and not shard.takes(document_id(str(path))):
+        return None
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        problems.append((str(path), f"cannot read file ({exc.strerror})"))
+        return None
+    tags = list(extra_tags)
+    if tags_from_folders and root.is_dir():
+        tags.extend(part for part in path.parent.relative_to(root).parts)
+    tags.extend((csv_tags or {}).get(str(path), ()))
+    return FileToIndex(path, tuple(dict.fromkeys(tags)), stat.st_size, stat.st_mtime)
+
+
+def _walk(root: Path, problems: list[tuple[str, str]], skipped: set[Path],
+          exclusions: Exclusions) -> Iterator[Path]:
     if root.is_file():
         if is_image_path(root):
             yield root
@@ -103,8 +119,9 @@ def _walk(root: Path, problems: list[tuple[str, str]], skipped: set[Path]) -> It
         if Path(folder) in skipped:
             dirs[:] = []
             continue
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        here = PurePosixPath(Path(folder).relative_to(root).as_posix())
+        dirs[:] = sorted(d for d in dirs if not exclusions.folder(here / d))
         for name in sorted(files):
             path = Path(folder) / name
-            if not name.startswith(".") and is_image_path(path) and path.is_file():
+            if not exclusions.file(here / name) and is_image_path(path) and path.is_file():
                 yield path

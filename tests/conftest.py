@@ -163,6 +163,13 @@ class ElasticNodes:
                 pytest.fail(self._failed[major])
         return self._nodes[major].url
 
+    def node(self, major: str = "8"):
+        """The node the suite started, to pause and resume it; skips when ES_URL names a server of one's own."""
+        url = self.url(major)
+        if major not in self._nodes:
+            pytest.skip(f"Elasticsearch {major}.x at {url} is a server of your own: the tests do not pause it")
+        return self._nodes[major]
+
     def start_private(self, major: str = "8", **options):
         """A node of the test's own (for faults: kill, pause, a tiny write queue); the caller stops it."""
         from tests import es_node
