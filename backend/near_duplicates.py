@@ -14,6 +14,8 @@ a border, a grey version or a thumbnail of a picture can score lower than anothe
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -54,13 +56,18 @@ def signature(picture: Image.Image) -> bytes:
     return np.asarray(small, dtype=np.uint8).tobytes()
 
 
+@functools.lru_cache(maxsize=4096)
 def _windows(sig: bytes) -> np.ndarray:
-    """(shifts, WINDOW²): every shifted window, centred and unit length."""
+    """(shifts, WINDOW²): every shifted window, centred and unit length. Kept for the signatures met last:
+    a new picture is compared with 20 candidates, and a batch's candidates are often the same."""
     grid = np.frombuffer(sig, dtype=np.uint8).reshape(SIDE, SIDE).astype(np.float32)
-    out = np.stack([grid[_MARGIN + dy:_MARGIN + dy + WINDOW, _MARGIN + dx:_MARGIN + dx + WINDOW].ravel()
-                    for dy in range(-SHIFT, SHIFT + 1) for dx in range(-SHIFT, SHIFT + 1)])
+    span = WINDOW + 2 * SHIFT
+    views = np.lib.stride_tricks.sliding_window_view(grid[_MARGIN - SHIFT:_MARGIN - SHIFT + span,
+                                                          _MARGIN - SHIFT:_MARGIN - SHIFT + span], (WINDOW, WINDOW))
+    out = views.reshape(-1, WINDOW * WINDOW).copy()
     out -= out.mean(axis=1, keepdims=True)
     out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-6
+    out.flags.writeable = False
     return out
 
 
@@ -75,4 +82,4 @@ def similarity(a: bytes, b: bytes) -> float:
     the other's shifted windows."""
     wa, wb = _windows(a), _windows(b)
     centre = (2 * SHIFT + 1) ** 2 // 2
-    return float(max((wa @ wb[centre]).max(), (wb @ wa[centre]).max()))
+    return min(1.0, float(max((wa @ wb[centre]).max(), (wb @ wa[centre]).max())))
