@@ -34,7 +34,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from . import near_duplicates
-from .stores.base import Document, Hit, NearLink, Page, Store, normalise_tags
+from .stores.base import Document, Hit, NearLink, Page, Store
+from .stores.filters import Filters, combined
 
 EXACT, NEAR = "exact", "near"
 LEVELS = (EXACT, NEAR)
@@ -170,8 +171,8 @@ def _components(store: Store, level: str, min_score: float | None) -> list[list[
     return sets.groups()
 
 
-def _matches(doc: Document, tags: Sequence[str], under: Sequence[str]) -> bool:
-    if tags and not set(tags) <= set(normalise_tags(doc.tags)):
+def _matches(doc: Document, filters: Filters, under: Sequence[str]) -> bool:
+    if not filters.matches(doc):
         return False
     return not under or any(doc.path == root or doc.path.startswith(root.rstrip("/") + "/") for root in under)
 
@@ -198,18 +199,19 @@ def _group(store: Store, docs: list[Document], level: str) -> Group:
 
 
 def find_groups(store: Store, *, level: str = NEAR, min_score: float | None = None, tags: Sequence[str] = (),
-                under: Iterable[str | Path] = (), offset: int = 0, limit: int | None = None) -> Report:
-    """The duplicate groups of the store, largest first; a page of them with offset and limit. `tags`: only
-    members with every tag; `under`: only members whose files lie under one of these paths (a group keeps
-    two or more such members, or is left out)."""
+                under: Iterable[str | Path] = (), offset: int = 0, limit: int | None = None,
+                filters: Filters | None = None) -> Report:
+    """The duplicate groups of the store, largest first; a page of them with offset and limit. `tags` and
+    `filters`: only members that meet them; `under`: only members whose files lie under one of these paths (a
+    group keeps two or more such members, or is left out)."""
     min_score = check(level, min_score)
-    tags = normalise_tags(tags)
+    filters = combined(filters, tags)
     roots = [str(Path(root).expanduser().resolve()) for root in under]
     components = _components(store, level, min_score)
     known: dict[str, Document] = {}
-    if tags or roots:               # which members count depends on their metadata: read it for every group
+    if filters or roots:            # which members count depends on their metadata: read it for every group
         known = store.documents([i for ids in components for i in ids])
-        components = [kept for kept in ([i for i in ids if i in known and _matches(known[i], tags, roots)]
+        components = [kept for kept in ([i for i in ids if i in known and _matches(known[i], filters, roots)]
                                         for ids in components) if len(kept) > 1]
     components.sort(key=lambda ids: (-len(ids), ids[0]))
     page = components[offset:None if limit is None else offset + limit]

@@ -17,6 +17,8 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .metadata import PhotoMetadata, read_metadata
+
 # HEIC/HEIF, the default of iPhone cameras, through libheif (AVIF is Pillow's own). libheif applies the
 # file's rotation itself and resets the EXIF orientation, so exif_transpose below does not turn it twice.
 pillow_heif.register_heif_opener()
@@ -64,6 +66,7 @@ class Decoded:
     width: int              # full size, upright
     height: int
     format: str             # Pillow's format name, e.g. "JPEG"
+    metadata: PhotoMetadata = PhotoMetadata()   # read from the same opened file
 
     @property
     def content_type(self) -> str:
@@ -161,7 +164,18 @@ def _decode(data: bytes, limits: Limits, source: str, draft_size: int | None) ->
         img.load()
     except NotImplementedError as exc:   # a variant of the format that Pillow does not decode
         raise _cannot_decode_kind(source, fmt, exc) from None
-    return Decoded(to_rgb(ImageOps.exif_transpose(img)), width, height, fmt)
+    metadata = read_metadata(img)   # before load(): some plugins let go of their header data once decoded
+    return Decoded(to_rgb(ImageOps.exif_transpose(img)), width, height, fmt, metadata)
+
+
+def peek_metadata(data: bytes, limits: Limits, source: str) -> PhotoMetadata:
+    """The metadata of an image file without decoding its pixels (for documents indexed before metadata
+    was read: their vectors are kept). Raises ImageError for bytes that are not an image."""
+    with one_picture(source, limits), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hold_pillow_to(limits)
+        with Image.open(io.BytesIO(data)) as img:
+            return read_metadata(img)
 
 
 def _unopened(data: bytes, source: str, exc: Exception) -> ImageError:

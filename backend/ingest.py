@@ -24,9 +24,10 @@ from . import duplicates, imaging, near_duplicates
 from .features import FeatureExtractor
 from .filelock import write_atomically
 from .imaging import Decoded, ImageError, Limits, one_picture, read_file, thumbnail_jpeg
+from .metadata import PhotoMetadata
 from .search import FileMissing
-from .stores.base import (Document, Entry, InvalidVector, Store, StoreError, check_vectors, document_id,
-                          normalise_tags)
+from .stores.base import (METADATA_VERSION, Document, Entry, InvalidVector, Store, StoreError, check_vectors,
+                          document_id, normalise_tags)
 
 MAX_FILENAME_LENGTH = 255
 _EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp",
@@ -39,10 +40,22 @@ class FileToIndex:
     tags: tuple[str, ...]
     bytes: int
     modified_at: float
+    root: Path | None = None   # the folder given to the indexer that holds it (None: an upload)
 
     @property
     def id(self) -> str:
         return document_id(str(self.path))
+
+    @property
+    def folder(self) -> str | None:
+        """Its folder relative to the root ('' for a file at the root or given itself); None for an upload."""
+        if self.root is None:
+            return None
+        try:
+            folder = self.path.parent.relative_to(self.root).as_posix()
+        except ValueError:   # the root is the file itself
+            return ""
+        return "" if folder == "." else folder
 
 
 @dataclass
@@ -74,6 +87,7 @@ class _Loaded:
     pixels: np.ndarray          # prepared model input
     signature: bytes            # near_duplicates.signature: what decides whether two pictures are the same
     filename: str | None = None  # the document's file name when not the file's own (an upload's)
+    metadata: PhotoMetadata = PhotoMetadata()
 
 
 class Indexer:
@@ -95,7 +109,8 @@ class Indexer:
 
     def plan(self, files: Iterable[FileToIndex], keep_tags: bool = False) -> tuple[
             list[FileToIndex], list[tuple[FileToIndex, Entry]], int, dict[str, Entry]]:
-        """Split files into (to index, metadata-only updates, unchanged count, known entries by id)."""
+        """Split files into (to index, updates that keep the vector, unchanged count, known entries by id).
+        An unchanged file is updated in place when its tags differ or its document lacks the current metadata."""
         known = {entry.id: entry for entry in self.store.entries()}
         todo, retag, unchanged = [], [], 0
         for item in files:
@@ -103,7 +118,8 @@ class Indexer:
             if entry and keep_tags:
                 item = replace(item, tags=entry.tags)
             if entry and entry.bytes == item.bytes and entry.modified_at == item.modified_at:
-                if normalise_tags(item.tags) == normalise_tags(entry.tags):
+                if (normalise_tags(item.tags) == normalise_tags(entry.tags)
+                        and entry.meta_version >= METADATA_VERSION):
                     unchanged += 1
                 else:
                     retag.append((item, entry))
@@ -155,14 +171,17 @@ class Indexer:
     # -- steps ---------------------------------------------------------------------------------
 
     def _retag(self, pairs: list[tuple[FileToIndex, Entry]], summary: Summary) -> None:
-        """Files whose bytes are unchanged but whose tags differ: rewrite metadata, keep the vector (and the
-        near-duplicate links)."""
+        """Files whose bytes are unchanged but whose tags differ, or whose documents were written before the
+        current metadata: rewrite the document, keep the vector and the near-duplicate links (the file is read
+        for its metadata, its pixels are not decoded)."""
         for start in range(0, len(pairs), 500):
             docs = []
             for item, entry in pairs[start:start + 500]:
                 doc = self.store.get(entry.id, with_vector=True)
                 if doc is not None:
                     doc.tags = list(item.tags)
+                    if entry.meta_version < METADATA_VERSION:
+                        self._refresh_metadata(doc, item)
                     docs.append(doc)
             duplicates.link(self.store, [doc for doc in docs if doc.near is None])
             self.store.upsert(docs)
@@ -192,6 +211,13 @@ class Indexer:
         except (ImageError, OSError):
             return None
 
+    def _refresh_metadata(self, doc: Document, item: FileToIndex) -> None:
+        try:
+            metadata = imaging.peek_metadata(read_file(item.path, self.limits), self.limits, str(item.path))
+        except ImageError:   # it was indexed: it decoded then; its fields stay empty, its vector stays
+            metadata = PhotoMetadata()
+        _describe(doc, metadata, item.folder)
+
     def _load_one(self, item: FileToIndex) -> _Loaded:
         """Read, hash, decode and prepare one file; any failure is its ImageError."""
         extractor = self.extractor   # outside the boundary: a model that cannot load is no file's fault
@@ -205,7 +231,8 @@ class Indexer:
         extractor = self.extractor
         with one_picture(str(item.path)):
             return _Loaded(item, hashlib.sha256(data).hexdigest(), decoded.width, decoded.height,
-                           extractor.prepare(decoded.image), near_duplicates.signature(decoded.image), filename)
+                           extractor.prepare(decoded.image), near_duplicates.signature(decoded.image), filename,
+                           decoded.metadata)
 
     def _try_load(self, item: FileToIndex) -> _Loaded | tuple[str, str]:
         try:
@@ -245,12 +272,15 @@ class Indexer:
         vectors = self._embed(need, summary)
         descriptor = self.extractor.descriptor_id
         now = time.time()
+        written = [b for b in batch if b.content_hash in reuse or id(b) in vectors]
         docs = [Document(id=b.item.id, vector=reuse.get(b.content_hash, vectors.get(id(b))),
                          filename=b.filename or b.item.path.name, path=str(b.item.path), tags=list(b.item.tags),
                          width=b.width, height=b.height, bytes=b.item.bytes, content_hash=b.content_hash,
                          descriptor=descriptor, indexed_at=now, modified_at=b.item.modified_at,
                          signature=b.signature)
-                for b in batch if b.content_hash in reuse or id(b) in vectors]
+                for b in written]
+        for doc, loaded in zip(docs, written):
+            _describe(doc, loaded.metadata, loaded.item.folder)
         docs = [doc for doc in docs if self._usable(doc, summary)]
         duplicates.link(self.store, docs)
         self.store.upsert(docs)
@@ -290,6 +320,12 @@ class Indexer:
                 if entry.id not in present and (not Path(entry.path).exists()
                                                  or (left_out is not None and left_out(Path(entry.path))))]
         return self.store.delete(gone)
+
+
+def _describe(doc: Document, metadata: PhotoMetadata, folder: str | None) -> None:
+    """Put what the picture says of itself (and its folder) on its document."""
+    doc.taken, doc.camera_make, doc.camera_model = metadata.taken, metadata.camera_make, metadata.camera_model
+    doc.file_type, doc.folder, doc.meta_version = metadata.file_type, folder, METADATA_VERSION
 
 
 def entries_under(entries: Iterable[Entry], roots: Iterable[Path]) -> list[Entry]:

@@ -19,6 +19,7 @@ from .features import DIMS, FeatureExtractor, WeightsError, l2_normalise
 from .filelock import write_atomically
 from .imaging import Limits, decode, one_picture, read_file
 from .stores.base import Hit, Page, Store
+from .stores.filters import Filters, combined
 
 # A region of a picture: (x, y, width, height) as fractions of the upright picture's sides.
 Crop = tuple[float, float, float, float]
@@ -133,14 +134,16 @@ class SearchService:
 
     def by_image(self, data: bytes, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 24,
                  min_score: float | None = None, source: str = "upload", crop: Crop | None = None,
-                 expand: int = 0) -> Page:
+                 expand: int = 0, filters: Filters | None = None) -> Page:
         """Raises ImageError for bytes that are not an image we can decode. crop: search by that region
-        of the (upright) picture only; expand: average query expansion with the top `expand` results."""
+        of the (upright) picture only; expand: average query expansion with the top `expand` results.
+        tags and filters: what every result meets (every search takes them)."""
+        filters = combined(filters, tags)
         extractor = self.extractor
         vector = self._query_vector(data, source, extractor, crop)
-        vector = self._expanded(vector, expand, extractor.descriptor_id, tags, ())
-        return self.store.knn(vector, descriptor=extractor.descriptor_id, tags=tags, offset=offset, limit=limit,
-                              min_score=min_score)
+        vector = self._expanded(vector, expand, extractor.descriptor_id, filters, ())
+        return self.store.knn(vector, descriptor=extractor.descriptor_id, filters=filters, offset=offset,
+                              limit=limit, min_score=min_score)
 
     def _query_vector(self, data: bytes, source: str, extractor: FeatureExtractor,
                       crop: Crop | None = None) -> np.ndarray:
@@ -159,23 +162,25 @@ class SearchService:
                 cache.put(key, vector)
         return vector
 
-    def _expanded(self, vector: np.ndarray, k: int, descriptor: str, tags: Sequence[str],
+    def _expanded(self, vector: np.ndarray, k: int, descriptor: str, filters: Filters,
                   exclude: Sequence[str]) -> np.ndarray:
         """Average query expansion: the query plus its top k neighbours, renormalised (k = 0: as is)."""
         if k <= 0:
             return vector
-        top = [h.document.id for h in self.store.knn(vector, descriptor=descriptor, tags=tags, limit=k,
+        top = [h.document.id for h in self.store.knn(vector, descriptor=descriptor, filters=filters, limit=k,
                                                       exclude=exclude).hits]
         if not top:
             return vector
         found = self.store.vectors(top)
         return l2_normalise(vector + np.sum([found[i] for i in top if i in found], axis=0))
 
-    def by_text(self, text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 24) -> Page:
-        return self.store.keyword(text, tags=tags, offset=offset, limit=limit)
+    def by_text(self, text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 24,
+                filters: Filters | None = None) -> Page:
+        return self.store.keyword(text, filters=combined(filters, tags), offset=offset, limit=limit)
 
     def similar(self, doc_id: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 24,
-                min_score: float | None = None, crop: Crop | None = None, expand: int = 0) -> Page:
+                min_score: float | None = None, crop: Crop | None = None, expand: int = 0,
+                filters: Filters | None = None) -> Page:
         """More like an indexed image: its stored vector, or with `crop` the vector of that region of its
         file (decoded from its stored path: the model runs). The image itself is left out."""
         doc = self.store.get(doc_id, with_vector=True)
@@ -188,16 +193,19 @@ class SearchService:
                 raise FileMissing(doc_id)
             vector = self._query_vector(read_file(Path(doc.path), self.limits), doc.filename, extractor, crop)
             descriptor = extractor.descriptor_id
-        vector = self._expanded(vector, expand, descriptor, tags, [doc_id])
-        return self.store.knn(vector, descriptor=descriptor, tags=tags, offset=offset, limit=limit,
+        filters = combined(filters, tags)
+        vector = self._expanded(vector, expand, descriptor, filters, [doc_id])
+        return self.store.knn(vector, descriptor=descriptor, filters=filters, offset=offset, limit=limit,
                               exclude=[doc_id], min_score=min_score)
 
     def refine(self, positive: Sequence[str] = (), negative: Sequence[str] = (), *, image: bytes | None = None,
                crop: Crop | None = None, tags: Sequence[str] = (), offset: int = 0, limit: int = 24,
-               min_score: float | None = None, expand: int = 0, method: str = feedback.METHOD) -> Page:
+               min_score: float | None = None, expand: int = 0, method: str = feedback.METHOD,
+               filters: Filters | None = None) -> Page:
         """More like the positives (indexed ids, and an uploaded picture if given), less like the
         negatives; every marked image is left out of the results. Raises NotFound naming every unknown
         id. min_score applies to the cosine similarity with the combined query vector."""
+        filters = combined(filters, tags)
         marked = list(dict.fromkeys([*positive, *negative]))
         found = self.store.vectors(marked)
         missing = [i for i in marked if i not in found]
@@ -213,12 +221,12 @@ class SearchService:
         pos = np.stack(positives).astype(np.float32)
         neg = np.stack([found[i] for i in negative]).astype(np.float32) if negative else np.zeros((0, pos.shape[1]),
                                                                                                   np.float32)
-        query = self._expanded(feedback.rocchio(pos, neg), expand, descriptor, tags, marked)
+        query = self._expanded(feedback.rocchio(pos, neg), expand, descriptor, filters, marked)
         if method == "rocchio":
-            return self.store.knn(query, descriptor=descriptor, tags=tags, offset=offset, limit=limit,
+            return self.store.knn(query, descriptor=descriptor, filters=filters, offset=offset, limit=limit,
                                   exclude=marked, min_score=min_score)
         # The other methods re-rank the query vector's top CANDIDATES; past them, the kNN order goes on.
-        pool = self.store.knn(query, descriptor=descriptor, tags=tags, limit=feedback.CANDIDATES, exclude=marked,
+        pool = self.store.knn(query, descriptor=descriptor, filters=filters, limit=feedback.CANDIDATES, exclude=marked,
                               min_score=min_score)
         if not pool.hits:
             return pool
@@ -227,7 +235,7 @@ class SearchService:
         if method == "fusion":
             scores = feedback.fusion_scores(candidates, pos, neg)
         elif method == "classifier":
-            far = self.store.knn(-query, descriptor=descriptor, tags=tags, limit=feedback.PSEUDO_NEGATIVES,
+            far = self.store.knn(-query, descriptor=descriptor, filters=filters, limit=feedback.PSEUDO_NEGATIVES,
                                  exclude=marked).hits
             far_vectors = self.store.vectors([h.document.id for h in far])
             pseudo = np.array([far_vectors[h.document.id] for h in far if h.document.id in far_vectors],
@@ -239,6 +247,6 @@ class SearchService:
         hits = [Hit(pool.hits[i].document, float(scores[i])) for i in order[offset:offset + limit]]
         if offset + limit > len(pool.hits) and pool.total > len(pool.hits):
             start = max(offset, len(pool.hits))
-            hits += self.store.knn(query, descriptor=descriptor, tags=tags, offset=start,
+            hits += self.store.knn(query, descriptor=descriptor, filters=filters, offset=start,
                                    limit=offset + limit - start, exclude=marked, min_score=min_score).hits
         return Page(hits, pool.total)

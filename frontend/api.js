@@ -2,7 +2,7 @@
 // {error: {code, message}}, and an error becomes an ApiError whose message is a sentence for the person.
 
 import {UNREACHABLE, explain} from "./messages.js";
-import {PAGE, cropText} from "./state.js";
+import {FILTER_LISTS, PAGE, addFilters, cropText, noFilters} from "./state.js";
 import {base64Of, blobOf} from "./uploads.js";
 
 export class ApiError extends Error {
@@ -34,7 +34,11 @@ export async function api(path, options = {}) {
 // (collapse=near: its `copies`), so a page is never several copies of one picture; offset counts folded results.
 export async function searchPage(query, offset, signal) {
   if (query.kind === "refine") {
-    const body = {positive: query.pos, negative: query.neg, tags: query.tags, limit: PAGE, offset, collapse: "near"};
+    const f = query.filters || noFilters();
+    const body = {positive: query.pos, negative: query.neg, tags: query.tags, limit: PAGE, offset,
+                  collapse: "near"};
+    for (const name of ["taken_from", "taken_to"]) if (f[name]) body[name] = f[name];
+    for (const name of FILTER_LISTS) if ((f[name] || []).length) body[name] = f[name];
     if (query.key) {
       body.image_base64 = await base64Of(query.key);
       if (query.crop) body.crop = query.crop;
@@ -44,7 +48,12 @@ export async function searchPage(query, offset, signal) {
   }
   const params = new URLSearchParams({limit: PAGE, offset, collapse: "near"});
   if (query.tags.length) params.set("tags", query.tags.join(","));
+  addFilters(params, query);
   if (query.crop) params.set("crop", cropText(query.crop));
+  if (query.kind === "none") {   // the collection lists every picture, copies too
+    params.delete("collapse");
+    return api(`/api/images?${params}`, {signal});
+  }
   if (query.kind === "text") {
     params.set("q", query.q);
     return api(`/api/search?${params}`, {signal});
@@ -53,6 +62,13 @@ export async function searchPage(query, offset, signal) {
   const form = new FormData();
   form.append("image", blobOf(query.key), query.name || "picture");
   return api(`/api/search/image?${params}`, {method: "POST", body: form, signal});
+}
+
+// Counts per camera, folder and year among the pictures `query`'s tags and filters leave (GET /api/facets).
+export function facetsOf(query, signal) {
+  const params = addFilters(new URLSearchParams({limit: 30}), query);
+  if (query.tags.length) params.set("tags", query.tags.join(","));
+  return api(`/api/facets?${params}`, {signal});
 }
 
 // One search at a time: `begin()` aborts the one in flight and returns the new one's signal and a test of

@@ -1,20 +1,21 @@
 // lookalike web page: talks only to the JSON API (/api/...). No framework, no build step: ES modules.
 // This one starts the page and runs searches; state.js holds what is asked, the other modules draw it.
 
-import {api, fileUrl, oneAtATime, searchPage} from "./api.js";
+import {api, facetsOf, fileUrl, oneAtATime, searchPage} from "./api.js";
 import {closeCropper, initCropper, openCropper} from "./crop.js";
 import {el, pasteKey, touch} from "./dom.js";
 import {hideDuplicates, initDuplicates, showDuplicates} from "./duplicates.js";
 import {clearResults, followWidth, renderCardMarks, renderResults} from "./grid.js";
 import {initPictureInput} from "./input.js";
 import {IMAGE_TYPES} from "./messages.js";
-import {PAGE, keepSnapshot, nameQuery, navigate, noMarks, refineQuery, restore, setMarks, start, state,
-        toggledMarks} from "./state.js";
+import {PAGE, hasFilters, keepSnapshot, nameQuery, navigate, noFilters, noMarks, refineQuery, restore, setMarks,
+        start, state, toggledMarks} from "./state.js";
 import {blobOf, has, keep, tinyPreview} from "./uploads.js";
-import {describe, renderChips, renderChipsSelection, renderMarksBar, renderQuery, renderTrail,
+import {describe, renderChips, renderChipsSelection, renderFacets, renderMarksBar, renderQuery, renderTrail,
         setStatus} from "./view.js";
 
 const beginSearch = oneAtATime();
+const beginFacets = oneAtATime();
 
 // ---- navigation ---------------------------------------------------------------------------------------
 
@@ -35,11 +36,27 @@ function show() {
   hideDuplicates();
   renderMarks();
   closeCropper();
-  document.title = query.kind === "none" ? "lookalike: image search" : `${describe(query)} · lookalike`;
+  document.title = query.kind === "none" && !query.tags.length && !hasFilters(query)
+    ? "lookalike: image search" : `${describe(query)} · lookalike`;
   renderQuery(query);
   renderTrail(state.trail, query, go);
   renderChipsSelection(query.tags);
+  showFacets(query);
   search();
+}
+
+// The camera, year and folder chips, counted for what the query's tags and filters leave.
+async function showFacets(query) {
+  const request = beginFacets();
+  try {
+    const facets = await facetsOf(query, request.signal);
+    if (request.current()) renderFacets(facets, query, setFilters);
+  } catch { /* no chips; searching still works */ }
+}
+
+// The same query with other filters (a chip, the date range): a new history entry.
+function setFilters(filters) {
+  go({...state.query, filters}, state.trail);
 }
 
 async function search(offset = 0) {
@@ -49,11 +66,6 @@ async function search(offset = 0) {
   const focusFirst = offset > 0 && document.activeElement === el.more;
   if (offset === 0) Object.assign(state, {results: [], total: 0});
 
-  if (query.kind === "none") {
-    clearResults();
-    intro();
-    return;
-  }
   if (query.key && !has(query.key)) {
     clearResults();
     if (state.snapshot) {
@@ -112,6 +124,10 @@ function summarise(query, tookMs, last = false) {
   el.more.hidden = count >= total || count === 0 || last;
   el.more.disabled = false;
   el.more.textContent = `Load more (${(total - count).toLocaleString()} left)`;
+  if (query.kind === "none") {
+    browsed(count, total, query);
+    return;
+  }
   if (count === 0) {
     const withTags = query.tags.length ? ` with the tag${query.tags.length > 1 ? "s" : ""} ` +
       query.tags.join(" and ") : "";
@@ -126,28 +142,29 @@ function summarise(query, tookMs, last = false) {
             `${touch ? "Tap" : "Click"} a picture to find more like it, or mark several with + and − and refine.`);
 }
 
-async function intro() {
-  const how = touch ? "Choose a picture or type a word" : `Drop a picture, paste one (${pasteKey}), or type a word`;
-  const stillSaid = setStatus(`${how} to start.`);
-  try {
-    const {count} = await api("/api/stats");
-    if (!stillSaid()) return;  // something else was said meanwhile
-    setStatus(count === 0
-      ? "The collection is empty: index some pictures first (see the README), then search here."
-      : `${count.toLocaleString()} pictures to search. ${how}.`);
-  } catch { /* the intro text above is enough */ }
+// What the collection on screen is: how many, and what a person can do with it.
+function browsed(count, total, query) {
+  const narrowed = query.tags.length || hasFilters(query);
+  if (count === 0) {
+    setStatus(narrowed ? "No pictures match these filters. Try removing one."
+      : "The collection is empty: index some pictures first (see the README), then search here.", "empty");
+    return;
+  }
+  const how = touch ? "Choose a picture, type a word" : `Drop a picture, paste one (${pasteKey}), type a word`;
+  setStatus(`Showing ${count.toLocaleString()} of ${total.toLocaleString()} ${narrowed ? "matching " : ""}` +
+            `pictures to search, newest first. ${how}, or ${touch ? "tap" : "click"} one to find more like it.`);
 }
 
 // ---- starting searches --------------------------------------------------------------------------------
 
 function moreLike(hit) {
-  go({kind: "similar", id: hit.id, name: hit.filename, tags: state.query.tags}, [...state.trail, state.query]);
+  go({kind: "similar", id: hit.id, name: hit.filename, tags: state.query.tags, filters: state.query.filters},
+     [...state.trail, state.query]);
 }
 
 function toggleTag(tag) {
-  const query = state.query.kind === "none" ? {kind: "text", q: ""} : state.query;
   const {tags} = state.query;
-  go({...query, tags: tags.includes(tag) ? tags.filter((t) => t !== tag) : [...tags, tag]}, state.trail);
+  go({...state.query, tags: tags.includes(tag) ? tags.filter((t) => t !== tag) : [...tags, tag]}, state.trail);
 }
 
 async function useFile(file) {
@@ -158,20 +175,29 @@ async function useFile(file) {
   }
   const key = keep(file);
   go({kind: "image", key, name: file.name || "pasted picture", thumb: await tinyPreview(file),
-      tags: state.query.tags}, []);
+      tags: state.query.tags, filters: state.query.filters}, []);
 }
 
 el.form.addEventListener("submit", (event) => {
   event.preventDefault();
   const q = el.keyword.value.trim();
-  if (!q && !state.query.tags.length) {
+  if (!q && state.query.kind !== "text") {
     setStatus("Type a word to search for: a file name or a tag.", "empty");
     el.keyword.focus();
     return;
   }
-  go({kind: "text", q, tags: state.query.tags}, []);
+  go({kind: "text", q, tags: state.query.tags, filters: state.query.filters}, []);
 });
 el.more.addEventListener("click", () => search(state.results.length));
+el.dates.addEventListener("submit", (event) => {
+  event.preventDefault();
+  setFilters({...(state.query.filters || noFilters()), taken_from: el.takenFrom.value, taken_to: el.takenTo.value});
+});
+// The collection loads more as it is scrolled to its end (searches keep their "Load more" button).
+new IntersectionObserver((seen) => {
+  if (seen.some((entry) => entry.isIntersecting) && state.query.kind === "none" && !el.more.hidden &&
+      !el.more.disabled) search(state.results.length);
+}, {rootMargin: "400px"}).observe(el.more);
 el.preview.addEventListener("error", () => { el.preview.hidden = true; el.drop.classList.remove("has-preview"); });
 
 // ---- marks: "more like this", "not like this", then refine --------------------------------------------

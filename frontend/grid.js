@@ -20,7 +20,7 @@ export function renderResults(results, query, {open, mark, focusFirst = false}) 
 function resultCard(hit, query, handlers) {
   const link = document.createElement("a");
   link.className = "hit";
-  link.href = urlOf({kind: "similar", id: hit.id, tags: query.tags});
+  link.href = urlOf({kind: "similar", id: hit.id, tags: query.tags, filters: query.filters});
   link.title = `Find more pictures like ${hit.filename}`;
   link.addEventListener("click", (event) => {
     if (plainClick(event)) { event.preventDefault(); handlers.open(hit); }
@@ -35,7 +35,8 @@ function resultCard(hit, query, handlers) {
   const meta = document.createElement("span");
   meta.className = "meta";
   meta.append(span("visually-hidden", "More like "), span("name", hit.filename));
-  if (query.kind !== "text") meta.append(span("score", formatScore(hit.score)));
+  if (query.kind === "none") meta.append(span("score", hit.taken ? hit.taken.slice(0, 10) : "date unknown"));
+  else if (query.kind !== "text") meta.append(span("score", formatScore(hit.score)));
   meta.append(span("card-tags", hit.tags.length ? hit.tags.join(" · ") : "\u00a0"));
   link.append(frame, meta);
   const item = li(link);
@@ -132,37 +133,61 @@ function formatScore(score) {
 // ---- justified rows -----------------------------------------------------------------------------------
 
 // Rows of pictures as photo sites lay them out: every picture whole, at its own aspect, each row as high
-// as it needs to be to fill the width exactly (the last row at the target height, not stretched).
+// as it needs to be to fill the width exactly (the last row at the target height, not stretched). No card
+// is narrower than minCard: a tall picture in a low row gets a card that wide, the picture whole in its
+// middle, so that its + and − buttons, its name and its score always fit.
+const minCard = (width) => (width < 560 ? 112 : 128);   // px: two buttons and "100% similar" at each text size
+
 function layout() {
   const width = el.grid.clientWidth;
   if (!width) return;
   const gap = parseFloat(getComputedStyle(el.grid).columnGap) || 0;
   const target = width < 560 ? 120 : 200;   // px: about three pictures a row on a phone, five or six wide
+  const least = minCard(width);
   const cards = [...el.grid.children];
+  const fits = (n) => n * least + gap * (n - 1) <= width;
   let row = [];
-  let ratios = 0;
   const place = (items, height, fill) => {
     let used = 0;
     items.forEach((card, i) => {
-      let w = Math.floor(card.ratio * height);
+      let w = Math.max(least, Math.floor(card.ratio * height));
       if (fill && i === items.length - 1) w = width - gap * (items.length - 1) - used;  // the rounding left over
       used += w;
       card.style.width = `${w}px`;
       card.style.setProperty("--frame-height", `${Math.round(height)}px`);   // places its "+N copies"
+      card.classList.toggle("narrow", card.ratio * height < w - 1);   // the picture does not fill its card
       card.querySelector(".frame").style.height = `${Math.round(height)}px`;
     });
   };
   for (const card of cards) {
+    if (row.length && !fits(row.length + 1)) {   // no room for another card: this row is full as it is
+      place(row, rowHeight(row, width, gap, least), true);
+      row = [];
+    }
     row.push(card);
-    ratios += card.ratio;
-    const height = (width - gap * (row.length - 1)) / ratios;
+    const height = rowHeight(row, width, gap, least);
     if (height <= target) {
       place(row, height, true);
       row = [];
-      ratios = 0;
     }
   }
-  if (row.length) place(row, Math.min(target, (width - gap * (row.length - 1)) / ratios), false);
+  if (row.length) place(row, Math.min(target, rowHeight(row, width, gap, least)), false);
+}
+
+// The height at which `row` fills `width` exactly, its cards at least `least` wide: those that would be
+// narrower are held at `least` and the others share what is left.
+function rowHeight(row, width, gap, least) {
+  let held = new Set();
+  for (;;) {
+    const free = row.filter((card) => !held.has(card));
+    const room = width - gap * (row.length - 1) - held.size * least;
+    const ratios = free.reduce((sum, card) => sum + card.ratio, 0);
+    if (!free.length || ratios <= 0) return least / Math.max(...row.map((card) => card.ratio));
+    const height = room / ratios;
+    const more = free.filter((card) => card.ratio * height < least);
+    if (!more.length) return height;
+    held = new Set([...held, ...more]);
+  }
 }
 
 // Laid out again when the page width changes, once per frame at most.

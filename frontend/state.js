@@ -1,7 +1,7 @@
 // The page's state, in one object, and the URL and history entry made from it.
 //
 // A query is one of
-//   {kind: "none", tags: []}                      nothing asked yet
+//   {kind: "none", tags, filters}                 no search: the collection, newest taken first
 //   {kind: "text", q, tags}                       words (q may be "" when only tags are chosen)
 //   {kind: "similar", id, name?, tags}            "more like this" indexed picture
 //   {kind: "image", key, name, thumb, tags}       an uploaded picture (its bytes are kept by uploads.js)
@@ -15,12 +15,36 @@
 // history.state holds {query, trail, marks, snapshot} and the URL shows it (?q=, ?similar=, ?image=,
 // ?pos=&neg=, &crop=, &tags=; marks in &more= and &less=; ?view=duplicates&level=&min_score=), so
 // back/forward, reload and bookmarks work.
+// Every query also has `filters` (noFilters()): taken_from, taken_to (YYYY-MM-DD) and the lists camera,
+// folder and type, in the URL under the API's own parameter names (&camera=...&camera=...).
 
 export const PAGE = 24;           // results asked for at a time
 export const MAX_MARKED = 50;     // the API's limit on positive and negative ids together
 
 export const noMarks = () => ({pos: [], neg: []});
-const NONE = {kind: "none", tags: []};
+export const FILTER_LISTS = ["camera", "folder", "type"];
+export const noFilters = () => ({taken_from: "", taken_to: "", camera: [], folder: [], type: []});
+const NONE = {kind: "none", tags: [], filters: noFilters()};
+
+// The filters of `query` added to URL (or API) parameters `p`, as the API names them.
+export function addFilters(p, query) {
+  const f = query.filters || noFilters();
+  for (const name of ["taken_from", "taken_to"]) if (f[name]) p.set(name, f[name]);
+  for (const name of FILTER_LISTS) for (const value of f[name] || []) p.append(name, value);
+  return p;
+}
+
+export function hasFilters(query) {
+  const f = query.filters || noFilters();
+  return Boolean(f.taken_from || f.taken_to || FILTER_LISTS.some((name) => (f[name] || []).length));
+}
+
+function filtersOfUrl(p) {
+  const day = (value) => (/^\d{4}-\d{2}-\d{2}$/.test(value || "") ? value : "");
+  const f = {...noFilters(), taken_from: day(p.get("taken_from")), taken_to: day(p.get("taken_to"))};
+  for (const name of FILTER_LISTS) f[name] = p.getAll(name).filter(Boolean);
+  return f;
+}
 
 export const state = {
   query: NONE, trail: [], marks: noMarks(), snapshot: null,   // what is asked: history.state and the URL
@@ -47,6 +71,7 @@ export function urlOf(query, marks = noMarks()) {
   }
   if (query.crop) p.set("crop", cropText(query.crop));
   if (query.tags.length) p.set("tags", query.tags.join(","));
+  addFilters(p, query);
   if (marks.pos.length) p.set("more", marks.pos.join(","));
   if (marks.neg.length) p.set("less", marks.neg.join(","));
   const s = p.toString().replace(/%2C/g, ",");
@@ -57,19 +82,20 @@ export function urlOf(query, marks = noMarks()) {
 function entryOfUrl() {
   const p = new URLSearchParams(location.search);
   const tags = ids(p.get("tags"));
+  const filters = filtersOfUrl(p);
   const crop = ids(p.get("crop")).map(Number);
   const withCrop = (query) => (crop.length === 4 && crop.every(Number.isFinite) ? {...query, crop} : query);
-  let query = {...NONE, tags};
+  let query = {...NONE, tags, filters};
   if (p.get("view") === "duplicates") {
     const minScore = parseFloat(p.get("min_score"));
     query = {kind: "duplicates", level: p.get("level") === "exact" ? "exact" : "near",
-             minScore: Number.isFinite(minScore) ? minScore : null, tags};
+             minScore: Number.isFinite(minScore) ? minScore : null, tags, filters};
   } else if (p.get("pos") || p.get("neg")) {
-    query = {kind: "refine", pos: ids(p.get("pos")), neg: ids(p.get("neg")), tags};
+    query = {kind: "refine", pos: ids(p.get("pos")), neg: ids(p.get("neg")), tags, filters};
     if (p.get("image")) query = withCrop({...query, key: p.get("image")});
-  } else if (p.get("similar")) query = withCrop({kind: "similar", id: p.get("similar"), tags});
-  else if (p.get("image")) query = withCrop({kind: "image", key: p.get("image"), tags});
-  else if (p.get("q") || tags.length) query = {kind: "text", q: (p.get("q") || "").trim(), tags};
+  } else if (p.get("similar")) query = withCrop({kind: "similar", id: p.get("similar"), tags, filters});
+  else if (p.get("image")) query = withCrop({kind: "image", key: p.get("image"), tags, filters});
+  else if (p.get("q")) query = {kind: "text", q: p.get("q").trim(), tags, filters};
   return {query, trail: [], marks: {pos: ids(p.get("more")), neg: ids(p.get("less"))}};
 }
 
@@ -81,7 +107,8 @@ function save(how, url = urlOf(state.query, state.marks)) {
 
 // A new query: a history entry of its own, so back/forward walk through them.
 export function navigate(query, trail) {
-  if (query.kind === "text" && !query.q && !query.tags.length) query = NONE;
+  // words no more: the collection, as the tags and filters narrow it
+  if (query.kind === "text" && !query.q) query = {...NONE, tags: query.tags, filters: query.filters || noFilters()};
   Object.assign(state, {query, trail: query.kind === "none" ? [] : trail, marks: noMarks(), snapshot: null});
   save("pushState");
 }
@@ -90,8 +117,9 @@ export function navigate(query, trail) {
 // its URL says.
 export function restore(entry) {
   const {query, trail, marks, snapshot} = entry && entry.query ? entry : entryOfUrl();
-  // {tags: []} first: an entry written before this version of the page may hold a "none" query without tags.
-  Object.assign(state, {query: {tags: [], ...query}, trail, marks: marks || noMarks(), snapshot: snapshot || null});
+  // {tags: [], filters} first: an entry written by an earlier version of the page may hold neither.
+  Object.assign(state, {query: {tags: [], filters: noFilters(), ...query}, trail, marks: marks || noMarks(),
+                        snapshot: snapshot || null});
 }
 
 // The page opens on its history entry (a reload) or its URL (a bookmark or link), kept as it was typed.
@@ -131,7 +159,7 @@ export function refineQuery() {
   const base = baseOf(state.query);
   const pos = [...new Set([...base.pos, ...state.marks.pos])];
   const neg = [...new Set([...base.neg, ...state.marks.neg])].filter((id) => !pos.includes(id));
-  const query = {kind: "refine", pos, neg, tags: state.query.tags};
+  const query = {kind: "refine", pos, neg, tags: state.query.tags, filters: state.query.filters};
   if (base.key) Object.assign(query, {key: base.key, name: state.query.name, thumb: state.query.thumb},
                               base.crop ? {crop: base.crop} : {});
   return query;

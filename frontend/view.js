@@ -3,7 +3,7 @@
 
 import {thumbUrl} from "./api.js";
 import {el, img, li, pasteKey, plainClick, span, touch} from "./dom.js";
-import {MAX_MARKED, refineQuery, state, urlOf} from "./state.js";
+import {MAX_MARKED, hasFilters, noFilters, refineQuery, state, urlOf} from "./state.js";
 import {blobOf, has, showIn} from "./uploads.js";
 
 // ---- the status line ----------------------------------------------------------------------------------
@@ -30,7 +30,7 @@ export function setStatus(text, kind = "", retry = null, line = el.status) {
 // ---- the query ----------------------------------------------------------------------------------------
 
 export function describe(query) {
-  const tags = query.tags.length ? ` in ${query.tags.join(" + ")}` : "";
+  const tags = (query.tags.length ? ` in ${query.tags.join(" + ")}` : "") + filtersText(query);
   if (query.kind === "text") return (query.q ? `“${query.q}”` : "Tagged") + tags;
   const part = query.crop ? "part of " : "";
   if (query.kind === "similar") return `Like ${part}${query.name || "a picture"}${tags}`;
@@ -40,7 +40,18 @@ export function describe(query) {
     const less = query.neg.length ? `, less like ${query.neg.length}` : "";
     return `More like ${liked} picture${liked === 1 ? "" : "s"}${less}${tags}`;
   }
-  return "Start";
+  return query.tags.length || hasFilters(query) ? `Pictures${tags}` : "All pictures";
+}
+
+// The filters in words: " from Canon EOS 5D, taken 2020-01-01 to 2020-12-31, in trips".
+function filtersText(query) {
+  const f = query.filters || noFilters();
+  const parts = [];
+  if (f.camera.length) parts.push(`from ${f.camera.join(" or ")}`);
+  if (f.taken_from || f.taken_to) parts.push(`taken ${f.taken_from || "…"} to ${f.taken_to || "…"}`);
+  if (f.folder.length) parts.push(`in ${f.folder.map((folder) => folder || "/").join(" or ")}`);
+  if (f.type.length) parts.push(`${f.type.join(" or ")} files`);
+  return parts.length ? `, ${parts.join(", ")}` : "";
 }
 
 // The little picture standing for a query without its upload in memory (a trail step, a reloaded page).
@@ -126,6 +137,62 @@ export function renderChipsSelection(tags) {
   for (const chip of el.chips.querySelectorAll(".chip")) {
     chip.setAttribute("aria-pressed", String(tags.includes(chip.dataset.tag)));
   }
+}
+
+// ---- facets: cameras, years, folders; the date range --------------------------------------------------
+
+const FACETS = [["camera", "Camera"], ["year", "Year"], ["folder", "Folder"]];
+
+// facets: the API's {camera, year, folder: [{value, count}]} for the query's filters; a click on a chip calls
+// setFilters(new filters). Chosen values stay shown (pressed) even when nothing else is left beside them.
+export function renderFacets(facets, query, setFilters) {
+  const f = query.filters || noFilters();
+  const yearOf = (value) => ({taken_from: `${value}-01-01`, taken_to: `${value}-12-31`});
+  const chosen = {
+    camera: (value) => f.camera.some((c) => c.toLowerCase() === value.toLowerCase()),
+    folder: (value) => f.folder.includes(value),
+    year: (value) => f.taken_from === yearOf(value).taken_from && f.taken_to === yearOf(value).taken_to,
+  };
+  const toggled = {
+    camera: (value, on) => ({...f, camera: on ? f.camera.filter((c) => c.toLowerCase() !== value.toLowerCase())
+                                              : [...f.camera, value]}),
+    folder: (value, on) => ({...f, folder: on ? f.folder.filter((d) => d !== value) : [...f.folder, value]}),
+    year: (value, on) => ({...f, ...(on ? {taken_from: "", taken_to: ""} : yearOf(value))}),
+  };
+  const groups = [];
+  for (const [name, label] of FACETS) {
+    const values = [...facets[name]];
+    for (const value of {camera: f.camera, folder: f.folder, year: []}[name]) {
+      if (!values.some((v) => v.value.toLowerCase() === value.toLowerCase())) values.push({value, count: 0});
+    }
+    if (name === "year") values.sort((a, b) => b.value.localeCompare(a.value));   // newest year first
+    if (!values.length) continue;
+    const heading = span("tags-label", label);
+    heading.id = `facet-${name}`;
+    const list = document.createElement("ul");
+    list.className = "chips";
+    list.setAttribute("aria-labelledby", heading.id);
+    list.append(...values.map(({value, count}) => {
+      const on = chosen[name](value);
+      const chip = document.createElement("button");
+      chip.type = "button";
+      chip.className = "chip";
+      chip.dataset.facet = name;
+      chip.dataset.value = value;
+      chip.append(span("", value || "(top folder)"), span("count", count.toLocaleString()));
+      chip.setAttribute("aria-pressed", String(on));
+      chip.setAttribute("aria-label", `${label} ${value || "top folder"} (${count} pictures)`);
+      chip.addEventListener("click", () => setFilters(toggled[name](value, on)));
+      return li(chip);
+    }));
+    const group = document.createElement("div");
+    group.className = "tags facet";
+    group.append(heading, list);
+    groups.push(group);
+  }
+  el.facets.replaceChildren(...groups);
+  el.takenFrom.value = f.taken_from;
+  el.takenTo.value = f.taken_to;
 }
 
 // ---- the marks bar ------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def file_to_index(path: Path, root: Path, *, tags_from_folders: bool = False,
     if tags_from_folders and root.is_dir():
         tags.extend(part for part in path.parent.relative_to(root).parts)
     tags.extend((csv_tags or {}).get(str(path), ()))
-    return FileToIndex(path, tuple(dict.fromkeys(tags)), stat.st_size, stat.st_mtime)
+    return FileToIndex(path, tuple(dict.fromkeys(tags)), stat.st_size, stat.st_mtime, root)
 
 
 def _walk(root: Path, problems: list[tuple[str, str]], skipped: set[Path],

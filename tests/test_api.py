@@ -226,7 +226,8 @@ def test_search_by_image_finds_the_same_picture_first(client, image_folder):
     assert body["total"] == 12 and len(body["results"]) == 12 and body["took_ms"] >= 0
     top = body["results"][0]
     assert top["filename"] == "photo_5.jpg" and top["score"] > 0.999
-    assert set(top) == {"id", "filename", "tags", "score", "width", "height", "image_url", "thumbnail_url"}
+    assert set(top) == {"id", "filename", "tags", "score", "width", "height", "image_url", "thumbnail_url",
+                        "taken", "camera", "camera_make", "camera_model", "type", "folder"}
     assert (top["width"], top["height"], top["tags"]) == (96, 64, ["cats"])
     assert top["image_url"] == f"/api/images/{top['id']}/file"
     assert top["thumbnail_url"] == f"/api/images/{top['id']}/thumbnail"
@@ -735,7 +736,7 @@ def test_bad_uploads_leave_nothing_behind(client, indexed):
 # -- HTTP-level errors, static files, CORS ---------------------------------------------------------
 
 @pytest.mark.parametrize("method, url, status", [
-    ("get", "/api/nothing-here", 404), ("get", "/api/images/", 405), ("get", "/api//search?q=a", 404),
+    ("get", "/api/nothing-here", 404), ("put", "/api/images/", 405), ("get", "/api//search?q=a", 404),
     ("delete", "/api/search", 405), ("put", "/api/images/0123456789abcdef0123", 405),
     ("get", "/api/search/image", 405), ("patch", "/api/health", 405), ("get", "/static/../backend/config.py", 404),
 ])

@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
     errors.register(app)
     app.before_request(params.reject_unknown_parameters)
     from .duplicates import bp as duplicates_bp
+    from .browse import bp as browse_bp
     from .health import bp as health_bp
     from .images import bp as images_bp
     from .search import bp as search_bp
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True,
     app.register_blueprint(search_bp)
     app.register_blueprint(images_bp)
     app.register_blueprint(duplicates_bp)
+    app.register_blueprint(browse_bp)
 
     @app.get("/")
     def index():

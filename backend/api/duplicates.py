@@ -39,9 +39,9 @@ def report():
     level, min_score = _level_and_score(source)
     opts = params.options(source, with_min_score=False)
     started = time.perf_counter()
-    found = duplicates.find_groups(lookalike().store, level=level, min_score=min_score, tags=opts.tags,
+    found = duplicates.find_groups(lookalike().store, level=level, min_score=min_score, filters=opts.filters,
                                    offset=opts.offset, limit=opts.limit)
-    return {"query": {"level": level, "min_score": min_score, "tags": opts.tags, "limit": opts.limit,
+    return {"query": {"level": level, "min_score": min_score, **opts.filters.echo(), "limit": opts.limit,
                       "offset": opts.offset},
             "groups": [group(g) for g in found.groups], "total": found.total, "pictures": found.pictures,
             "took_ms": round((time.perf_counter() - started) * 1000, 1)}

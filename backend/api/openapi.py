@@ -10,9 +10,12 @@ from backend.feedback import MAX_MARKED
 from backend.stores import BACKENDS
 
 from backend.duplicates import LEVELS, LINK_FLOOR, NEAR, NEAR_MIN_SCORE
+from backend.stores.base import SORTS
 
+from .browse import MAX_FACET_VALUES
 from .params import COLLAPSE as COLLAPSE_VALUES
-from .params import DEFAULT_LIMIT, MAX_EXPAND, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_LENGTH
+from .params import (DEFAULT_LIMIT, MAX_EXPAND, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_LENGTH, MAX_SIDE, MAX_VALUE_LENGTH,
+                     MAX_VALUES)
 
 VERSION = "1.0.0"
 
@@ -63,6 +66,31 @@ TAGS = {"name": "tags", "in": "query", "style": "form", "explode": True,
         "description": "Only images with every one of these tags (case-insensitive). Repeat the parameter or "
                        "separate tags with commas; at most 20 tags of at most 100 characters.",
         "schema": {"type": "array", "items": {"type": "string"}, "maxItems": 20}}
+DAY: dict = {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+STRINGS: dict = {"type": "array", "items": {"type": "string", "maxLength": MAX_VALUE_LENGTH}, "maxItems": MAX_VALUES}
+SIDE: dict = {"type": "integer", "minimum": 0, "maximum": MAX_SIDE}
+FILTER_TEXT: dict[str, tuple[dict, str]] = {
+    "taken_from": (DAY, "Only pictures taken on this day (YYYY-MM-DD, the camera's own clock) or later; pictures "
+                        "without an EXIF date taken are left out."),
+    "taken_to": (DAY, "Only pictures taken on this day or earlier (inclusive)."),
+    "camera": (STRINGS, "Only pictures from one of these cameras: a camera's name as results show it (\"Canon EOS "
+                        "5D\") or its make (\"Canon\"), case-insensitive. Repeat the parameter for several."),
+    "folder": (STRINGS, "Only pictures in one of these folders or anything under them (paths relative to the "
+                        "folder that was indexed, '/'-separated; '' or '/' is every indexed folder). Repeatable."),
+    "type": (STRINGS, "Only pictures of one of these file types: jpeg, png, gif, bmp, webp, tiff, heic, avif. "
+                      "Repeatable."),
+    "min_width": (SIDE, "Only pictures at least this wide (upright, in pixels)."),
+    "min_height": (SIDE, "Only pictures at least this high (upright, in pixels)."),
+}
+FILTERS = [TAGS, *({"name": name, "in": "query", "description": text, "schema": schema,
+                    **({"style": "form", "explode": True} if schema is STRINGS else {})}
+                   for name, (schema, text) in FILTER_TEXT.items())]
+# In a form every field is text; in JSON a repeatable filter may also be a list.
+FORM_FILTERS = {name: {"type": "string", "description": text} if schema is STRINGS else {**schema, "description": text}
+                for name, (schema, text) in FILTER_TEXT.items()}
+JSON_FILTERS = {name: ({"anyOf": [{"type": "string", "maxLength": MAX_VALUE_LENGTH}, schema], "description": text}
+                       if schema is STRINGS else {**schema, "description": text})
+                for name, (schema, text) in FILTER_TEXT.items()}
 MIN_SCORE = {"name": "min_score", "in": "query", "description": "Only results with at least this cosine similarity.",
              "schema": {"type": "number", "minimum": -1, "maximum": 1}}
 CROP_TEXT = {"type": "string", "description": "A region of the query picture: x,y,w,h as fractions (0 to 1) of its "
@@ -96,6 +124,18 @@ TAGS_FIELD = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": 
 CACHE_HEADERS = {"ETag": {"schema": {"type": "string"}, "required": True},
                  "Cache-Control": {"schema": {"type": "string"}, "required": True}}
 
+PHOTO = {
+    "taken": {"type": ["string", "null"], "description": "When the picture was taken, from its EXIF "
+              "DateTimeOriginal: local time YYYY-MM-DDTHH:MM:SS, followed by its UTC offset (+HH:MM) when the camera "
+              "wrote one; null when the file has none (never the file's modification time)."},
+    "camera": {"type": ["string", "null"], "description": "The camera's name: its model, led by its make unless "
+                                                          "the model names it already."},
+    "camera_make": {"type": ["string", "null"]}, "camera_model": {"type": ["string", "null"]},
+    "type": {"type": ["string", "null"], "description": "The file type: jpeg, png, gif, bmp, webp, tiff, heic, avif."},
+    "folder": {"type": ["string", "null"], "description": "The folder relative to the indexed folder ('' at its "
+                                                          "top); null for an uploaded picture."},
+}
+
 SCHEMAS = {
     "Error": {
         "type": "object", "required": ["error"],
@@ -110,7 +150,7 @@ SCHEMAS = {
             "tags": {"type": "array", "items": {"type": "string"}},
             "score": {"type": "number", "description": "Cosine similarity in [-1, 1] for image searches; "
                                                        "keyword relevance (higher is better) for text searches."},
-            "width": {"type": "integer"}, "height": {"type": "integer"},
+            "width": {"type": "integer"}, "height": {"type": "integer"}, **PHOTO,
             "image_url": {"type": "string", "description": "Relative URL of the file."},
             "thumbnail_url": {"type": "string", "description": "Relative URL of a JPEG thumbnail."},
             "copies": {"type": "array", "items": {"$ref": "#/components/schemas/Result"},
@@ -135,8 +175,16 @@ SCHEMAS = {
             "query": {
                 "type": "object", "required": ["type", "tags", "limit", "offset"],
                 "description": "The search as understood: its type, the words (q) or the image id, and the options.",
-                "properties": {"type": {"enum": ["image", "text", "similar", "refine"]}, "q": {"type": "string"},
+                "properties": {"type": {"enum": ["image", "text", "similar", "refine", "browse"]},
+                               "q": {"type": "string"}, "sort": {"enum": list(SORTS)},
                                "id": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}},
+                               "taken_from": {"type": "string"}, "taken_to": {"type": "string"},
+                               "camera": {"type": "array", "items": {"type": "string"}},
+                               "folder": {"type": "array", "items": {"type": "string"}},
+                               "file_type": {"type": "array", "items": {"type": "string"},
+                                             "description": "the `type` filter's file types"},
+                               "min_width": {"type": "integer"},
+                               "min_height": {"type": "integer"},
                                "limit": {"type": "integer"}, "offset": {"type": "integer"},
                                "min_score": {"type": ["number", "null"]},
                                "crop": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"type": "number"}}]},
@@ -164,6 +212,7 @@ SCHEMAS = {
             "descriptor": {"type": "string", "description": "Which model and pooling made the vector."},
             "indexed_at": {"type": "number", "description": "Unix time."},
             "modified_at": {"type": "number", "description": "The file's modification time when indexed."},
+            **PHOTO,
             "image_url": {"type": "string"}, "thumbnail_url": {"type": "string"}, "similar_url": {"type": "string"},
         },
     },
@@ -197,20 +246,21 @@ FILENAME = {"type": "string", "description": "The picture's file name, shown and
                                              "by default the stored file's name)."}
 
 
-def _image_body(options: dict, json_only: dict | None = None) -> dict:
-    """The picture as multipart file field `image` or JSON `image_base64`, with these options beside it.
-    Any other field or key is refused (400), so additionalProperties is false."""
+def _image_body(options: dict, json_only: dict | None = None, filters: bool = False) -> dict:
+    """The picture as multipart file field `image` or JSON `image_base64`, with these options (and with
+    `filters`, the filters) beside it. Any other field or key is refused (400), so additionalProperties is false."""
     return {"required": True, "content": {
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["image"], "additionalProperties": False,
             "properties": {"image": {"type": "string", "format": "binary", "description": "The picture (one file)."},
-                           "tags": FORM_TAGS, **options}}},
+                           "tags": FORM_TAGS, **(FORM_FILTERS if filters else {}), **options}}},
         "application/json": {"schema": {
             "type": "object", "required": ["image_base64"], "additionalProperties": False,
             "properties": {"image_base64": {"type": "string", "contentEncoding": "base64",
                                             "description": "The picture's bytes in base64, standard or URL-safe, "
                                                            "padded or not (a data: URL works too)."},
-                           "tags": TAGS_FIELD, **options, **(json_only or {})}}},
+                           "tags": TAGS_FIELD, **(JSON_FILTERS if filters else {}), **options,
+                           **(json_only or {})}}},
     }}
 
 
@@ -225,7 +275,7 @@ REFINE_BODY = {"required": True, "content": {"application/json": {"schema": {
         "image_base64": {"type": "string", "contentEncoding": "base64",
                          "description": "An uploaded picture counted as a positive (as in searchByImage)."},
         "crop": {**CROP_FIELD, "description": "A region of image_base64 to use instead of the whole picture."},
-        "tags": TAGS_FIELD, **SEARCH_OPTIONS, "expand": EXPAND_SCHEMA}}}}}
+        "tags": TAGS_FIELD, **JSON_FILTERS, **SEARCH_OPTIONS, "expand": EXPAND_SCHEMA}}}}}
 
 
 PATHS = {
@@ -234,25 +284,25 @@ PATHS = {
         "description": "Send the picture as multipart field `image`, or as JSON `image_base64`. Options may "
                        "also be given in the query string. Any other form field or JSON key is refused (400). "
                        "In JSON, limit, offset and min_score are JSON numbers, not strings (5.0 counts as 5).",
-        "parameters": [LIMIT, OFFSET, TAGS, MIN_SCORE, CROP, EXPAND, COLLAPSE],
+        "parameters": [LIMIT, OFFSET, *FILTERS, MIN_SCORE, CROP, EXPAND, COLLAPSE],
         "requestBody": _image_body({**SEARCH_OPTIONS, "crop": CROP_TEXT, "expand": EXPAND_SCHEMA},
-                                   {"crop": CROP_FIELD}),
+                                   {"crop": CROP_FIELD}, filters=True),
         "responses": {"200": SEARCH_RESULTS, **_errors("400", "409", "413", "415", "422", "503")},
     }},
     "/api/search": {"get": {
         "operationId": "searchByText", "tags": ["search"], "summary": "Keyword search over file names and tags",
         "description": "Case-insensitive; every word must match a whole word or a word's beginning. "
-                       "Give q, tags, or both (tags alone lists the tagged images).",
+                       "Give q, filters, or both (filters alone list the matching images by file name).",
         "parameters": [{"name": "q", "in": "query", "description": "Words.",
                         "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH}},
-                       LIMIT, OFFSET, TAGS, COLLAPSE],
+                       LIMIT, OFFSET, *FILTERS, COLLAPSE],
         "responses": {"200": SEARCH_RESULTS, **_errors("400", "503")},
     }},
     "/api/images/{id}/similar": {"get": {
         "operationId": "similarImages", "tags": ["search"], "summary": "More like an indexed image (refine)",
         "description": "Uses the image's stored vector (no model call); the image itself is left out. With "
                        "`crop`, the region of the image's file is described by the model instead.",
-        "parameters": [ID, LIMIT, OFFSET, TAGS, MIN_SCORE, CROP, EXPAND, COLLAPSE],
+        "parameters": [ID, LIMIT, OFFSET, *FILTERS, MIN_SCORE, CROP, EXPAND, COLLAPSE],
         "responses": {"200": SEARCH_RESULTS, **_errors("400", "404", "409", "413", "415", "422", "503")},
     }},
     "/api/search/refine": {"post": {
@@ -263,11 +313,19 @@ PATHS = {
                        f"marked image is left out of the results. At least one positive; at most {MAX_MARKED} "
                        f"ids in all; an id may not be both. Unknown ids answer 404 naming them (unknown_ids). "
                        f"Options may also be given in the query string.",
-        "parameters": [LIMIT, OFFSET, TAGS, MIN_SCORE, EXPAND, COLLAPSE],
+        "parameters": [LIMIT, OFFSET, *FILTERS, MIN_SCORE, EXPAND, COLLAPSE],
         "requestBody": REFINE_BODY,
         "responses": {"200": SEARCH_RESULTS, **_errors("400", "404", "409", "413", "415", "422", "503")},
     }},
-    "/api/images": {"post": {
+    "/api/images": {"get": {
+        "operationId": "listImages", "tags": ["images"], "summary": "Browse: the images that meet the filters",
+        "description": "Every indexed image, narrowed by the filters, in the order `sort` names: taken (newest "
+                       "taken first; undated ones after, newest indexed first), indexed (newest indexed first) or "
+                       "name (by file name). Scores are 0.",
+        "parameters": [LIMIT, OFFSET, {"name": "sort", "in": "query", "description": "The order (default taken).",
+                                       "schema": {"enum": list(SORTS), "default": "taken"}}, *FILTERS],
+        "responses": {"200": SEARCH_RESULTS, **_errors("400", "503")},
+    }, "post": {
         "operationId": "addImage", "tags": ["images"], "summary": "Add an image to the index",
         "description": "Send the picture as multipart field `image`, or as JSON `image_base64` (with an optional "
                        "`filename`; multipart sends the file's own name). Any other form field or JSON key is "
@@ -319,8 +377,8 @@ PATHS = {
         "operationId": "listDuplicates", "tags": ["duplicates"],
         "summary": "Groups of copies and near copies in the collection, largest first",
         "description": "Each group lists its members with the suggested keeper first. Groups are paged with "
-                       "limit and offset; tags keep only members with every tag (a group needs two).",
-        "parameters": [LEVEL, DUPLICATE_SCORE, TAGS, LIMIT, OFFSET],
+                       "limit and offset; the filters keep only members that meet them (a group needs two).",
+        "parameters": [LEVEL, DUPLICATE_SCORE, *FILTERS, LIMIT, OFFSET],
         "responses": {"200": _json({"type": "object", "required": ["query", "groups", "total", "pictures", "took_ms"],
                                     "properties": {
                                         "query": {"type": "object", "required": ["level", "min_score", "tags",
@@ -342,6 +400,14 @@ PATHS = {
                                                              "description": "null: the image has no duplicate"}}},
                                    "Its group, the keeper first."),
                       **_errors("400", "404", "503")},
+    }},
+    "/api/facets": {"get": {
+        "operationId": "facets", "tags": ["images"],
+        "summary": "How many images each tag, camera, folder and year holds among those that meet the filters",
+        "parameters": [{"name": "limit", "in": "query", "description": "Values per facet (default 50).",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_FACET_VALUES, "default": 50}},
+                       *FILTERS],
+        "responses": {"200": _json(_ref("Facets"), "Most frequent first, ties by value."), **_errors("400", "503")},
     }},
     "/api/tags": {"get": {
         "operationId": "listTags", "tags": ["search"], "summary": "The most used tags and their counts",
@@ -380,6 +446,13 @@ PATHS = {
     }},
 }
 
+_COUNTS = {"type": "array", "items": {"type": "object", "required": ["value", "count"],
+                                      "properties": {"value": {"type": "string"},
+                                                     "count": {"type": "integer", "minimum": 1}}}}
+SCHEMAS["Facets"] = {"type": "object", "required": ["filters", "tags", "camera", "folder", "year"],
+                     "properties": {"filters": {"type": "object", "description": "The filters as understood."},
+                                    "tags": _COUNTS, "camera": _COUNTS, "folder": _COUNTS,
+                                    "year": {**_COUNTS, "description": "Years taken (YYYY)."}}}
 SCHEMAS["Checks"] = {"type": "object", "required": ["model", "store"],
                      "properties": {"model": {"type": "boolean"}, "store": {"type": "boolean"}}}
 

@@ -1,4 +1,4 @@
-"""Reading and checking request options: limit, offset, tags, min_score, q.
+"""Reading and checking request options: limit, offset, the filters (tags, dates, cameras, ...), min_score, q.
 
 Options come from the query string, and for POST bodies also from form fields or JSON keys.
 A bad value, or a name the endpoint does not take, is a 400 that names the option.
@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Mapping
 
 from flask import request
 from werkzeug.datastructures import MultiDict
 
 from backend.stores.base import normalise_tags
+from backend.stores.filters import Filters, parse_day
 
 from .errors import ApiError
 
@@ -25,17 +27,25 @@ MAX_QUERY_LENGTH = 500
 MAX_EXPAND = 10
 
 
+MAX_VALUES = 20                # of each repeatable filter
+MAX_VALUE_LENGTH = 200         # a camera name, a folder, a type
+MAX_SIDE = 1_000_000           # min_width, min_height
+
+# What narrows every search and listing (backend/stores/filters.py).
+FILTER_PARAMETERS = ("tags", "taken_from", "taken_to", "camera", "folder", "type", "min_width", "min_height")
 # The query parameters each endpoint takes. Any other is a 400: a misspelt `tag=` must not silently
 # return unfiltered results. The page and static files are not checked (cache-busting parameters).
 QUERY_PARAMETERS = {
-    "search.by_text": ("q", "limit", "offset", "tags", "collapse"),
-    "search.by_image": ("limit", "offset", "tags", "min_score", "crop", "expand", "collapse"),
-    "search.similar": ("limit", "offset", "tags", "min_score", "crop", "expand", "collapse"),
-    "search.refine": ("limit", "offset", "tags", "min_score", "expand", "collapse"),
+    "search.by_text": ("q", "limit", "offset", *FILTER_PARAMETERS, "collapse"),
+    "search.by_image": ("limit", "offset", *FILTER_PARAMETERS, "min_score", "crop", "expand", "collapse"),
+    "search.similar": ("limit", "offset", *FILTER_PARAMETERS, "min_score", "crop", "expand", "collapse"),
+    "search.refine": ("limit", "offset", *FILTER_PARAMETERS, "min_score", "expand", "collapse"),
     "search.tags": ("limit",),
     "images.upload": ("tags",),
-    "duplicates.report": ("level", "min_score", "tags", "limit", "offset"),
+    "duplicates.report": ("level", "min_score", *FILTER_PARAMETERS, "limit", "offset"),
     "duplicates.of_image": ("level", "min_score"),
+    "browse.images": ("limit", "offset", "sort", *FILTER_PARAMETERS),
+    "browse.facets": ("limit", *FILTER_PARAMETERS),
 }
 UNCHECKED = {"static", "index"}
 
@@ -65,11 +75,11 @@ def bad(message: str) -> ApiError:
 class Options:
     limit: int
     offset: int
-    tags: list[str]
+    filters: Filters
     min_score: float | None
 
     def echo(self) -> dict:
-        return {"tags": self.tags, "limit": self.limit, "offset": self.offset, "min_score": self.min_score}
+        return {**self.filters.echo(), "limit": self.limit, "offset": self.offset, "min_score": self.min_score}
 
 
 MISSING = object()  # an option not given (JSON null is given: it is refused like any wrong type)
@@ -160,32 +170,62 @@ def min_score(source: Source) -> float | None:
 
 def tags(source: Source) -> list[str]:
     """`tags=a&tags=b`, `tags=a,b` or a JSON list: every one must match."""
-    out: list[str] = []
-    values = []
-    for value in source.values("tags"):
-        values.extend(value if isinstance(value, list) else [value])
-    if len(values) > MAX_TAGS:  # even empty ones: the request is not what the client meant
-        raise bad(f"at most {MAX_TAGS} tags can be given (got {len(values)})")
-    for value in values:
-        if not isinstance(value, str):  # only JSON can send anything else
-            raise bad(f"tags must be strings {got(value, True)}")
-        out.extend(value.split(","))
-    result = normalise_tags(out)
+    values = [part for value in _strings(source, "tags", MAX_TAGS, limit_each=False) for part in value.split(",")]
+    result = normalise_tags(values)
     if len(result) > MAX_TAGS:
         raise bad(f"at most {MAX_TAGS} tags can be given (got {len(result)})")
     for tag in result:
         if len(tag) > MAX_TAG_LENGTH:
             raise bad(f"tags are at most {MAX_TAG_LENGTH} characters each (got one of {len(tag)})")
-        # NUL, and JSON's lone surrogates (\ud800), which no store can encode
-        if "\x00" in tag or any("\ud800" <= ch <= "\udfff" for ch in tag):
-            raise bad(f"tags may not contain NUL or a lone surrogate (got {json.dumps(tag)[:40]})")
     return result
+
+
+def _strings(source: Source, name: str, most: int, limit_each: bool = True) -> list[str]:
+    """A repeatable text option (`name=a&name=b`, or a JSON string or list of strings); at most `most`
+    values, each without NUL or JSON's lone surrogates (\ud800), which no store can encode."""
+    values = []
+    for value in source.values(name):
+        values.extend(value if isinstance(value, list) else [value])
+    if len(values) > most:  # even empty ones: the request is not what the client meant
+        raise bad(f"at most {most} {name} values can be given (got {len(values)})")
+    for value in values:
+        if not isinstance(value, str):  # only JSON can send anything else
+            raise bad(f"{name} must be strings {got(value, True)}")
+        if limit_each and len(value) > MAX_VALUE_LENGTH:
+            raise bad(f"{name} values are at most {MAX_VALUE_LENGTH} characters each (got one of {len(value)})")
+        if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
+            raise bad(f"{name} may not contain NUL or a lone surrogate (got {json.dumps(value)[:40]})")
+    return values
+
+
+def _day(source: Source, name: str) -> date | None:
+    value = source.one(name)
+    if value is MISSING:
+        return None
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return parse_day(value.strip())
+    except ValueError:
+        raise bad(f"{name} must be a date, YYYY-MM-DD {got(value, source.typed(name))}") from None
+
+
+def filters(source: Source) -> Filters:
+    """Every filter option: tags (all of them), taken_from and taken_to (days, inclusive), camera, folder and
+    type (repeatable: any of them), min_width and min_height (pixels)."""
+    taken_from, taken_to = _day(source, "taken_from"), _day(source, "taken_to")
+    if taken_from and taken_to and taken_from > taken_to:
+        raise bad(f"taken_from ({taken_from}) is after taken_to ({taken_to})")
+    min_width, min_height = (integer(source, name, 0, 0, MAX_SIDE) or None for name in ("min_width", "min_height"))
+    return Filters.of(tags=tags(source), taken_from=taken_from, taken_to=taken_to,
+                      cameras=_strings(source, "camera", MAX_VALUES), folders=_strings(source, "folder", MAX_VALUES),
+                      types=_strings(source, "type", MAX_VALUES), min_width=min_width, min_height=min_height)
 
 
 def options(source: Source, *, with_min_score: bool = True) -> Options:
     return Options(limit=integer(source, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
                    offset=integer(source, "offset", 0, 0, MAX_OFFSET),
-                   tags=tags(source),
+                   filters=filters(source),
                    min_score=min_score(source) if with_min_score else None)
 
 

@@ -28,7 +28,7 @@ def urls(doc_id: str) -> dict:
 
 def result(doc: Document, score: float) -> dict:
     return {"id": doc.id, "filename": doc.filename, "tags": list(doc.tags), "score": round(score, 6),
-            "width": doc.width, "height": doc.height, **urls(doc.id)}
+            "width": doc.width, "height": doc.height, **doc.photo(), **urls(doc.id)}
 
 
 def metadata(doc: Document) -> dict:
@@ -36,7 +36,7 @@ def metadata(doc: Document) -> dict:
     return {"id": doc.id, "filename": doc.filename, "tags": list(doc.tags), "width": doc.width,
             "height": doc.height, "bytes": doc.bytes, "content_hash": doc.content_hash,
             "descriptor": doc.descriptor, "indexed_at": doc.indexed_at, "modified_at": doc.modified_at,
-            **urls(doc.id), "similar_url": url_for("search.similar", doc_id=doc.id)}
+            **doc.photo(), **urls(doc.id), "similar_url": url_for("search.similar", doc_id=doc.id)}
 
 
 @dataclass

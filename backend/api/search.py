@@ -25,7 +25,8 @@ def by_image():
     collapse = params.collapse(source)
     started = time.perf_counter()
     found = _collapsed(collapse, opts, lambda offset, limit: ctx.service.by_image(
-        body.data, tags=opts.tags, offset=offset, limit=limit, min_score=opts.min_score, crop=crop, expand=expand))
+        body.data, filters=opts.filters, offset=offset, limit=limit, min_score=opts.min_score, crop=crop,
+        expand=expand))
     return results.page({"type": "image", **opts.echo(), "crop": _echo_crop(crop), "expand": expand,
                          "collapse": collapse}, found, started)
 
@@ -49,11 +50,12 @@ def by_text():
     source = params.Source(request.args)
     words = params.text(source)
     opts = params.options(source, with_min_score=False)
-    if not words and not opts.tags:
-        raise ApiError(400, "missing_query", "give q (words to look for in file names and tags) or tags")
+    if not words and not opts.filters:
+        raise ApiError(400, "missing_query", "give q (words to look for in file names and tags), or tags or another "
+                                             "filter (GET /api/images lists every image)")
     collapse = params.collapse(source)
     started = time.perf_counter()
-    found = _collapsed(collapse, opts, lambda offset, limit: ctx.service.by_text(words, tags=opts.tags,
+    found = _collapsed(collapse, opts, lambda offset, limit: ctx.service.by_text(words, filters=opts.filters,
                                                                                  offset=offset, limit=limit))
     echo = {"type": "text", "q": words, **opts.echo(), "collapse": collapse}
     del echo["min_score"]  # keyword relevance is not a cosine: no min_score here
@@ -69,7 +71,7 @@ def similar(doc_id: str):
     collapse = params.collapse(source)
     started = time.perf_counter()
     found = _collapsed(collapse, opts, lambda offset, limit: ctx.service.similar(
-        doc_id, tags=opts.tags, offset=offset, limit=limit, min_score=opts.min_score, crop=crop, expand=expand))
+        doc_id, filters=opts.filters, offset=offset, limit=limit, min_score=opts.min_score, crop=crop, expand=expand))
     return results.page({"type": "similar", "id": doc_id, **opts.echo(), "crop": _echo_crop(crop),
                          "expand": expand, "collapse": collapse}, found, started)
 
@@ -103,7 +105,7 @@ def refine():
         raise params.bad("crop applies to the picture in image_base64, and none is given")
     started = time.perf_counter()
     found = _collapsed(collapse, opts, lambda offset, limit: ctx.service.refine(
-        positive, negative, image=image, crop=crop, tags=opts.tags, offset=offset, limit=limit,
+        positive, negative, image=image, crop=crop, filters=opts.filters, offset=offset, limit=limit,
         min_score=opts.min_score, expand=expand))
     return results.page({"type": "refine", "positive": positive, "negative": negative, "image": image is not None,
                          **opts.echo(), "crop": _echo_crop(crop), "expand": expand, "collapse": collapse},

@@ -13,10 +13,17 @@ import re
 import unicodedata
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from .filters import Filters
+
+
+# The version of the metadata a document holds (backend/metadata.py); documents indexed with an older one get
+# theirs on the next index run, keeping their vectors.
+METADATA_VERSION = 1
 
 # The backends, as Store.backend names them (and /api/stats reports them).
 EMBEDDED, ELASTICSEARCH = "embedded", "elasticsearch"
@@ -61,6 +68,17 @@ def search_words(text: str) -> list[str]:
     return _WORD.findall(unicodedata.normalize("NFC", _ACCENTS.sub("", decomposed)))
 
 
+def camera_name(make: str | None, model: str | None) -> str | None:
+    """The camera as people name it: the model, led by the make unless the model already starts with it
+    ("Canon" + "Canon EOS 5D" -> "Canon EOS 5D"; "NIKON CORPORATION" + "NIKON D750" -> "NIKON D750")."""
+    make, model = (make or "").strip(), (model or "").strip()
+    if not model:
+        return make or None
+    if not make or model.lower().startswith(make.split()[0].lower()):
+        return model
+    return f"{make} {model}"
+
+
 def check_vectors(documents: Sequence["Document"]) -> None:
     """Every stored vector is a finite unit vector (cosine = dot product): a zero, NaN or unnormalised vector
     is refused before anything is written, by every backend alike."""
@@ -103,13 +121,34 @@ class Document:
     modified_at: float = 0.0        # the file's mtime when indexed; lets the indexer skip unchanged files
     near: list[NearLink] | None = None   # near-duplicate links to earlier documents; None: never linked
     signature: builtins.bytes | None = None   # the picture's layout (near_duplicates.signature); None: not computed
+    # What the picture says of itself (backend/metadata.py), read in the same pass as its pixels:
+    taken: str | None = None        # EXIF date taken, "YYYY-MM-DDTHH:MM:SS", "+HH:MM" added when the offset is known
+    camera_make: str | None = None
+    camera_model: str | None = None
+    file_type: str | None = None    # jpeg, png, gif, bmp, webp, tiff, heic, avif
+    folder: str | None = None       # the file's folder relative to the indexed root ('' at the root; None: an upload)
+    meta_version: int = 0           # which version of the metadata reader filled the fields above (0: none)
+
+    @property
+    def camera(self) -> str | None:
+        return camera_name(self.camera_make, self.camera_model)
 
     def metadata(self) -> dict:
         """Everything but the vector, JSON-ready."""
         return {"id": self.id, "filename": self.filename, "path": self.path, "tags": list(self.tags),
                 "width": self.width, "height": self.height, "bytes": self.bytes,
                 "content_hash": self.content_hash, "descriptor": self.descriptor,
-                "indexed_at": self.indexed_at, "modified_at": self.modified_at}
+                "indexed_at": self.indexed_at, "modified_at": self.modified_at, **self.photo()}
+
+    def photo(self) -> dict:
+        """The picture's own metadata, JSON-ready (shown with a document and with each result)."""
+        return {"taken": self.taken, "camera": self.camera, "camera_make": self.camera_make,
+                "camera_model": self.camera_model, "type": self.file_type, "folder": self.folder}
+
+
+# browse orders: newest taken first (undated last, then newest indexed), newest indexed first, by file name
+SORTS = ("taken", "indexed", "name")
+FACETS = ("tags", "camera", "folder", "year")
 
 
 @dataclass
@@ -134,6 +173,7 @@ class Entry:
     modified_at: float
     tags: tuple[str, ...] = field(default_factory=tuple)
     linked: bool = True             # False: indexed before near-duplicate links were kept (the next run links it)
+    meta_version: int = 0      # below METADATA_VERSION: the next index run reads the file's metadata again
 
 
 class Store(ABC):
@@ -163,10 +203,11 @@ class Store(ABC):
 
     @abstractmethod
     def knn(self, vector: np.ndarray, *, descriptor: str, tags: Sequence[str] = (), offset: int = 0,
-            limit: int = 10, exclude: Sequence[str] = (), min_score: float | None = None) -> Page:
-        """Nearest documents by cosine similarity, best first. `tags`: every tag must match (a filter
-        applied during the search). `exclude`: ids left out. Raises DescriptorMismatch when `descriptor`
-        is not the store's."""
+            limit: int = 10, exclude: Sequence[str] = (), min_score: float | None = None,
+            filters: "Filters | None" = None) -> Page:
+        """Nearest documents by cosine similarity, best first. `tags` and `filters`: conditions every
+        result meets, applied during the search (a page is never short of matching documents that
+        exist). `exclude`: ids left out. Raises DescriptorMismatch when `descriptor` is not the store's."""
 
     def knn_many(self, vectors: np.ndarray, *, descriptor: str, limit: int, min_score: float,
                  exclude: Sequence[str] = ()) -> list[list[Hit]]:
@@ -177,9 +218,20 @@ class Store(ABC):
                 for v in vectors]
 
     @abstractmethod
-    def keyword(self, text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 10) -> Page:
+    def keyword(self, text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 10,
+                filters: "Filters | None" = None) -> Page:
         """Documents whose file name or tags match the words (case-insensitive; a word matches whole
         words and word prefixes), best first. Empty text with tags lists the tagged documents."""
+
+    @abstractmethod
+    def browse(self, filters: "Filters | None" = None, *, sort: str = "taken", offset: int = 0,
+               limit: int = 10) -> Page:
+        """The documents that meet `filters`, in the order `sort` (one of SORTS) names; scores are 0."""
+
+    @abstractmethod
+    def facets(self, filters: "Filters | None" = None, limit: int = 50) -> dict[str, list[tuple[str, int]]]:
+        """Among the documents that meet `filters`: counts per tag, camera, folder and year taken
+        (FACETS), the most frequent `limit` of each, most frequent first (ties by value)."""
 
     @abstractmethod
     def count(self) -> int: ...

@@ -36,18 +36,20 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
 
-from .base import (ELASTICSEARCH, DescriptorMismatch, Document, Entry, Hit, NearLink, Page, Store, StoreError,
-                   StoreUnavailable, check_vectors, normalise_tags, search_words)
+from .base import (ELASTICSEARCH, FACETS, SORTS, DescriptorMismatch, Document, Entry, Hit, NearLink, Page, Store,
+                   StoreError, StoreUnavailable, check_vectors, normalise_tags, search_words)
+from .filters import NONE, Filters, combined, normalise_camera
 
 SCHEMA = 2                        # bump when the mapping changes incompatibly: the index name carries it
 # Bump when fields are added to the mapping: an index of an older revision gets them (put mapping) when opened,
-# and its documents get values on the next indexing run. 1: near-duplicate links.
-REVISION = 1
+# and its documents get values on the next indexing run. 1: near-duplicate links; 2: the picture's metadata
+# (ADDED_PROPERTIES).
+REVISION = 2
 VECTOR = "vector"
 MAX_WINDOW = 10_000               # index.max_result_window, and the ceiling for k and num_candidates
 META_FIELDS = ["filename", "path", "tags", "width", "height", "bytes", "content_hash", "descriptor",
                "indexed_at", "modified_at"]
-ENTRY_FIELDS = ["path", "content_hash", "bytes", "modified_at", "tags", "linked"]
+ENTRY_FIELDS = ["path", "content_hash", "bytes", "modified_at", "tags", "linked", "meta_version"]
 WORD_FIELDS = ["filename_words^2", "tag_words"]
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 # Statuses that mean "the cluster cannot serve this now", as opposed to "this request is wrong".
@@ -94,14 +96,35 @@ def index_body(descriptor: str, dims: int, index_type: str = "hnsw", m: int = 16
                 "near_ids": {"type": "keyword"},
                 "linked": {"type": "boolean"},
                 "signature": {"type": "binary"},       # near_duplicates.signature, base64 in _source
+                **ADDED_PROPERTIES,
             },
         },
     }
 
 
+# The picture's metadata (REVISION 2): an index made before gains these fields when opened (_add_fields), with
+# no rebuild; until the next index run fills them, its documents simply match no filter on them. `taken` is a
+# keyword: the local time "YYYY-MM-DDTHH:MM:SS[+HH:MM]" sorts and compares as text, and stays the camera's
+# wall-clock time (a date field would move it to UTC). camera_key and make_key are what camera filters compare
+# (normalised).
+ADDED_PROPERTIES: dict[str, dict[str, Any]] = {
+    "taken": {"type": "keyword"},
+    "taken_year": {"type": "integer"},
+    "camera": {"type": "keyword"},
+    "camera_make": {"type": "keyword", "index": False},
+    "camera_model": {"type": "keyword", "index": False},
+    "camera_key": {"type": "keyword"},
+    "make_key": {"type": "keyword"},
+    "file_type": {"type": "keyword"},
+    "folder": {"type": "keyword"},
+    "meta_version": {"type": "integer"},
+}
+
+
 def document_source(doc: Document) -> dict:
     """The JSON stored for a document (its id is the Elasticsearch _id)."""
     tags = normalise_tags(doc.tags)
+    camera = doc.camera
     return {VECTOR: np.asarray(doc.vector, dtype=np.float32).tolist(), "filename": doc.filename,
             "filename_words": " ".join(search_words(doc.filename)), "path": doc.path, "tags": tags,
             "tag_words": [" ".join(search_words(tag)) for tag in tags], "width": int(doc.width),
@@ -110,22 +133,49 @@ def document_source(doc: Document) -> dict:
             "modified_at": float(doc.modified_at), "linked": doc.near is not None,
             "near": [{"id": link.id, "hash": link.content_hash, "score": float(link.score)} for link in doc.near or ()],
             "near_ids": [link.id for link in doc.near or ()],
-            "signature": None if doc.signature is None else base64.b64encode(doc.signature).decode("ascii")}
+            "signature": None if doc.signature is None else base64.b64encode(doc.signature).decode("ascii"),
+            "taken": doc.taken, "taken_year": int(doc.taken[:4]) if doc.taken else None, "camera": camera,
+            "camera_make": doc.camera_make, "camera_model": doc.camera_model,
+            "camera_key": normalise_camera(camera) if camera else None,
+            "make_key": normalise_camera(doc.camera_make) if doc.camera_make else None,
+            "file_type": doc.file_type, "folder": doc.folder, "meta_version": int(doc.meta_version)}
 
 
-def _tag_filters(tags: Sequence[str]) -> list[dict]:
-    return [{"term": {"tags": tag}} for tag in normalise_tags(tags)]
+def filter_clauses(filters: Filters) -> list[dict]:
+    """Filters as bool `filter` clauses (each must hold), the same conditions as the embedded store's SQL."""
+    out: list[dict] = [{"term": {"tags": tag}} for tag in filters.tags]
+    low, high = filters.taken_range()
+    if low or high:
+        out.append({"range": {"taken": {op: bound for op, bound in (("gte", low), ("lt", high)) if bound}}})
+    if filters.cameras:
+        out.append(_any([{"terms": {"camera_key": list(filters.cameras)}},
+                         {"terms": {"make_key": list(filters.cameras)}}]))
+    if filters.folders:
+        out.append({"exists": {"field": "folder"}} if filters.everywhere else
+                   _any([clause for folder in filters.folders
+                         for clause in ({"term": {"folder": folder}}, {"prefix": {"folder": folder + "/"}})]))
+    if filters.types:
+        out.append({"terms": {"file_type": list(filters.types)}})
+    for side, least in (("width", filters.min_width), ("height", filters.min_height)):
+        if least:
+            out.append({"range": {side: {"gte": least}}})
+    return out
+
+
+def _any(clauses: list[dict]) -> dict:
+    return {"bool": {"should": clauses, "minimum_should_match": 1}}
 
 
 def knn_body(vector, *, k: int, num_candidates: int, tags: Sequence[str] = (), exclude: Sequence[str] = (),
-             min_score: float | None = None) -> dict:
-    """The k nearest documents, best first. Tags and excluded ids are a filter *inside* knn, so they are
+             min_score: float | None = None, filters: Filters | None = None) -> dict:
+    """The k nearest documents, best first. Filters and excluded ids are a filter *inside* knn, so they are
     applied during the graph search (k matching documents come back), not after it."""
     knn: dict = {"field": VECTOR, "query_vector": np.asarray(vector, dtype=np.float32).tolist(), "k": k,
                  "num_candidates": min(MAX_WINDOW, max(num_candidates, k))}
     conditions: dict = {}
-    if tags:
-        conditions["filter"] = _tag_filters(tags)
+    clauses = filter_clauses(combined(filters, tags))
+    if clauses:
+        conditions["filter"] = clauses
     if exclude:
         conditions["must_not"] = [{"ids": {"values": list(exclude)}}]
     if conditions:
@@ -135,13 +185,14 @@ def knn_body(vector, *, k: int, num_candidates: int, tags: Sequence[str] = (), e
     return {"knn": knn, "size": k, "_source": {"excludes": [VECTOR, "signature"]}}
 
 
-def keyword_body(text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 10) -> dict | None:
+def keyword_body(text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 10,
+                 filters: Filters | None = None) -> dict | None:
     """Every word must match the file name or a tag, as a whole word or a word prefix; None when there
     is nothing to search for. Each word is its own multi_match (bool_prefix: a one-term prefix query on
     each field) so that different words may match different fields, as in the embedded store."""
     words = search_words(text)
-    filters = _tag_filters(tags)
-    if not words and not filters:
+    clauses = filter_clauses(combined(filters, tags))
+    if not words and not clauses:
         return None
     body: dict = {"from": offset, "size": limit, "track_total_hits": True,
                   "_source": {"excludes": [VECTOR, "signature"]}}
@@ -151,12 +202,36 @@ def keyword_body(text: str, *, tags: Sequence[str] = (), offset: int = 0, limit:
                      for word in words],
             # whole words rank above prefixes
             "should": [{"multi_match": {"query": " ".join(words), "fields": WORD_FIELDS}}],
-            "filter": filters}}
+            "filter": clauses}}
         body["sort"] = ["_score", {"filename": "asc"}, {"path": "asc"}]
     else:
-        body["query"] = {"bool": {"filter": filters}}
+        body["query"] = {"bool": {"filter": clauses}}
         body["sort"] = [{"filename": "asc"}, {"path": "asc"}]
     return body
+
+
+# browse orders, as the embedded store's (_ORDER there); unmapped_type: an index made before `taken` existed
+_SORTS = {"taken": [{"taken": {"order": "desc", "missing": "_last", "unmapped_type": "keyword"}},
+                    {"indexed_at": "desc"}, {"path": "asc"}],
+          "indexed": [{"indexed_at": "desc"}, {"path": "asc"}],
+          "name": [{"filename": "asc"}, {"path": "asc"}]}
+
+
+def browse_body(filters: Filters | None, *, sort: str, offset: int, limit: int) -> dict:
+    if sort not in SORTS:
+        raise ValueError(f"sort must be one of {', '.join(SORTS)} (got {sort!r})")
+    return {"query": {"bool": {"filter": filter_clauses(filters or NONE)}}, "sort": _SORTS[sort], "from": offset,
+            "size": limit, "track_total_hits": True, "_source": {"excludes": [VECTOR]}}
+
+
+_FACET_FIELDS = {"tags": "tags", "camera": "camera", "folder": "folder", "year": "taken_year"}
+
+
+def facets_body(filters: Filters | None, limit: int) -> dict:
+    order = [{"_count": "desc"}, {"_key": "asc"}]
+    return {"size": 0, "query": {"bool": {"filter": filter_clauses(filters or NONE)}},
+            "aggs": {name: {"terms": {"field": _FACET_FIELDS[name], "size": limit, "order": order}}
+                     for name in FACETS}}
 
 
 def ids_body(doc_ids: Sequence[str], with_vector: bool) -> dict:
@@ -217,7 +292,9 @@ def _hit_document(hit: dict, vector: bool = False) -> Document:
                     bytes=src["bytes"], content_hash=src["content_hash"], descriptor=src["descriptor"],
                     indexed_at=src["indexed_at"], modified_at=src.get("modified_at", 0.0),
                     near=_links(src) if src.get("linked") else None,
-                    signature=base64.b64decode(src["signature"]) if src.get("signature") else None)
+                    signature=base64.b64decode(src["signature"]) if src.get("signature") else None,
+                    taken=src.get("taken"), camera_make=src.get("camera_make"), camera_model=src.get("camera_model"),
+                    file_type=src.get("file_type"), folder=src.get("folder"), meta_version=src.get("meta_version") or 0)
 
 
 def _links(src: dict) -> list[NearLink]:
@@ -554,7 +631,8 @@ class ElasticStore(Store):
         hits = self._search("read a document", **ids_body([doc_id], with_vector))["hits"]["hits"]
         return _hit_document(hits[0], vector=with_vector) if hits else None
 
-    def knn(self, vector, *, descriptor, tags=(), offset=0, limit=10, exclude=(), min_score=None) -> Page:
+    def knn(self, vector, *, descriptor, tags=(), offset=0, limit=10, exclude=(), min_score=None,
+            filters=None) -> Page:
         # kNN has no offset: ask for the best offset + limit and keep the last `limit` of them.
         k = min(offset + limit, MAX_WINDOW)
         if k <= offset:
@@ -566,7 +644,7 @@ class ElasticStore(Store):
             if descriptor != target[1]:
                 raise DescriptorMismatch(f"the query is a {descriptor} vector; this index holds {target[1]} vectors")
             body = knn_body(vector, k=k, num_candidates=self.num_candidates, tags=tags, exclude=exclude,
-                            min_score=min_score)
+                            min_score=min_score, filters=filters)
             result = self._search("search by vector", **body)["hits"]
             if self._known == target:       # the answer came from the index the query was checked against
                 break
@@ -606,16 +684,27 @@ class ElasticStore(Store):
             out.append([Hit(_hit_document(h), score_to_cosine(h["_score"])) for h in response["hits"]["hits"]])
         return out
 
-    def keyword(self, text, *, tags=(), offset=0, limit=10) -> Page:
+    def keyword(self, text, *, tags=(), offset=0, limit=10, filters=None) -> Page:
         # from + size may not pass index.max_result_window; deeper pages are empty
         size = max(0, min(limit, MAX_WINDOW - offset))
-        body = keyword_body(text, tags=tags, offset=offset if size else 0, limit=size)
+        body = keyword_body(text, tags=tags, offset=offset if size else 0, limit=size, filters=filters)
         if body is None:
             return Page([], 0)
         result = self._search("search by keywords", **body)["hits"]
         hits = [Hit(_hit_document(h), float(h["_score"]) if h.get("_score") is not None else 0.0)
                 for h in result["hits"]]
         return Page(hits, result["total"]["value"])
+
+    def browse(self, filters=None, *, sort="taken", offset=0, limit=10) -> Page:
+        size = max(0, min(limit, MAX_WINDOW - offset))
+        result = self._search("list documents", **browse_body(filters, sort=sort, offset=offset if size else 0,
+                                                             limit=size))["hits"]
+        return Page([Hit(_hit_document(h), 0.0) for h in result["hits"]], result["total"]["value"])
+
+    def facets(self, filters=None, limit=50) -> dict[str, list[tuple[str, int]]]:
+        aggregations = self._search("count facets", **facets_body(filters, limit)).get("aggregations") or {}
+        return {name: [(str(b["key"]), b["doc_count"]) for b in (aggregations.get(name) or {}).get("buckets", [])]
+                for name in FACETS}
 
     def count(self) -> int:
         return self._count("count documents")
@@ -637,7 +726,8 @@ class ElasticStore(Store):
                                     scroll="5m"):
                 src = hit["_source"]
                 yield Entry(hit["_id"], src["path"], src["content_hash"], src["bytes"],
-                            src.get("modified_at", 0.0), tuple(src.get("tags") or ()), bool(src.get("linked")))
+                            src.get("modified_at", 0.0), tuple(src.get("tags") or ()), bool(src.get("linked")),
+                            src.get("meta_version") or 0)
 
     def documents(self, doc_ids):
         ids = list(dict.fromkeys(doc_ids))

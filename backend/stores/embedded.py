@@ -23,8 +23,9 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .base import (EMBEDDED, DescriptorMismatch, Document, Entry, Hit, NearLink, Page, Store, StoreUnavailable,
-                   check_vectors, normalise_tags, search_words)
+from .base import (EMBEDDED, FACETS, SORTS, DescriptorMismatch, Document, Entry, Hit, NearLink, Page, Store,
+                   StoreUnavailable, check_vectors, normalise_tags, search_words)
+from .filters import Filters, combined, normalise_camera
 from .matrix import ReadOnlyDatabase, SharedVectors, decode_meta, encode_meta
 
 _SCHEMA = """
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS docs (
     vector BLOB NOT NULL,             -- float32, little-endian
     linked INTEGER NOT NULL DEFAULT 0, -- 1: its near links (near_links) were computed
     signature BLOB                    -- near_duplicates.signature of the picture
+    -- then the columns of _ADDED, which _MIGRATIONS adds to every file, new or made before
 );
 CREATE INDEX IF NOT EXISTS docs_seq ON docs(seq);
 CREATE INDEX IF NOT EXISTS docs_hash ON docs(content_hash);
@@ -60,8 +62,27 @@ CREATE TABLE IF NOT EXISTS near_links (rowid INTEGER NOT NULL, other TEXT NOT NU
 CREATE INDEX IF NOT EXISTS near_links_other ON near_links(other);
 CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(filename, tags, tokenize='unicode61 remove_diacritics 2');
 """
+# Columns added to docs since the first schema: a file made before gains them (empty) when opened, and its
+# documents get their values on the next index run (Document.meta_version). camera is Document.camera, the
+# name shown; camera_key and make_key are that name and the make as filters compare them (normalise_camera).
+_ADDED = (("taken", "TEXT"), ("camera_make", "TEXT"), ("camera_model", "TEXT"), ("file_type", "TEXT"),
+          ("folder", "TEXT"), ("meta_version", "INTEGER NOT NULL DEFAULT 0"), ("camera", "TEXT"),
+          ("camera_key", "TEXT"), ("make_key", "TEXT"))
+# What filters and browsing look up and sort by.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS docs_taken ON docs(taken);
+CREATE INDEX IF NOT EXISTS docs_indexed ON docs(indexed_at);
+CREATE INDEX IF NOT EXISTS docs_filename ON docs(filename);
+CREATE INDEX IF NOT EXISTS docs_camera ON docs(camera_key);
+CREATE INDEX IF NOT EXISTS docs_make ON docs(make_key);
+CREATE INDEX IF NOT EXISTS docs_folder ON docs(folder);
+CREATE INDEX IF NOT EXISTS docs_type ON docs(file_type);
+CREATE INDEX IF NOT EXISTS docs_width ON docs(width);
+CREATE INDEX IF NOT EXISTS docs_height ON docs(height);
+"""
 _META_COLUMNS = "rowid, id, filename, path, tags, width, height, bytes, content_hash, descriptor, " \
-                "indexed_at, modified_at, linked, signature"
+                "indexed_at, modified_at, linked, signature, taken, camera_make, camera_model, file_type, folder, " \
+                "meta_version"
 # What a database made by an earlier version lacks, and the statements that add it (run once, on opening).
 _MIGRATIONS = (
     ("SELECT 1 FROM pragma_table_info('docs') WHERE name='linked'",
@@ -70,6 +91,9 @@ _MIGRATIONS = (
      "ALTER TABLE docs ADD COLUMN signature BLOB"),
     ("SELECT 1 FROM sqlite_master WHERE name='near_links'",
      _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS near_links"):_SCHEMA.index("CREATE VIRTUAL TABLE")]),
+    *((f"SELECT 1 FROM pragma_table_info('docs') WHERE name='{name}'", f"ALTER TABLE docs ADD COLUMN {name} {kind}")
+      for name, kind in _ADDED),
+    ("SELECT 1 FROM sqlite_master WHERE name='docs_height'", _INDEXES),   # its last index
 )
 log = logging.getLogger(__name__)
 
@@ -107,6 +131,56 @@ def _translated_iterator(method):
         with _contract_errors(self.path):
             yield from method(self, *args, **kwargs)
     return wrapper
+
+
+def _where(filters: Filters) -> tuple[str, list]:
+    """SQL conditions on `docs d` that hold for the documents meeting `filters` ('1' for none), and their
+    parameters. Each uses an index (see _INDEXES); a folder is itself or anything under it, as a range."""
+    sql, params = ["1"], []
+
+    def any_of(column: str, values) -> None:
+        sql.append(f"d.{column} IN ({','.join('?' * len(values))})")
+        params.extend(values)
+
+    if filters.tags:
+        sql.append(f"d.rowid IN (SELECT rowid FROM doc_tags WHERE tag IN ({','.join('?' * len(filters.tags))}) "
+                   "GROUP BY rowid HAVING count(*) = ?)")
+        params.extend([*filters.tags, len(filters.tags)])
+    low, high = filters.taken_range()
+    if low is not None:
+        sql.append("d.taken >= ?")
+        params.append(low)
+    if high is not None:
+        sql.append("d.taken < ?")
+        params.append(high)
+    if filters.cameras:
+        marks = ",".join("?" * len(filters.cameras))
+        sql.append(f"(d.camera_key IN ({marks}) OR d.make_key IN ({marks}))")
+        params.extend([*filters.cameras, *filters.cameras])
+    if filters.folders:
+        if filters.everywhere:
+            sql.append("d.folder IS NOT NULL")
+        else:
+            # '/' + 1 is '0': every path under "a/b" sorts in ["a/b/", "a/b0")
+            sql.append("(" + " OR ".join("d.folder = ? OR (d.folder >= ? AND d.folder < ?)"
+                                         for _ in filters.folders) + ")")
+            for folder in filters.folders:
+                params.extend([folder, folder + "/", folder + "0"])
+    if filters.types:
+        any_of("file_type", filters.types)
+    if filters.min_width:
+        sql.append("d.width >= ?")
+        params.append(filters.min_width)
+    if filters.min_height:
+        sql.append("d.height >= ?")
+        params.append(filters.min_height)
+    return " AND ".join(sql), params
+
+
+# browse orders (ties broken by path, unique per document, as on Elasticsearch)
+_ORDER = {"taken": "d.taken IS NULL, d.taken DESC, d.indexed_at DESC, d.path",
+          "indexed": "d.indexed_at DESC, d.path",
+          "name": "d.filename, d.path"}
 
 
 def _connect(path: Path, **options) -> sqlite3.Connection:
@@ -283,23 +357,29 @@ class EmbeddedStore(Store):
                 tags = normalise_tags(doc.tags)
                 vector = np.ascontiguousarray(doc.vector, dtype="<f4").tobytes()
                 row = self._db.execute("SELECT rowid FROM docs WHERE id=?", (doc.id,)).fetchone()
+                camera = doc.camera
                 values = (seq, doc.filename, doc.path, json.dumps(tags, ensure_ascii=False), doc.width,
                           doc.height, doc.bytes, doc.content_hash, doc.descriptor, doc.indexed_at,
-                          doc.modified_at, vector, int(doc.near is not None), doc.signature)
+                          doc.modified_at, vector, int(doc.near is not None), doc.signature, doc.taken,
+                          doc.camera_make, doc.camera_model, doc.file_type, doc.folder, doc.meta_version, camera,
+                          normalise_camera(camera) if camera else None,
+                          normalise_camera(doc.camera_make) if doc.camera_make else None)
                 if row:
                     rowid = row[0]
                     self._db.execute(
                         "UPDATE docs SET seq=?, filename=?, path=?, tags=?, width=?, height=?, bytes=?, "
                         "content_hash=?, descriptor=?, indexed_at=?, modified_at=?, vector=?, linked=?, "
-                        "signature=? WHERE rowid=?", values + (rowid,))
+                        "signature=?, taken=?, camera_make=?, camera_model=?, file_type=?, folder=?, meta_version=?, "
+                        "camera=?, camera_key=?, make_key=? WHERE rowid=?", values + (rowid,))
                     self._db.execute("DELETE FROM doc_tags WHERE rowid=?", (rowid,))
                     self._db.execute("DELETE FROM docs_fts WHERE rowid=?", (rowid,))
                     self._db.execute("DELETE FROM near_links WHERE rowid=?", (rowid,))
                 else:
                     rowid = self._db.execute(
                         "INSERT INTO docs(id, seq, filename, path, tags, width, height, bytes, content_hash, "
-                        "descriptor, indexed_at, modified_at, vector, linked, signature) "
-                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "descriptor, indexed_at, modified_at, vector, linked, signature, taken, camera_make, "
+                        "camera_model, file_type, folder, meta_version, camera, camera_key, make_key) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (doc.id,) + values).lastrowid
                     self._db.execute("DELETE FROM removed WHERE rowid=?", (rowid,))
                 self._db.executemany("INSERT OR REPLACE INTO near_links(rowid, other, other_hash, score) "
@@ -337,12 +417,15 @@ class EmbeddedStore(Store):
     def _row_to_document(self, row, vector: bytes | None = None,
                          links: dict[int, list[NearLink]] | None = None) -> Document:
         (rowid, doc_id, filename, path, tags, width, height, size, content_hash, descriptor,
-         indexed_at, modified_at, linked, signature) = row
+         indexed_at, modified_at, linked, signature, taken, camera_make, camera_model, file_type, folder,
+         meta_version) = row
         return Document(id=doc_id, vector=None if vector is None else np.frombuffer(vector, dtype="<f4").copy(),
                         filename=filename, path=path, tags=json.loads(tags), width=width, height=height,
                         bytes=size, content_hash=content_hash, descriptor=descriptor,
                         indexed_at=indexed_at, modified_at=modified_at,
-                        near=(links or {}).get(rowid, []) if linked else None, signature=signature)
+                        near=(links or {}).get(rowid, []) if linked else None, signature=signature, taken=taken,
+                        camera_make=camera_make, camera_model=camera_model, file_type=file_type, folder=folder,
+                        meta_version=meta_version)
 
     def _links(self, rowids: Sequence[int]) -> dict[int, list[NearLink]]:
         """The near links from these rows, best first (called under the lock)."""
@@ -443,19 +526,21 @@ class EmbeddedStore(Store):
         return self._shared.vectors.snapshot
 
     @_translated
-    def knn(self, vector, *, descriptor, tags=(), offset=0, limit=10, exclude=(), min_score=None) -> Page:
+    def knn(self, vector, *, descriptor, tags=(), offset=0, limit=10, exclude=(), min_score=None,
+            filters=None) -> Page:
         bound = self.descriptor()
         if bound is not None and descriptor != bound:
             raise DescriptorMismatch(f"the query is a {descriptor} vector; this store holds {bound} vectors")
+        filters = combined(filters, tags)
         vectors = self._shared.current()
         if len(vectors) == 0:
             return Page([], 0)
         scores = vectors.scores(np.asarray(vector, dtype=np.float32))
         eligible = vectors.live.copy()
-        if tags:
-            tagged = np.zeros(len(vectors), dtype=bool)
-            tagged[vectors.positions(self._tagged_rowids(tags))] = True
-            eligible &= tagged
+        if filters:   # the rows that meet the filters, before anything is ranked
+            kept = np.zeros(len(vectors), dtype=bool)
+            kept[vectors.positions(self._matching_rowids(filters))] = True
+            eligible &= kept
         if exclude:
             with self._lock:
                 marks = ",".join("?" * len(exclude))
@@ -475,6 +560,13 @@ class EmbeddedStore(Store):
         docs = self._documents_by_rowid([int(rowids[i]) for i in top])
         hits = [Hit(docs[int(rowids[i])], float(scores[i])) for i in top if int(rowids[i]) in docs]
         return Page(hits, total)
+
+    def _matching_rowids(self, filters: Filters) -> list[int]:
+        if filters.only_tags:
+            return self._tagged_rowids(filters.tags)
+        where, params = _where(filters)
+        with self._lock:
+            return [r for (r,) in self._db.execute(f"SELECT d.rowid FROM docs d WHERE {where}", params)]
 
     @_translated
     def knn_many(self, vectors, *, descriptor, limit, min_score, exclude=()) -> list[list[Hit]]:
@@ -507,33 +599,61 @@ class EmbeddedStore(Store):
                 for column, top in enumerate(picked)]
 
     @_translated
-    def keyword(self, text, *, tags=(), offset=0, limit=10) -> Page:
+    def keyword(self, text, *, tags=(), offset=0, limit=10, filters=None) -> Page:
         words = search_words(text)
-        tag_filter, params = "", []
-        tags = normalise_tags(tags)
-        if tags:
-            marks = ",".join("?" * len(tags))
-            tag_filter = (f" AND d.rowid IN (SELECT rowid FROM doc_tags WHERE tag IN ({marks}) "
-                          f"GROUP BY rowid HAVING count(*) = {len(tags)})")
-            params = list(tags)
+        filters = combined(filters, tags)
+        where, params = _where(filters)
         with self._lock:
             if words:
                 match = " AND ".join(f'"{w}"*' for w in words)  # every word, as a word or a prefix
-                base = f"FROM docs_fts f JOIN docs d ON d.rowid = f.rowid WHERE docs_fts MATCH ?{tag_filter}"
+                base = f"FROM docs_fts f JOIN docs d ON d.rowid = f.rowid WHERE docs_fts MATCH ? AND {where}"
                 total = self._db.execute(f"SELECT count(*) {base}", [match, *params]).fetchone()[0]
                 rows = self._db.execute(
                     f"SELECT d.rowid, bm25(docs_fts, 2.0, 1.0) {base} ORDER BY 2, d.filename LIMIT ? OFFSET ?",
                     [match, *params, limit, offset]).fetchall()
-            elif tags:
-                base = f"FROM docs d WHERE 1{tag_filter}"
-                total = self._db.execute(f"SELECT count(*) {base}", params).fetchone()[0]
-                rows = self._db.execute(f"SELECT d.rowid, 0 {base} ORDER BY d.filename, d.id LIMIT ? OFFSET ?",
-                                        [*params, limit, offset]).fetchall()
+            elif filters:
+                return self._listed(filters, "ORDER BY d.filename, d.id", offset, limit)
             else:
                 return Page([], 0)
         docs = self._documents_by_rowid([r[0] for r in rows])
         # bm25() is lower-is-better and negative; report a positive relevance.
         return Page([Hit(docs[r[0]], float(-r[1])) for r in rows if r[0] in docs], total)
+
+    def _listed(self, filters: Filters, order: str, offset: int, limit: int) -> Page:
+        """The documents meeting `filters` in `order`, scored 0."""
+        where, params = _where(filters)
+        with self._lock:
+            total = self._db.execute(f"SELECT count(*) FROM docs d WHERE {where}", params).fetchone()[0]
+            rowids = [r for (r,) in self._db.execute(f"SELECT d.rowid FROM docs d WHERE {where} {order} "
+                                                     "LIMIT ? OFFSET ?", [*params, limit, offset])]
+        docs = self._documents_by_rowid(rowids)
+        return Page([Hit(docs[r], 0.0) for r in rowids if r in docs], total)
+
+    @_translated
+    def browse(self, filters=None, *, sort="taken", offset=0, limit=10) -> Page:
+        if sort not in SORTS:
+            raise ValueError(f"sort must be one of {', '.join(SORTS)} (got {sort!r})")
+        return self._listed(filters or Filters(), f"ORDER BY {_ORDER[sort]}", offset, limit)
+
+    @_translated
+    def facets(self, filters=None, limit=50) -> dict[str, list[tuple[str, int]]]:
+        where, params = _where(filters or Filters())
+        queries = {
+            "tags": f"SELECT t.tag, count(*) AS n FROM doc_tags t JOIN docs d ON d.rowid = t.rowid WHERE {where} "
+                    "GROUP BY t.tag",
+            "camera": f"SELECT d.camera, count(*) AS n FROM docs d WHERE {where} AND d.camera IS NOT NULL "
+                      "GROUP BY d.camera",
+            "folder": f"SELECT d.folder, count(*) AS n FROM docs d WHERE {where} AND d.folder IS NOT NULL "
+                      "GROUP BY d.folder",
+            "year": f"SELECT substr(d.taken, 1, 4), count(*) AS n FROM docs d WHERE {where} AND d.taken IS NOT NULL "
+                    "GROUP BY 1",
+        }
+        out = {}
+        with self._lock:
+            for name in FACETS:
+                out[name] = [(str(value), n) for value, n in self._db.execute(
+                    f"{queries[name]} ORDER BY n DESC, 1 LIMIT ?", [*params, limit])]
+        return out
 
     @_translated
     def count(self) -> int:
@@ -543,10 +663,11 @@ class EmbeddedStore(Store):
     @_translated_iterator
     def entries(self) -> Iterator[Entry]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, path, content_hash, bytes, modified_at, tags, linked FROM docs").fetchall()
-        for doc_id, path, content_hash, size, modified_at, tags, linked in rows:
-            yield Entry(doc_id, path, content_hash, size, modified_at, tuple(json.loads(tags)), bool(linked))
+            rows = self._db.execute("SELECT id, path, content_hash, bytes, modified_at, tags, linked, meta_version "
+                                    "FROM docs").fetchall()
+        for doc_id, path, content_hash, size, modified_at, tags, linked, meta_version in rows:
+            yield Entry(doc_id, path, content_hash, size, modified_at, tuple(json.loads(tags)), bool(linked),
+                        meta_version)
 
     @_translated
     def find_by_hash(self, content_hashes):
