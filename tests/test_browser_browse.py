@@ -18,7 +18,10 @@ from benchmarks.exif_photos import exif_bytes
 from indexer.scan import scan
 
 from .conftest import FAST_ENV
-from .test_browser import ARTIFACTS, browser, expect, scene, serve_app  # noqa: F401 -- browser: the fixture
+from . import test_browser
+from .test_browser import expect, scene, serve_app, shot
+
+browser, page = test_browser.browser, test_browser.page   # its fixtures: Chromium, and a desktop page on `site`
 
 CAMERAS = [("Canon", "Canon EOS 5D"), ("Apple", "iPhone 12"), (None, None)]
 COUNT = 40
@@ -50,31 +53,20 @@ def get(url: str) -> dict:
 
 
 @pytest.fixture
-def desktop(browser, exif_site):  # noqa: F811 -- browser is test_browser's fixture
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+def site(exif_site):
+    """What test_browser's `page` fixture opens: this module's app (base url, no image folder)."""
+    return exif_site, None
 
 
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"browse-{name}.png"), full_page=True)
-
-
-def test_the_collection_shows_on_arrival_narrows_by_camera_year_and_dates_and_the_url_keeps_it(desktop, exif_site):
-    page, base = desktop, exif_site
+def test_the_collection_shows_on_arrival_narrows_by_camera_year_and_dates_and_the_url_keeps_it(page, exif_site):
+    base = exif_site
     page.goto(base + "/")
     expect(page.locator("#status")).to_contain_text(f"Showing 24 of {COUNT} pictures to search")
     expect(page.locator("#grid .card")).to_have_count(24)
     first = get(base + "/api/images?limit=1")["results"][0]
     expect(page.locator("#grid .name").first).to_have_text(first["filename"])        # newest taken first
     expect(page.locator("#grid .score").first).to_have_text(first["taken"][:10])
-    shot(page, "desktop-arrival")
+    shot(page, "browse-desktop-arrival")
     # more on scroll, without a click
     page.locator("#more").scroll_into_view_if_needed()
     expect(page.locator("#grid .card")).to_have_count(COUNT)
@@ -91,7 +83,7 @@ def test_the_collection_shows_on_arrival_narrows_by_camera_year_and_dates_and_th
     expect(page).to_have_url(re.compile(r"taken_from=2020-01-01&taken_to=2020-12-31"))
     expect(page.locator("#grid .card")).to_have_count(in_year)
     expect(page.locator("#taken-from")).to_have_value("2020-01-01")
-    shot(page, "desktop-narrowed")
+    shot(page, "browse-desktop-narrowed")
     wanted = {r["id"] for r in get(base + "/api/images?camera=Canon+EOS+5D&taken_from=2020-01-01"
                                           "&taken_to=2020-12-31&limit=100")["results"]}
     assert len(wanted) == in_year
@@ -118,7 +110,7 @@ def test_the_collection_shows_on_arrival_narrows_by_camera_year_and_dates_and_th
 
 
 @pytest.mark.parametrize("width", [390, 320, 1280])
-def test_every_card_keeps_its_buttons_name_and_score_at_every_width(browser, exif_site, width):  # noqa: F811
+def test_every_card_keeps_its_buttons_name_and_score_at_every_width(browser, exif_site, width):
     context = browser.new_context(viewport={"width": width, "height": 800}, device_scale_factor=2,
                                   is_mobile=width < 600, has_touch=width < 600)
     page = context.new_page()
@@ -146,6 +138,6 @@ def test_every_card_keeps_its_buttons_name_and_score_at_every_width(browser, exi
             .filter((e) => e.getBoundingClientRect().right > width + 1 && !e.closest(".chips"))
             .map((e) => `${e.tagName}.${e.className}#${e.id} ${e.scrollWidth}`).slice(-8)""", width)
         assert page.evaluate("document.documentElement.scrollWidth") <= width, wide     # nothing sticks out
-        shot(page, f"similar-tall-{width}")
+        shot(page, f"browse-similar-tall-{width}")
     finally:
         context.close()
