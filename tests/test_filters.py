@@ -144,3 +144,9 @@ def test_documents_written_before_metadata_have_none_and_match_no_metadata_filte
     assert store.get(old.id).meta_version == 0
     assert store.knn(unit(1.0), descriptor=DESC, filters=Filters.of(folders=[""])).hits == []
     assert [h.document.id for h in store.knn(np.asarray(unit(1.0)), descriptor=DESC).hits] == [old.id]
+
+
+def test_filters_read_in_python_agree_with_the_plain_reading():
+    """Filters.matches (the duplicates report filters the members it has read) means what the stores do."""
+    for f in CASES:
+        assert [d.id for d in DOCS if f.matches(d)] == [d.id for d in DOCS if meets(d, f)], f
