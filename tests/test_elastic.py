@@ -94,20 +94,20 @@ def test_knn_body_filters_inside_knn():
                                     "must_not": [{"ids": {"values": ["abc"]}}]}},
                 "similarity": 0.25},
         "size": 30,
-        "_source": {"excludes": ["vector"]},
+        "_source": {"excludes": ["vector", "signature"]},
     }
     # no filter when there is nothing to filter; num_candidates never below k nor above 10,000
     assert knn_body(vector, k=500, num_candidates=200) == {
         "knn": {"field": "vector", "query_vector": [0.6000000238418579, 0.800000011920929], "k": 500,
                 "num_candidates": 500},
-        "size": 500, "_source": {"excludes": ["vector"]}}
+        "size": 500, "_source": {"excludes": ["vector", "signature"]}}
     assert knn_body(vector, k=10_000, num_candidates=20_000)["knn"]["num_candidates"] == 10_000
 
 
 def test_keyword_body_every_word_as_word_or_prefix():
     fields = ["filename_words^2", "tag_words"]
     assert keyword_body("Horse_in FIELD Café", tags=["Animals"], offset=20, limit=10) == {
-        "from": 20, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector"]},
+        "from": 20, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector", "signature"]},
         "query": {"bool": {
             "must": [
                 {"multi_match": {"query": "horse", "type": "bool_prefix", "fields": fields}},
@@ -123,7 +123,7 @@ def test_keyword_body_every_word_as_word_or_prefix():
 
 def test_keyword_body_tags_only_lists_by_name_and_nothing_is_none():
     assert keyword_body("  ", tags=["a b", "A  B", "c"]) == {
-        "from": 0, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector"]},
+        "from": 0, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector", "signature"]},
         "query": {"bool": {"filter": [{"term": {"tags": "a b"}}, {"term": {"tags": "c"}}]}},
         "sort": [{"filename": "asc"}, {"path": "asc"}],
     }
