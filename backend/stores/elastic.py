@@ -13,8 +13,8 @@ Layout (docs/elasticsearch.md has the reasoning and the documentation each choic
   the same words, and the mapping needs nothing outside the server itself (docs/elasticsearch.md).
 - Reads go to the alias; which physical index and descriptor it holds is remembered and read again only
   when a response comes from another index (someone promoted a rebuild) or the index is gone.
-- Writes wait for a refresh (refresh=wait_for): when upsert or delete returns, the change is searchable.
-  A large upsert is cut into bulk requests of WRITE_CHUNK sent WRITERS at a time, so their waits overlap.
+- When upsert or delete returns, the change is searchable: one bulk request waits for the refresh
+  (refresh=wait_for); a larger write goes in requests of WRITE_CHUNK, WRITERS at a time, then one refresh.
   Documents the cluster rejects for load (429) are retried with backoff; other rejections raise.
 - Vectors go out as float32: the store's client (orjson) writes each value in the fewest digits that read
   back as the same float32, about half the JSON (and of the stored _source) of Python's 17-digit floats.
