@@ -46,7 +46,7 @@ import numpy as np
 from elasticsearch import ApiError, Elasticsearch
 
 from backend.config import Settings
-from backend.stores.elastic import ElasticStore
+from backend.stores.elastic import ElasticStore, index_body
 from backend.stores.embedded import EmbeddedStore
 
 from .datasets import check_inputs
@@ -66,7 +66,30 @@ class DataSet:
     descriptor: str
     vectors: np.ndarray          # (n, dims) unit rows, the indexed documents
     queries: np.ndarray          # (q, dims) unit rows
-    query_docs: list[int] | None  # the document each query is (left out of its own results); None: held out
+    query_docs: list[int | None] | None  # the document each query is (left out of its own results); None: held out
+    groups: dict[str, slice] | None = None   # queries by the set they come from, when sets were mixed
+
+
+def mixed(sets: list[DataSet], real_queries: int | None = None) -> DataSet:
+    """One collection holding every set's vectors (the photo sets among the synthetic ones), so the photos'
+    queries meet a million neighbours; recall is also reported per set (`groups`). `real_queries`: that
+    many of each photo set's images (a seeded sample) are queries, not all of them."""
+    vectors, queries, query_docs, groups = [], [], [], {}
+    offset = done = 0
+    rng = np.random.default_rng(3)
+    for data in sets:
+        vectors.append(data.vectors)
+        picked = np.arange(len(data.queries))
+        if data.query_docs is not None and real_queries is not None and real_queries < len(picked):
+            picked = np.sort(rng.choice(len(picked), real_queries, replace=False))
+        queries.append(data.queries[picked])
+        own: list[int | None] = list(data.query_docs or [None] * len(data.queries))
+        query_docs += [None if own[i] is None else offset + int(own[i] or 0) for i in picked]
+        groups[data.name] = slice(done, done + len(picked))
+        offset += len(data.vectors)
+        done += len(picked)
+    name = "+".join(d.name for d in sets)
+    return DataSet(name, DESCRIPTOR, np.concatenate(vectors), np.concatenate(queries), query_docs, groups)
 
 
 def synthetic(n: int, queries: int, dims: int = DIMS, seed: int = 0, mean_cluster: int = 50) -> DataSet:
@@ -123,20 +146,42 @@ def from_store(name: str, path: Path) -> DataSet:
     return DataSet(name, descriptors.pop(), vectors, vectors, list(range(len(vectors))))
 
 
-def documents(data: DataSet) -> list:
-    return [synthetic_document(i, v, data.descriptor) for i, v in enumerate(data.vectors)]
+def documents(data: DataSet, start: int = 0, stop: int | None = None) -> list:
+    stop = len(data.vectors) if stop is None else min(stop, len(data.vectors))
+    return [synthetic_document(i, data.vectors[i], data.descriptor) for i in range(start, stop)]
 
 
-def upsert_all(store, docs: list, batch: int) -> float:
-    """Documents per second through store.upsert, `batch` at a time."""
+def upsert_all(store, data: DataSet, batch: int) -> float:
+    """Documents per second through store.upsert, `batch` at a time (made as they are sent: a million
+    Document objects at once would take gigabytes)."""
     started = time.perf_counter()
-    for start in range(0, len(docs), batch):
-        store.upsert(docs[start:start + batch])
-    return len(docs) / (time.perf_counter() - started)
+    for start in range(0, len(data.vectors), batch):
+        store.upsert(documents(data, start, start + batch))
+    return len(data.vectors) / (time.perf_counter() - started)
 
 
 def exclusions(data: DataSet, i: int) -> list[str]:
-    return [] if data.query_docs is None else [doc_id(data.query_docs[i])]
+    own = None if data.query_docs is None else data.query_docs[i]
+    return [] if own is None else [doc_id(own)]
+
+
+def exact_numpy(data: DataSet, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The same top DEEP per query as the embedded store's exact kNN, by brute force in numpy (at a million
+    vectors, filling an embedded store first would double the run's memory)."""
+    rows = np.empty((len(data.queries), DEEP), np.int64)
+    scores = np.empty((len(data.queries), DEEP), np.float32)
+    for start in range(0, len(data.queries), chunk):
+        sims = data.queries[start:start + chunk] @ data.vectors.T
+        for j in range(len(sims)):
+            own = data.query_docs[start + j] if data.query_docs is not None else None
+            if own is not None:
+                sims[j, own] = -np.inf
+        top = np.argpartition(-sims, DEEP, axis=1)[:, :DEEP]
+        top_scores = np.take_along_axis(sims, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        rows[start:start + chunk] = np.take_along_axis(top, order, axis=1)
+        scores[start:start + chunk] = np.take_along_axis(top_scores, order, axis=1)
+    return rows, scores
 
 
 def exact(store: EmbeddedStore, data: DataSet) -> tuple[np.ndarray, np.ndarray]:
@@ -164,8 +209,8 @@ def percentile_ms(seconds: list[float], q: float) -> float:
     return round(1000 * float(np.percentile(seconds, q)), 2)
 
 
-def measure(store: ElasticStore, embedded: EmbeddedStore, data: DataSet, truth: tuple[np.ndarray, np.ndarray],
-            candidates: int) -> dict:
+def measure(store: ElasticStore, embedded: EmbeddedStore | None, data: DataSet,
+            truth: tuple[np.ndarray, np.ndarray], candidates: int) -> dict:
     """recall@100 and recall@10 of store.knn at this num_candidates; limit-10 latency of both stores."""
     store.num_candidates = candidates
     rows, scores = truth
@@ -178,7 +223,9 @@ def measure(store: ElasticStore, embedded: EmbeddedStore, data: DataSet, truth: 
             t0 = time.perf_counter()
             hits = store.knn(q, descriptor=data.descriptor, limit=k, exclude=exclude).hits
             t1 = time.perf_counter()
-            if k == SHALLOW:
+            if k == SHALLOW and embedded is None:     # numpy's baseline: recall only, no latency
+                es_seconds.append(t1 - t0)
+            elif k == SHALLOW and embedded is not None:
                 embedded.knn(q, descriptor=data.descriptor, limit=k, exclude=exclude)
                 exact_seconds.append(time.perf_counter() - t1)
                 es_seconds.append(t1 - t0)
@@ -191,17 +238,51 @@ def measure(store: ElasticStore, embedded: EmbeddedStore, data: DataSet, truth: 
             true = data.vectors[[int(h.document.id, 16) for h in hits]] @ q if hits else np.empty(0)
             errors.extend(abs(h.score - float(c)) for h, c in zip(hits, true))
             recall[k].append(min(k, int(np.sum(true >= scores[i, k - 1] - TIE))) / k)
-    es50, exact50 = percentile_ms(es_seconds, 50), percentile_ms(exact_seconds, 50)
-    return {"num_candidates": candidates, "queries": len(data.queries),
+    es50 = percentile_ms(es_seconds, 50)
+    exact50 = percentile_ms(exact_seconds, 50) if exact_seconds else None
+    by_set = {f"recall@10 {name}": round(float(np.mean(recall[SHALLOW][part])), 4)
+              for name, part in (data.groups or {}).items()}
+    return {"num_candidates": candidates, "queries": len(data.queries), **by_set,
             "recall@10": round(float(np.mean(recall[SHALLOW])), 4),
             "recall@100": round(float(np.mean(recall[DEEP])), 4),
             "min_recall@10": round(float(np.min(recall[SHALLOW])), 2),
             "es_p50_ms": es50, "es_p95_ms": percentile_ms(es_seconds, 95),
-            "exact_p50_ms": exact50, "exact_p95_ms": percentile_ms(exact_seconds, 95),
+            "exact_p50_ms": exact50, "exact_p95_ms": percentile_ms(exact_seconds, 95) if exact_seconds else None,
             "p50_ratio": round(es50 / exact50, 2) if exact50 else None,
-            "reread_p50_ms": percentile_ms(reread_seconds, 50),
+            "reread_p50_ms": percentile_ms(reread_seconds, 50) if reread_seconds else None,
             "max_score_error": float(f"{max(errors, default=0.0):.3g}"),
             "mean_score_error": float(f"{np.mean(errors) if errors else 0.0:.3g}")}
+
+
+def concurrent_latency(store: ElasticStore, data: DataSet, clients: int) -> dict:
+    """p50/p95 of store.knn (limit 10) with `clients` threads searching at once, each query once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> float:
+        t0 = time.perf_counter()
+        store.knn(data.queries[i], descriptor=data.descriptor, limit=SHALLOW, exclude=exclusions(data, i))
+        return time.perf_counter() - t0
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        seconds = list(pool.map(one, range(len(data.queries))))
+    return {"clients": clients, "p50_ms": percentile_ms(seconds, 50), "p95_ms": percentile_ms(seconds, 95),
+            "searches_per_s": round(len(seconds) / (time.perf_counter() - started), 1)}
+
+
+def per_node(client: Elasticsearch) -> list[dict]:
+    """Each node's disk (all its shards, replicas included) and heap."""
+    nodes = client.nodes.stats(metric="indices,jvm", index_metric="store")["nodes"].values()
+    return [{"node": n["name"], "store_mib": round(n["indices"]["store"]["size_in_bytes"] / 2 ** 20, 1),
+             "heap_used_mib": round(n["jvm"]["mem"]["heap_used_in_bytes"] / 2 ** 20),
+             "heap_max_mib": round(n["jvm"]["mem"]["heap_max_in_bytes"] / 2 ** 20)} for n in nodes]
+
+
+def page_cache_mib(files_mib: dict, index_type: str) -> float:
+    """What a graph search reads from the page cache: the graph (.vex) and the vectors it compares (.vec
+    floats for hnsw, .veq int8 codes, .veb bbq codes; rescoring reads a few floats more per query)."""
+    codes = {"hnsw": "vec", "int8_hnsw": "veq", "bbq_hnsw": "veb"}.get(index_type, "vec")
+    return round(files_mib.get("vex", 0.0) + files_mib.get(codes, 0.0), 1)
 
 
 def index_stats(client: Elasticsearch, index: str) -> dict:
@@ -220,9 +301,10 @@ def index_stats(client: Elasticsearch, index: str) -> dict:
 
 
 def heap_mib(client: Elasticsearch) -> dict:
-    jvm = next(iter(client.nodes.stats(metric="jvm")["nodes"].values()))["jvm"]["mem"]
-    return {"heap_used_mib": round(jvm["heap_used_in_bytes"] / 2 ** 20),
-            "heap_max_mib": round(jvm["heap_max_in_bytes"] / 2 ** 20)}
+    """JVM heap used and the maximum, summed over the nodes."""
+    mems = [n["jvm"]["mem"] for n in client.nodes.stats(metric="jvm")["nodes"].values()]
+    return {"heap_used_mib": round(sum(m["heap_used_in_bytes"] for m in mems) / 2 ** 20),
+            "heap_max_mib": round(sum(m["heap_max_in_bytes"] for m in mems) / 2 ** 20)}
 
 
 def index_options(client: Elasticsearch, index: str) -> dict:
@@ -232,37 +314,65 @@ def index_options(client: Elasticsearch, index: str) -> dict:
     return mapping.get("index_options", {})
 
 
-def run_type(url: str, client: Elasticsearch, index_type: str, data: DataSet, docs: list, embedded: EmbeddedStore,
+def create_index(client: Elasticsearch, store: ElasticStore, data: DataSet, shards: int | None,
+                 replicas: int | None) -> None:
+    """The physical index the store would create, made first with the given shards and replicas (the store
+    then finds it and points its alias at it)."""
+    body = index_body(data.descriptor, data.vectors.shape[1], **store.index_options)
+    body["settings"] = {k: v for k, v in (("number_of_shards", shards), ("number_of_replicas", replicas))
+                        if v is not None}
+    client.indices.create(index=store.index_for(data.descriptor), **body)
+
+
+def run_type(url: str, client: Elasticsearch, index_type: str, data: DataSet, embedded: EmbeddedStore | None,
              truth, args, emit) -> None:
-    alias = f"esbench-{index_type}-{data.name}".lower()
-    settings = Settings(store=url, es_index=alias, es_index_type=index_type, es_timeout=300.0, es_wait=120.0)
+    alias = f"esbench-{index_type}-{data.name}".lower().replace("+", "-")
+    settings = Settings(store=url, es_index=alias, es_index_type=index_type, es_timeout=600.0, es_wait=120.0)
     store = ElasticStore.from_settings(settings)
     try:
-        rate = upsert_all(store, docs, args.batch)
+        if args.shards is not None or args.replicas is not None:
+            create_index(client, store, data, args.shards, args.replicas)
+        cpu = cluster_cpu_seconds(client)
+        rate = upsert_all(store, data, args.batch)
         index = store.stats()["index"]
         client.indices.refresh(index=index)
-        head = {"set": data.name, "type": index_type, "documents": len(docs)}
+        head = {"set": data.name, "type": index_type, "documents": len(data.vectors)}
         written = index_stats(client, index)
         emit({**head, "row": "index", "upsert_docs_per_s": round(rate), "batch": args.batch,
-              "written": written, "index_options": index_options(client, index), **heap_mib(client)})
+              "server_cpu_s": round(cluster_cpu_seconds(client) - cpu, 1), "loadavg": round(os.getloadavg()[0], 1),
+              "written": written, "page_cache_mib": page_cache_mib(written["files_mib"], index_type),
+              "index_options": index_options(client, index), **heap_mib(client), "nodes": per_node(client)})
         segments = written["segments"]
         for state in ("written", "merged"):
             if state == "merged":
+                if "merged" not in args.states:
+                    break
                 t0 = time.perf_counter()
-                client.options(request_timeout=3600).indices.forcemerge(index=index, max_num_segments=1)
+                client.options(request_timeout=3 * 3600).indices.forcemerge(index=index, max_num_segments=1)
                 client.indices.refresh(index=index)
                 merged = index_stats(client, index)
                 emit({**head, "row": "merged", "merge_seconds": round(time.perf_counter() - t0, 1),
-                      "merged": merged, **heap_mib(client)})
+                      "merged": merged, "page_cache_mib": page_cache_mib(merged["files_mib"], index_type),
+                      **heap_mib(client), "nodes": per_node(client)})
                 segments = merged["segments"]
             for candidates in (args.candidates if state in args.states else ()):
                 emit({**head, "row": "knn", "state": state, "segments": segments,
                       **measure(store, embedded, data, truth, candidates), "loadavg": round(os.getloadavg()[0], 1)})
-        emit({**head, "row": "heap", **heap_mib(client)})
+                for clients in args.clients:
+                    emit({**head, "row": "clients", "state": state, "num_candidates": candidates,
+                          **concurrent_latency(store, data, clients), "loadavg": round(os.getloadavg()[0], 1)})
+        emit({**head, "row": "heap", **heap_mib(client), "nodes": per_node(client)})
     finally:
         store.close()
-        for name in client.indices.get(index=f"{alias}-*", expand_wildcards="all"):
-            client.indices.delete(index=name)      # by name: wildcard deletes are refused by default
+        if not args.keep:
+            for name in client.indices.get(index=f"{alias}-*", expand_wildcards="all"):
+                client.indices.delete(index=name)      # by name: wildcard deletes are refused by default
+
+
+def cluster_cpu_seconds(client: Elasticsearch) -> float:
+    """CPU time of every node's process so far."""
+    nodes = client.nodes.stats(metric="process")["nodes"].values()
+    return sum(n["process"]["cpu"]["total_in_millis"] for n in nodes) / 1000
 
 
 def tables(rows: list[dict]) -> str:
@@ -283,7 +393,9 @@ def tables(rows: list[dict]) -> str:
             "merge s | heap used MiB (of) |", "|" + " --- |" * 7]
     for key, r in index.items():
         m, h = merged.get(key, {}), heap.get(key, {})
-        out.append(f"| {key[0]} | {key[1]} | {r['upsert_docs_per_s']:,} ({base[key[0]]['upsert_docs_per_s']:,}) | "
+        embedded = base[key[0]]["upsert_docs_per_s"]
+        embedded_rate = "-" if embedded is None else f"{embedded:,}"
+        out.append(f"| {key[0]} | {key[1]} | {r['upsert_docs_per_s']:,} ({embedded_rate}) | "
                    f"{r['written']['store_mib']} ({r['written']['segments']}) | "
                    f"{m.get('merged', {}).get('store_mib')} | "
                    f"{m.get('merge_seconds')} | {h.get('heap_used_mib')} ({h.get('heap_max_mib')}) |")
@@ -301,7 +413,19 @@ def main(argv=None) -> int:
     parser.add_argument("--queries", type=int, default=500, help="held-out synthetic queries")
     parser.add_argument("--types", nargs="+", default=["hnsw", "int8_hnsw", "bbq_hnsw"])
     parser.add_argument("--candidates", type=int, nargs="+", default=[100, 200, 500])
-    parser.add_argument("--batch", type=int, default=500, help="documents per upsert")
+    parser.add_argument("--batch", type=int, default=5000,
+                        help="documents per upsert (the store sends them in bulk requests of 500, 4 at a time)")
+    parser.add_argument("--mix", action="store_true",
+                        help="one collection of every set (the photos among the synthetic vectors), not one per set")
+    parser.add_argument("--real-queries", type=int, metavar="N",
+                        help="with --mix: N images of each photo set are queries (default: every image)")
+    parser.add_argument("--exact", choices=["embedded", "numpy"], default="embedded",
+                        help="the exact baseline: the embedded store's kNN, or numpy on the same vectors (for 1M)")
+    parser.add_argument("--clients", type=int, nargs="*", default=[1, 8],
+                        help="kNN latency also with this many clients searching at once")
+    parser.add_argument("--shards", type=int, help="the index's primary shards (default: the server's)")
+    parser.add_argument("--replicas", type=int, help="the index's replicas (default: the server's)")
+    parser.add_argument("--keep", action="store_true", help="keep the indices at the end")
     parser.add_argument("--states", nargs="+", choices=["written", "merged"], default=["written", "merged"],
                         help="search the index as written, after the force-merge to one segment, or both")
     parser.add_argument("--url", help="an Elasticsearch to use instead of starting one")
@@ -327,7 +451,11 @@ def main(argv=None) -> int:
         path = Path(path)
         sets.append(from_store(name, path / "index.sqlite3" if path.is_dir() else path))
     if args.synthetic:
-        sets.append(synthetic(args.synthetic, args.queries))
+        # mixed in: the photos count towards the N documents
+        real_docs = sum(len(d.vectors) for d in sets) if args.mix else 0
+        sets.append(synthetic(args.synthetic - real_docs, args.queries))
+    if args.mix:
+        sets = [mixed(sets, args.real_queries)]
     node = None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # so that `finally` stops the node
     if args.url is None:
@@ -345,15 +473,22 @@ def main(argv=None) -> int:
               "simd": None if node is None else "vector incubator API enabled" in node.log.read_text(errors="replace")})
         with tempfile.TemporaryDirectory(prefix="lookalike-esbench-") as tmp:
             for data in sets:
-                docs = documents(data)
+                if args.exact == "numpy":
+                    truth = exact_numpy(data)
+                    emit({"row": "exact", "set": data.name, "documents": len(data.vectors),
+                          "queries": len(data.queries), "upsert_docs_per_s": None, **structure(data, truth[1])})
+                    for index_type in args.types:
+                        run_type(url, client, index_type, data, None, truth, args, emit)
+                    continue
                 with EmbeddedStore(Path(tmp) / f"{data.name}.sqlite3") as embedded:
-                    rate = upsert_all(embedded, docs, args.batch)
+                    rate = upsert_all(embedded, data, args.batch)
                     embedded.knn(data.queries[0], descriptor=data.descriptor, limit=10)   # load its vectors
                     truth = exact(embedded, data)
-                    emit({"row": "exact", "set": data.name, "documents": len(docs), "queries": len(data.queries),
-                          "upsert_docs_per_s": round(rate), "batch": args.batch, **structure(data, truth[1])})
+                    emit({"row": "exact", "set": data.name, "documents": len(data.vectors),
+                          "queries": len(data.queries), "upsert_docs_per_s": round(rate), "batch": args.batch,
+                          **structure(data, truth[1])})
                     for index_type in args.types:
-                        run_type(url, client, index_type, data, docs, embedded, truth, args, emit)
+                        run_type(url, client, index_type, data, embedded, truth, args, emit)
         if args.table:
             args.table.write_text(tables(rows) + "\n")
         if not args.json:

@@ -106,3 +106,17 @@ def test_elastic_benchmark_small_synthetic_set(es_url, fast_env):
     from elasticsearch import Elasticsearch
     with Elasticsearch(es_url) as client:
         assert not client.indices.get(index="esbench-*", expand_wildcards="all")
+
+
+def test_elastic_writes_benchmark_compares_both_paths_on_the_same_documents(es_url, fast_env):
+    rows = run_all(fast_env, "benchmarks.elastic_writes", "--url", es_url, "--documents", "1200", "--round", "600",
+                   "--batch", "1200", "--replicas", "0")
+    sides = {row["side"]: row for row in rows if row["row"] == "side"}
+    for side in ("before", "now"):       # every document once, each found by its own vector
+        assert sides[side]["count"] == 1200 and sides[side]["found_by_own_vector"] == "200/200"
+        assert sides[side]["docs_per_s"] > 0
+    result = next(row for row in rows if row["row"] == "result")
+    assert result["vectors_read_back_exactly"] == "200/200" and result["speedup"] > 0
+    from elasticsearch import Elasticsearch
+    with Elasticsearch(es_url) as client:
+        assert not client.indices.get(index="eswrites-*", expand_wildcards="all")

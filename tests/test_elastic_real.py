@@ -180,6 +180,11 @@ def test_writes_are_visible_at_once_also_on_a_search_idle_shard(new_store):
     time.sleep(3)
     assert store.delete(["d00104"]) == 1
     assert store.get("d00104") is None and store.count() == 5
+    # a write of several bulk requests (sent at once, then one refresh) is searchable when it returns too
+    time.sleep(3)
+    assert store.upsert(docs(unit_vectors(1_200, 8, seed=8), start=1_000)) == 1_200
+    assert store.count() == 1_205
+    assert {h.document.id for h in store.keyword("photo_2199").hits} == {"d02199"}
 
 
 def test_two_indexers_creating_the_store_at_the_same_moment(new_store):

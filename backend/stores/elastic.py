@@ -13,8 +13,11 @@ Layout (docs/elasticsearch.md has the reasoning and the documentation each choic
   the same words, and the mapping needs nothing outside the server itself (docs/elasticsearch.md).
 - Reads go to the alias; which physical index and descriptor it holds is remembered and read again only
   when a response comes from another index (someone promoted a rebuild) or the index is gone.
-- Writes wait for a refresh (refresh=wait_for): when upsert or delete returns, the change is searchable.
+- When upsert or delete returns, the change is searchable: one bulk request waits for the refresh
+  (refresh=wait_for); a larger write goes in requests of WRITE_CHUNK, WRITERS at a time, then one refresh.
   Documents the cluster rejects for load (429) are retried with backoff; other rejections raise.
+- Vectors go out as float32: the store's client (orjson) writes each value in the fewest digits that read
+  back as the same float32, about half the JSON (and of the stored _source) of Python's 17-digit floats.
 - Every call that cannot reach the cluster, or that it does not answer within LOOKALIKE_ES_TIMEOUT, raises
   StoreUnavailable (the API answers 503); nothing remembers the failure, so the next call after the
   cluster is back simply works.
@@ -27,6 +30,7 @@ import base64
 import hashlib
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -35,6 +39,7 @@ import numpy as np
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
+from elasticsearch.serializer import OrjsonSerializer
 
 from .base import (ELASTICSEARCH, FACETS, SORTS, DescriptorMismatch, Document, Entry, Hit, NearLink, Page, Store,
                    StoreError, StoreUnavailable, check_vectors, normalise_tags, search_words)
@@ -46,6 +51,8 @@ SCHEMA = 2                        # bump when the mapping changes incompatibly: 
 # (ADDED_PROPERTIES).
 REVISION = 2
 VECTOR = "vector"
+WRITE_CHUNK = 500                 # documents per bulk request
+WRITERS = 4                       # bulk requests of one upsert in flight at once
 MAX_WINDOW = 10_000               # index.max_result_window, and the ceiling for k and num_candidates
 META_FIELDS = ["filename", "path", "tags", "width", "height", "bytes", "content_hash", "descriptor",
                "indexed_at", "modified_at"]
@@ -122,10 +129,12 @@ ADDED_PROPERTIES: dict[str, dict[str, Any]] = {
 
 
 def document_source(doc: Document) -> dict:
-    """The JSON stored for a document (its id is the Elasticsearch _id)."""
+    """The document as sent (its id is the Elasticsearch _id). The vector stays a float32 array: the
+    store's client (orjson) writes each value with the fewest digits that read back as the same float32."""
     tags = normalise_tags(doc.tags)
     camera = doc.camera
-    return {VECTOR: np.asarray(doc.vector, dtype=np.float32).tolist(), "filename": doc.filename,
+    vector = np.ascontiguousarray(doc.vector, dtype=np.float32)
+    return {VECTOR: vector, "filename": doc.filename,
             "filename_words": " ".join(search_words(doc.filename)), "path": doc.path, "tags": tags,
             "tag_words": [" ".join(search_words(tag)) for tag in tags], "width": int(doc.width),
             "height": int(doc.height), "bytes": int(doc.bytes), "content_hash": doc.content_hash,
@@ -281,12 +290,14 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
+def _stored_vector(hit: dict) -> np.ndarray | None:
+    values = (hit.get("fields") or {}).get(VECTOR)
+    return None if values is None else np.asarray(values, dtype=np.float32).reshape(-1)
+
+
 def _hit_document(hit: dict, vector: bool = False) -> Document:
     src = hit["_source"]
-    vec = None
-    if vector:
-        values = (hit.get("fields") or {}).get(VECTOR)
-        vec = None if values is None else np.asarray(values, dtype=np.float32).reshape(-1)
+    vec = _stored_vector(hit) if vector else None
     return Document(id=hit["_id"], vector=vec, filename=src["filename"], path=src["path"],
                     tags=list(src.get("tags") or []), width=src["width"], height=src["height"],
                     bytes=src["bytes"], content_hash=src["content_hash"], descriptor=src["descriptor"],
@@ -357,7 +368,7 @@ class ElasticStore(Store):
         try:
             client = Elasticsearch(
                 settings.store, request_timeout=settings.es_timeout, api_key=settings.es_api_key,
-                ca_certs=settings.es_ca_certs,
+                ca_certs=settings.es_ca_certs, serializer=OrjsonSerializer(),
                 # Immediate retries for a node that answered "unavailable" or dropped the connection;
                 # bulk writes add their own retries with backoff (upsert).
                 max_retries=3, retry_on_status=(502, 503, 504), retry_on_timeout=False)
@@ -567,19 +578,35 @@ class ElasticStore(Store):
             f"{self.alias} holds {bound} vectors; these are {descriptor} (rebuild into a new index and "
             "promote it: docs/elasticsearch.md, 'Changing the descriptor')")
 
-    def _bulk(self, actions: Iterable[dict], what: str, chunk_size: int, ignore_status=()) -> list[dict]:
-        """Send actions in chunks; items the cluster rejected for load (429) are retried with backoff by the
-        client. Returns the items that succeeded; raises for any that still failed."""
+    def _bulk(self, index: str, actions: Sequence[dict], what: str, chunk_size: int,
+              ignore_status=()) -> list[dict]:
+        """Send actions in bulk requests of chunk_size. One request waits for the refresh that makes it
+        searchable (refresh=wait_for: no segment of its own). Several go up to WRITERS at once without
+        waiting, then one refresh makes them all searchable: a large upsert makes one set of segments,
+        not one per second of writing (fewer segments to merge, each merge rebuilding HNSW graphs). Either
+        way, when this returns the writes are searchable. Items the cluster rejected for load (429) are
+        retried with backoff by the client. Returns the items that succeeded; raises for any that still
+        failed."""
+        chunks = [actions[start:start + chunk_size] for start in range(0, len(actions), chunk_size)]
+
+        def send(chunk: Sequence[dict]) -> list[tuple[bool, dict]]:
+            return list(helpers.streaming_bulk(
+                self._client, chunk, chunk_size=chunk_size, max_retries=8, initial_backoff=0.5,
+                max_backoff=10, retry_on_status=_UNAVAILABLE, raise_on_error=False, ignore_status=ignore_status,
+                refresh="wait_for" if len(chunks) == 1 else False, request_timeout=self.timeout))
+
         done: list[dict] = []
         failed: list[dict] = []
         with self._call(what):
-            for ok, item in helpers.streaming_bulk(
-                    self._client, actions, chunk_size=chunk_size, max_retries=8, initial_backoff=0.5,
-                    max_backoff=10, retry_on_status=_UNAVAILABLE, raise_on_error=False, ignore_status=ignore_status,
-                    refresh="wait_for", request_timeout=self.timeout):
-                result: dict = next(iter(item.values()), {})
-                status = result.get("status")
-                (done if ok or status in ignore_status else failed).append(item)
+            if len(chunks) > 1:
+                with ThreadPoolExecutor(min(WRITERS, len(chunks)), thread_name_prefix="bulk") as pool:
+                    sent = [item for part in pool.map(send, chunks) for item in part]
+                self._client.options(request_timeout=self.timeout).indices.refresh(index=index)
+            else:
+                sent = send(actions)
+        for ok, item in sent:
+            result: dict = next(iter(item.values()), {})
+            (done if ok or result.get("status") in ignore_status else failed).append(item)
         if failed:
             first: dict = next(iter(failed[0].values()), {})
             error = first.get("error") or {}
@@ -601,17 +628,18 @@ class ElasticStore(Store):
                 raise DescriptorMismatch(f"one batch holds {first.descriptor} and {doc.descriptor} vectors")
         check_vectors(documents)   # so every vector is there
         name = self._write_target(first.descriptor, np.asarray(first.vector).shape[0])
-        actions = ({"_op_type": "index", "_index": name, "_id": doc.id, "_source": document_source(doc)}
-                   for doc in documents)
-        return len(self._bulk(actions, f"write {len(documents)} documents", chunk_size=500))
+        actions = [{"_op_type": "index", "_index": name, "_id": doc.id, "_source": document_source(doc)}
+                   for doc in documents]
+        return len(self._bulk(name, actions, f"write {len(documents)} documents", chunk_size=WRITE_CHUNK))
 
     def delete(self, doc_ids: Iterable[str]) -> int:
         doc_ids = list(dict.fromkeys(doc_ids))
         target = self._target(fresh=True) if doc_ids else None
         if target is None:
             return 0
-        actions = ({"_op_type": "delete", "_index": target[0], "_id": doc_id} for doc_id in doc_ids)
-        done = self._bulk(actions, f"delete {len(doc_ids)} documents", chunk_size=1000, ignore_status=(404,))
+        actions = [{"_op_type": "delete", "_index": target[0], "_id": doc_id} for doc_id in doc_ids]
+        done = self._bulk(target[0], actions, f"delete {len(doc_ids)} documents", chunk_size=1000,
+                          ignore_status=(404,))
         return sum(item.get("delete", {}).get("result") == "deleted" for item in done)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -796,9 +824,9 @@ class ElasticStore(Store):
         out: dict[str, np.ndarray] = {}
         for start in range(0, len(keys), 500):
             for hit in self._search(what, **body(keys[start:start + 500]))["hits"]["hits"]:
-                values = (hit.get("fields") or {}).get(VECTOR)
-                if values is not None:
-                    out[key_of(hit)] = np.asarray(values, dtype=np.float32).reshape(-1)
+                vector = _stored_vector(hit)
+                if vector is not None:
+                    out[key_of(hit)] = vector
         return out
 
     def tag_counts(self, limit: int = 50) -> list[tuple[str, int]]:
