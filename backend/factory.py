@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .classifier import Classifier
 from .config import Settings
 from .features import FeatureExtractor
 from .imaging import Limits
@@ -56,7 +57,9 @@ def open_engine(settings: Settings, *, store: Store | None = None, extractor: Fe
     query_cache = QueryVectorCache(settings.query_cache_dir) if share_query_vectors else None
     service = SearchService(store, extractor if extractor is not None else build, limits, query_cache)
     # The indexer shares the service's model: one per process.
-    indexer = Indexer(store, lambda: service.extractor, limits, settings.batch_size)
+    indexer = Indexer(store, lambda: service.extractor, limits, settings.batch_size,
+                      classifier=(lambda: Classifier("lite0", service.extractor.precision, settings.model_cache))
+                      if settings.labels else None)
     uploads = Uploads(indexer, settings.uploads_dir, settings.thumbnails_dir, image_size=settings.image_size,
                       thumbnail_size=settings.thumbnail_size)
     return Engine(settings, store, service, indexer, uploads)

@@ -9,6 +9,7 @@ its content hash), the thumbnail cache, and the clean-up when a document is dele
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import unicodedata
 from collections import deque
@@ -21,14 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from . import duplicates, imaging, near_duplicates
+from .classifier import Classifier
 from .features import FeatureExtractor
 from .filelock import write_atomically
 from .imaging import Decoded, ImageError, Limits, one_picture, read_file, thumbnail_jpeg
+from .labels import top_labels
 from .search import FileMissing
-from .stores.base import (Document, Entry, InvalidVector, Store, StoreError, check_vectors, document_id,
+from .stores.base import (Document, Entry, InvalidVector, Label, Store, StoreError, check_vectors, document_id,
                           normalise_tags)
 
 MAX_FILENAME_LENGTH = 255
+log = logging.getLogger("lookalike.labels")
 _EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp",
                "TIFF": ".tif", "HEIF": ".heic", "AVIF": ".avif"}
 
@@ -74,18 +78,22 @@ class _Loaded:
     pixels: np.ndarray          # prepared model input
     signature: bytes            # near_duplicates.signature: what decides whether two pictures are the same
     filename: str | None = None  # the document's file name when not the file's own (an upload's)
+    label_pixels: np.ndarray | None = None   # the classifier's input, from the same decoded picture
 
 
 class Indexer:
-    """Writes documents for files into a store. The extractor is built only when a file needs it."""
+    """Writes documents for files into a store. The extractor is built only when a file needs it, and so
+    is the classifier of content labels (None: no labels; documents indexed so keep what they had)."""
 
     def __init__(self, store: Store, extractor: FeatureExtractor | Callable[[], FeatureExtractor],
-                 limits: Limits = Limits(), batch_size: int = 16, decode_threads: int = 2):
+                 limits: Limits = Limits(), batch_size: int = 16, decode_threads: int = 2,
+                 classifier: Classifier | Callable[[], Classifier] | None = None):
         self.store = store
         self._extractor = extractor
         self.limits = limits
         self.batch_size = batch_size
         self.decode_threads = decode_threads
+        self._classifier = classifier
 
     @property
     def extractor(self) -> FeatureExtractor:
@@ -93,16 +101,31 @@ class Indexer:
             self._extractor = self._extractor()
         return self._extractor
 
+    @property
+    def labels(self) -> bool:
+        """Whether pictures are given content labels."""
+        return self._classifier is not None
+
+    @property
+    def classifier(self) -> Classifier | None:
+        if callable(self._classifier) and not isinstance(self._classifier, Classifier):
+            self._classifier = self._classifier()
+        return self._classifier
+
     def plan(self, files: Iterable[FileToIndex], keep_tags: bool = False) -> tuple[
             list[FileToIndex], list[tuple[FileToIndex, Entry]], int, dict[str, Entry]]:
-        """Split files into (to index, metadata-only updates, unchanged count, known entries by id)."""
+        """Split files into (to index, metadata-only updates, unchanged count, known entries by id). A file
+        indexed without content labels is indexed again when labels are on: its vector is found by its
+        content hash and reused (no VGG16 call), the picture is decoded for the classifier."""
         known = {entry.id: entry for entry in self.store.entries()}
         todo, retag, unchanged = [], [], 0
         for item in files:
             entry = known.get(item.id)
             if entry and keep_tags:
                 item = replace(item, tags=entry.tags)
-            if entry and entry.bytes == item.bytes and entry.modified_at == item.modified_at:
+            if entry and self.labels and not entry.labelled:
+                todo.append(item)
+            elif entry and entry.bytes == item.bytes and entry.modified_at == item.modified_at:
                 if normalise_tags(item.tags) == normalise_tags(entry.tags):
                     unchanged += 1
                 else:
@@ -199,10 +222,11 @@ class Indexer:
 
     def _prepared(self, item: FileToIndex, data: bytes, decoded: Decoded, filename: str | None = None) -> _Loaded:
         """A decoded picture made ready for the model; any failure is its ImageError."""
-        extractor = self.extractor
+        extractor, classifier = self.extractor, self.classifier
         with one_picture(str(item.path)):
             return _Loaded(item, hashlib.sha256(data).hexdigest(), decoded.width, decoded.height,
-                           extractor.prepare(decoded.image), near_duplicates.signature(decoded.image), filename)
+                           extractor.prepare(decoded.image), near_duplicates.signature(decoded.image), filename,
+                           None if classifier is None else classifier.prepare(decoded.image))
 
     def _try_load(self, item: FileToIndex) -> _Loaded | tuple[str, str]:
         try:
@@ -214,7 +238,8 @@ class Indexer:
         """Decoded batches, decoding a few batches ahead of the consumer in worker threads."""
         if not todo:
             return
-        self.extractor  # build the model before the threads start
+        self.extractor  # build the models before the threads start
+        self.classifier
         with ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode") as pool:
             # a bounded window of decodes in flight keeps memory flat on huge folders
             window = self.batch_size * 4
@@ -240,13 +265,14 @@ class Indexer:
         reuse = self.store.find_by_hash([b.content_hash for b in batch])
         need = [b for b in batch if b.content_hash not in reuse]
         vectors = self._embed(need, summary)
+        labels = self._classify(batch)
         descriptor = self.extractor.descriptor_id
         now = time.time()
         docs = [Document(id=b.item.id, vector=reuse.get(b.content_hash, vectors.get(id(b))),
                          filename=b.filename or b.item.path.name, path=str(b.item.path), tags=list(b.item.tags),
                          width=b.width, height=b.height, bytes=b.item.bytes, content_hash=b.content_hash,
                          descriptor=descriptor, indexed_at=now, modified_at=b.item.modified_at,
-                         signature=b.signature)
+                         signature=b.signature, labels=labels.get(id(b)))
                 for b in batch if b.content_hash in reuse or id(b) in vectors]
         docs = [doc for doc in docs if self._usable(doc, summary)]
         duplicates.link(self.store, docs)
@@ -268,6 +294,20 @@ class Indexer:
         for loaded in need:
             vectors.update(self._embed([loaded], summary))
         return vectors
+
+    def _classify(self, batch: list[_Loaded]) -> dict[int, list[Label]]:
+        """Content labels by id(loaded); none when labels are off. A classifier that fails leaves the batch
+        unlabelled (documents are written; the next run labels them), as labels are not the index's core."""
+        classifier = self.classifier
+        if classifier is None:
+            return {}
+        try:
+            probabilities = classifier.probabilities([b.label_pixels for b in batch], self.batch_size)
+        except Exception as exc:  # noqa: BLE001 -- whatever the classifier raised, the descriptors are stored
+            log.warning("content labels failed for a batch of %d pictures (%s); the next run adds them",
+                        len(batch), exc)
+            return {}
+        return {id(b): top_labels(p) for b, p in zip(batch, probabilities)}
 
     @staticmethod
     def _usable(doc: Document, summary: Summary) -> bool:

@@ -85,6 +85,13 @@ class NearLink:
     id: str
     content_hash: str
     score: float
+class Label:
+    """A content label: an ImageNet class name (backend/labels.py) and the classifier's confidence in it."""
+    name: str
+    confidence: float
+
+    def as_json(self) -> dict:
+        return {"label": self.name, "confidence": round(self.confidence, 4)}
 
 
 @dataclass
@@ -103,19 +110,23 @@ class Document:
     modified_at: float = 0.0        # the file's mtime when indexed; lets the indexer skip unchanged files
     near: list[NearLink] | None = None   # near-duplicate links to earlier documents; None: never linked
     signature: builtins.bytes | None = None   # the picture's layout (near_duplicates.signature); None: not computed
+    # Content labels, most confident first; None: not classified yet (the next `index` run labels it)
+    labels: list[Label] | None = None
 
     def metadata(self) -> dict:
         """Everything but the vector, JSON-ready."""
         return {"id": self.id, "filename": self.filename, "path": self.path, "tags": list(self.tags),
                 "width": self.width, "height": self.height, "bytes": self.bytes,
                 "content_hash": self.content_hash, "descriptor": self.descriptor,
-                "indexed_at": self.indexed_at, "modified_at": self.modified_at}
+                "indexed_at": self.indexed_at, "modified_at": self.modified_at,
+                "labels": None if self.labels is None else [label.as_json() for label in self.labels]}
 
 
 @dataclass
 class Hit:
     document: Document              # vector not loaded
     score: float                    # kNN: cosine similarity in [-1, 1]; keyword: the engine's relevance
+    label: Label | None = None      # keyword: the content label the words matched (no file name or tag did)
 
 
 @dataclass
@@ -134,6 +145,7 @@ class Entry:
     modified_at: float
     tags: tuple[str, ...] = field(default_factory=tuple)
     linked: bool = True             # False: indexed before near-duplicate links were kept (the next run links it)
+    labelled: bool = True           # False: indexed without content labels (the next run adds them)
 
 
 class Store(ABC):
@@ -179,7 +191,9 @@ class Store(ABC):
     @abstractmethod
     def keyword(self, text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 10) -> Page:
         """Documents whose file name or tags match the words (case-insensitive; a word matches whole
-        words and word prefixes), best first. Empty text with tags lists the tagged documents."""
+        words and word prefixes), best first; then those with a content label the words name (the label
+        or a broader word for it, labels.terms), most confident first, each Hit naming its label and
+        scored by its confidence. Empty text with tags lists the tagged documents."""
 
     @abstractmethod
     def count(self) -> int: ...

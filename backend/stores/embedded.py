@@ -23,7 +23,9 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .base import (EMBEDDED, DescriptorMismatch, Document, Entry, Hit, NearLink, Page, Store, StoreUnavailable,
+from ..labels import label_terms, matching_label, query_term
+from .base import (EMBEDDED, DescriptorMismatch, Document, Entry, Hit, Label, NearLink, Page, Store,
+                   StoreUnavailable,
                    check_vectors, normalise_tags, search_words)
 from .matrix import ReadOnlyDatabase, SharedVectors, decode_meta, encode_meta
 
@@ -45,7 +47,8 @@ CREATE TABLE IF NOT EXISTS docs (
     modified_at REAL NOT NULL,
     vector BLOB NOT NULL,             -- float32, little-endian
     linked INTEGER NOT NULL DEFAULT 0, -- 1: its near links (near_links) were computed
-    signature BLOB                    -- near_duplicates.signature of the picture
+    signature BLOB,                   -- near_duplicates.signature of the picture
+    labels TEXT                       -- JSON [[label, confidence], ...], NULL until classified
 );
 CREATE INDEX IF NOT EXISTS docs_seq ON docs(seq);
 CREATE INDEX IF NOT EXISTS docs_hash ON docs(content_hash);
@@ -60,8 +63,15 @@ CREATE TABLE IF NOT EXISTS near_links (rowid INTEGER NOT NULL, other TEXT NOT NU
 CREATE INDEX IF NOT EXISTS near_links_other ON near_links(other);
 CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(filename, tags, tokenize='unicode61 remove_diacritics 2');
 """
+# Each term of a document's content labels (labels.label_terms), with its best confidence. A store written
+# before content labels gets this table and the `labels` column when it is opened.
+_LABEL_TERMS = """
+CREATE TABLE IF NOT EXISTS doc_label_terms (term TEXT NOT NULL, rowid INTEGER NOT NULL, confidence REAL NOT NULL,
+    PRIMARY KEY (term, rowid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS doc_label_terms_rowid ON doc_label_terms(rowid);
+"""
 _META_COLUMNS = "rowid, id, filename, path, tags, width, height, bytes, content_hash, descriptor, " \
-                "indexed_at, modified_at, linked, signature"
+                "indexed_at, modified_at, linked, signature, labels"
 # What a database made by an earlier version lacks, and the statements that add it (run once, on opening).
 _MIGRATIONS = (
     ("SELECT 1 FROM pragma_table_info('docs') WHERE name='linked'",
@@ -70,6 +80,8 @@ _MIGRATIONS = (
      "ALTER TABLE docs ADD COLUMN signature BLOB"),
     ("SELECT 1 FROM sqlite_master WHERE name='near_links'",
      _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS near_links"):_SCHEMA.index("CREATE VIRTUAL TABLE")]),
+    ("SELECT 1 FROM pragma_table_info('docs') WHERE name='labels'", "ALTER TABLE docs ADD COLUMN labels TEXT"),
+    ("SELECT 1 FROM sqlite_master WHERE name='doc_label_terms'", _LABEL_TERMS),
 )
 log = logging.getLogger(__name__)
 
@@ -204,7 +216,7 @@ class EmbeddedStore(Store):
                                          snapshot_min_rows, self._lock)
             if not self._has_schema():
                 with self._write():
-                    for statement in _SCHEMA.split(";"):
+                    for statement in (_SCHEMA + _LABEL_TERMS).split(";"):
                         if statement.strip():
                             self._db.execute(statement)
             self._migrate()
@@ -283,23 +295,26 @@ class EmbeddedStore(Store):
                 tags = normalise_tags(doc.tags)
                 vector = np.ascontiguousarray(doc.vector, dtype="<f4").tobytes()
                 row = self._db.execute("SELECT rowid FROM docs WHERE id=?", (doc.id,)).fetchone()
+                labels = None if doc.labels is None else json.dumps(
+                    [[label.name, label.confidence] for label in doc.labels], ensure_ascii=False)
                 values = (seq, doc.filename, doc.path, json.dumps(tags, ensure_ascii=False), doc.width,
                           doc.height, doc.bytes, doc.content_hash, doc.descriptor, doc.indexed_at,
-                          doc.modified_at, vector, int(doc.near is not None), doc.signature)
+                          doc.modified_at, vector, int(doc.near is not None), doc.signature, labels)
                 if row:
                     rowid = row[0]
                     self._db.execute(
                         "UPDATE docs SET seq=?, filename=?, path=?, tags=?, width=?, height=?, bytes=?, "
                         "content_hash=?, descriptor=?, indexed_at=?, modified_at=?, vector=?, linked=?, "
-                        "signature=? WHERE rowid=?", values + (rowid,))
+                        "signature=?, labels=? WHERE rowid=?", values + (rowid,))
                     self._db.execute("DELETE FROM doc_tags WHERE rowid=?", (rowid,))
                     self._db.execute("DELETE FROM docs_fts WHERE rowid=?", (rowid,))
                     self._db.execute("DELETE FROM near_links WHERE rowid=?", (rowid,))
+                    self._db.execute("DELETE FROM doc_label_terms WHERE rowid=?", (rowid,))
                 else:
                     rowid = self._db.execute(
                         "INSERT INTO docs(id, seq, filename, path, tags, width, height, bytes, content_hash, "
-                        "descriptor, indexed_at, modified_at, vector, linked, signature) "
-                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "descriptor, indexed_at, modified_at, vector, linked, signature, labels) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (doc.id,) + values).lastrowid
                     self._db.execute("DELETE FROM removed WHERE rowid=?", (rowid,))
                 self._db.executemany("INSERT OR REPLACE INTO near_links(rowid, other, other_hash, score) "
@@ -307,6 +322,8 @@ class EmbeddedStore(Store):
                                      [(rowid, link.id, link.content_hash, float(link.score))
                                       for link in doc.near or () if link.id != doc.id])
                 self._db.executemany("INSERT INTO doc_tags(tag, rowid) VALUES (?, ?)", [(t, rowid) for t in tags])
+                self._db.executemany("INSERT INTO doc_label_terms(term, rowid, confidence) VALUES (?, ?, ?)",
+                                     [(term, rowid, c) for term, c in label_terms(doc.labels).items()])
                 self._db.execute("INSERT INTO docs_fts(rowid, filename, tags) VALUES (?, ?, ?)",
                                  (rowid, " ".join(search_words(doc.filename)), " ".join(search_words(" ".join(tags)))))
         return len(documents)
@@ -328,6 +345,7 @@ class EmbeddedStore(Store):
                 self._db.execute("DELETE FROM doc_tags WHERE rowid=?", (rowid,))
                 self._db.execute("DELETE FROM docs_fts WHERE rowid=?", (rowid,))
                 self._db.execute("DELETE FROM near_links WHERE rowid=?", (rowid,))
+                self._db.execute("DELETE FROM doc_label_terms WHERE rowid=?", (rowid,))
                 self._db.execute("INSERT OR REPLACE INTO removed(rowid, seq) VALUES (?, ?)", (rowid, seq))
                 removed += 1
         return removed
@@ -337,12 +355,13 @@ class EmbeddedStore(Store):
     def _row_to_document(self, row, vector: bytes | None = None,
                          links: dict[int, list[NearLink]] | None = None) -> Document:
         (rowid, doc_id, filename, path, tags, width, height, size, content_hash, descriptor,
-         indexed_at, modified_at, linked, signature) = row
+         indexed_at, modified_at, linked, signature, labels) = row
         return Document(id=doc_id, vector=None if vector is None else np.frombuffer(vector, dtype="<f4").copy(),
                         filename=filename, path=path, tags=json.loads(tags), width=width, height=height,
                         bytes=size, content_hash=content_hash, descriptor=descriptor,
                         indexed_at=indexed_at, modified_at=modified_at,
-                        near=(links or {}).get(rowid, []) if linked else None, signature=signature)
+                        near=(links or {}).get(rowid, []) if linked else None, signature=signature,
+                        labels=None if labels is None else [Label(n, c) for n, c in json.loads(labels)])
 
     def _links(self, rowids: Sequence[int]) -> dict[int, list[NearLink]]:
         """The near links from these rows, best first (called under the lock)."""
@@ -520,20 +539,29 @@ class EmbeddedStore(Store):
             if words:
                 match = " AND ".join(f'"{w}"*' for w in words)  # every word, as a word or a prefix
                 base = f"FROM docs_fts f JOIN docs d ON d.rowid = f.rowid WHERE docs_fts MATCH ?{tag_filter}"
-                total = self._db.execute(f"SELECT count(*) {base}", [match, *params]).fetchone()[0]
+                # then documents whose label terms hold the words (labels.py), that no name or tag matched
+                labelled = (f"FROM doc_label_terms t JOIN docs d ON d.rowid = t.rowid WHERE t.term = ?{tag_filter} "
+                            "AND d.rowid NOT IN (SELECT rowid FROM docs_fts WHERE docs_fts MATCH ?)")
+                label_params = [query_term(text), *params, match]
+                total = self._db.execute(f"SELECT (SELECT count(*) {base}) + (SELECT count(*) {labelled})",
+                                         [match, *params, *label_params]).fetchone()[0]
                 rows = self._db.execute(
-                    f"SELECT d.rowid, bm25(docs_fts, 2.0, 1.0) {base} ORDER BY 2, d.filename LIMIT ? OFFSET ?",
-                    [match, *params, limit, offset]).fetchall()
+                    f"SELECT rowid, part, score FROM (SELECT d.rowid, 0 AS part, bm25(docs_fts, 2.0, 1.0) AS score, "
+                    f"d.filename AS filename, d.id AS id {base} UNION ALL SELECT d.rowid, 1, -t.confidence, "
+                    f"d.filename, d.id {labelled}) ORDER BY part, score, filename, id LIMIT ? OFFSET ?",
+                    [match, *params, *label_params, limit, offset]).fetchall()
             elif tags:
                 base = f"FROM docs d WHERE 1{tag_filter}"
                 total = self._db.execute(f"SELECT count(*) {base}", params).fetchone()[0]
-                rows = self._db.execute(f"SELECT d.rowid, 0 {base} ORDER BY d.filename, d.id LIMIT ? OFFSET ?",
+                rows = self._db.execute(f"SELECT d.rowid, 0, 0 {base} ORDER BY d.filename, d.id LIMIT ? OFFSET ?",
                                         [*params, limit, offset]).fetchall()
             else:
                 return Page([], 0)
         docs = self._documents_by_rowid([r[0] for r in rows])
-        # bm25() is lower-is-better and negative; report a positive relevance.
-        return Page([Hit(docs[r[0]], float(-r[1])) for r in rows if r[0] in docs], total)
+        # bm25() is lower-is-better and negative, and so is a label's confidence here: report them positive
+        term = query_term(text)
+        return Page([Hit(docs[rowid], float(-score), matching_label(docs[rowid].labels, term) if part else None)
+                     for rowid, part, score in rows if rowid in docs], total)
 
     @_translated
     def count(self) -> int:
@@ -543,10 +571,11 @@ class EmbeddedStore(Store):
     @_translated_iterator
     def entries(self) -> Iterator[Entry]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, path, content_hash, bytes, modified_at, tags, linked FROM docs").fetchall()
-        for doc_id, path, content_hash, size, modified_at, tags, linked in rows:
-            yield Entry(doc_id, path, content_hash, size, modified_at, tuple(json.loads(tags)), bool(linked))
+            rows = self._db.execute("SELECT id, path, content_hash, bytes, modified_at, tags, linked, "
+                                    "labels IS NOT NULL FROM docs").fetchall()
+        for doc_id, path, content_hash, size, modified_at, tags, linked, labelled in rows:
+            yield Entry(doc_id, path, content_hash, size, modified_at, tuple(json.loads(tags)), bool(linked),
+                        bool(labelled))
 
     @_translated
     def find_by_hash(self, content_hashes):
