@@ -85,6 +85,9 @@ class NearLink:
     id: str
     content_hash: str
     score: float
+
+
+@dataclass(frozen=True)
 class Label:
     """A content label: an ImageNet class name (backend/labels.py) and the classifier's confidence in it."""
     name: str
