@@ -385,6 +385,17 @@ class Uploads:
             write_atomically(cached, thumbnail_jpeg(picture, size))
         return cached, tag
 
+    def set_tags(self, doc: Document, tags: Iterable[str]) -> Document | None:
+        """Replace a document's tags, keeping its vector and labels (a file indexed from a folder keeps them
+        until an `index` run given tag options decides its tags again); None if it is gone."""
+        stored = self.store.get(doc.id, with_vector=True)
+        if stored is None:      # removed a moment ago
+            return None
+        stored.tags = normalise_tags(tags)
+        self.store.upsert([stored])
+        stored.vector = None
+        return stored
+
     def delete(self, doc: Document) -> None:
         """Remove a document, its thumbnails, and its file when it is an upload (files indexed from the
         user's folders are left alone)."""

@@ -7,6 +7,7 @@ import {el, pasteKey, touch} from "./dom.js";
 import {hideDuplicates, initDuplicates, showDuplicates} from "./duplicates.js";
 import {clearResults, followWidth, renderCardMarks, renderResults} from "./grid.js";
 import {initPictureInput} from "./input.js";
+import {showLabels} from "./labels.js";
 import {IMAGE_TYPES} from "./messages.js";
 import {PAGE, keepSnapshot, nameQuery, navigate, noMarks, refineQuery, restore, setMarks, start, state,
         toggledMarks} from "./state.js";
@@ -37,6 +38,7 @@ function show() {
   closeCropper();
   document.title = query.kind === "none" ? "lookalike: image search" : `${describe(query)} · lookalike`;
   renderQuery(query);
+  showLabels(query.kind === "similar" ? query.id : null);
   renderTrail(state.trail, query, go);
   renderChipsSelection(query.tags);
   search();

@@ -9,7 +9,8 @@ export const el = {
   status: $("status"), grid: $("grid"), more: $("more"), marksBar: $("marks"), marksText: $("marks-text"),
   refine: $("refine"), clearMarks: $("clear-marks"), cropOpen: $("crop-open"), cropWhole: $("crop-whole"),
   cropper: $("cropper"), cropStage: $("crop-stage"), cropImage: $("crop-image"), cropBox: $("crop-box"),
-  cropCancel: $("crop-cancel"),
+  cropCancel: $("crop-cancel"), labelsBox: $("labels-box"), labelsList: $("labels-list"),
+  labelsNote: $("labels-note"),
 };
 
 export const pasteKey = /Mac|iPhone|iPad/.test(navigator.platform) ? "⌘V" : "Ctrl+V";

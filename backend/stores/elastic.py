@@ -36,27 +36,19 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
 
-<<<<<<< HEAD
-from .base import (ELASTICSEARCH, DescriptorMismatch, Document, Entry, Hit, NearLink, Page, Store, StoreError,
-=======
 from ..labels import matching_label, query_term, terms_of
-from .base import (ELASTICSEARCH, DescriptorMismatch, Document, Entry, Hit, Label, Page, Store, StoreError,
->>>>>>> 1a9f4dc (elasticsearch store: content labels as nested objects (label, confidence, terms), found after names and tags by the confidence of the best matching label; contract tests for labels on both stores)
+from .base import (ELASTICSEARCH, DescriptorMismatch, Document, Entry, Hit, Label, NearLink, Page, Store, StoreError,
                    StoreUnavailable, check_vectors, normalise_tags, search_words)
 
 SCHEMA = 2                        # bump when the mapping changes incompatibly: the index name carries it
 # Bump when fields are added to the mapping: an index of an older revision gets them (put mapping) when opened,
-# and its documents get values on the next indexing run. 1: near-duplicate links.
-REVISION = 1
+# and its documents get values on the next indexing run. 1: near-duplicate links. 2: content labels.
+REVISION = 2
 VECTOR = "vector"
 MAX_WINDOW = 10_000               # index.max_result_window, and the ceiling for k and num_candidates
 META_FIELDS = ["filename", "path", "tags", "width", "height", "bytes", "content_hash", "descriptor",
                "indexed_at", "modified_at"]
-<<<<<<< HEAD
-ENTRY_FIELDS = ["path", "content_hash", "bytes", "modified_at", "tags", "linked"]
-=======
-ENTRY_FIELDS = ["path", "content_hash", "bytes", "modified_at", "tags", "labels"]
->>>>>>> 1a9f4dc (elasticsearch store: content labels as nested objects (label, confidence, terms), found after names and tags by the confidence of the best matching label; contract tests for labels on both stores)
+ENTRY_FIELDS = ["path", "content_hash", "bytes", "modified_at", "tags", "linked", "labels"]
 WORD_FIELDS = ["filename_words^2", "tag_words"]
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 # Statuses that mean "the cluster cannot serve this now", as opposed to "this request is wrong".
@@ -98,15 +90,12 @@ def index_body(descriptor: str, dims: int, index_type: str = "hnsw", m: int = 16
                 "descriptor": {"type": "keyword"},
                 "indexed_at": {"type": "double"},
                 "modified_at": {"type": "double"},
-<<<<<<< HEAD
                 # near-duplicate links: kept whole in _source, and the linked ids searchable (a picture's group)
                 "near": {"type": "object", "enabled": False},
                 "near_ids": {"type": "keyword"},
                 "linked": {"type": "boolean"},
                 "signature": {"type": "binary"},       # near_duplicates.signature, base64 in _source
-=======
                 **LABEL_MAPPING,
->>>>>>> 1a9f4dc (elasticsearch store: content labels as nested objects (label, confidence, terms), found after names and tags by the confidence of the best matching label; contract tests for labels on both stores)
             },
         },
     }
@@ -115,10 +104,9 @@ def index_body(descriptor: str, dims: int, index_type: str = "hnsw", m: int = 16
 # Content labels (backend/labels.py): one nested object per label with its confidence and its terms, so a
 # term query scores a document by the confidence of its best label with that term (rank_features would do
 # it in one field, but needs the mapper-extras module, which is not on Maven Central for the test node).
-# Added to an index created before labels when this program first writes to it.
 LABEL_MAPPING = {"labels": {"type": "nested", "properties": {
     "name": {"type": "keyword", "index": False}, "confidence": {"type": "float"}, "terms": {"type": "keyword"}}}}
-SOURCE_EXCLUDES = [VECTOR, "labels.terms"]
+SOURCE_EXCLUDES = [VECTOR, "signature", "labels.terms"]
 
 
 def document_source(doc: Document) -> dict:
@@ -129,17 +117,13 @@ def document_source(doc: Document) -> dict:
             "tag_words": [" ".join(search_words(tag)) for tag in tags], "width": int(doc.width),
             "height": int(doc.height), "bytes": int(doc.bytes), "content_hash": doc.content_hash,
             "descriptor": doc.descriptor, "indexed_at": float(doc.indexed_at),
-<<<<<<< HEAD
             "modified_at": float(doc.modified_at), "linked": doc.near is not None,
             "near": [{"id": link.id, "hash": link.content_hash, "score": float(link.score)} for link in doc.near or ()],
             "near_ids": [link.id for link in doc.near or ()],
-            "signature": None if doc.signature is None else base64.b64encode(doc.signature).decode("ascii")}
-=======
-            "modified_at": float(doc.modified_at),
+            "signature": None if doc.signature is None else base64.b64encode(doc.signature).decode("ascii"),
             **({} if doc.labels is None else {
                 "labels": [{"name": label.name, "confidence": label.confidence,
                             "terms": sorted(terms_of(label.name))} for label in doc.labels]})}
->>>>>>> 1a9f4dc (elasticsearch store: content labels as nested objects (label, confidence, terms), found after names and tags by the confidence of the best matching label; contract tests for labels on both stores)
 
 
 def _tag_filters(tags: Sequence[str]) -> list[dict]:
@@ -161,11 +145,7 @@ def knn_body(vector, *, k: int, num_candidates: int, tags: Sequence[str] = (), e
         knn["filter"] = {"bool": conditions}
     if min_score is not None:
         knn["similarity"] = float(min_score)   # the raw dot product (= cosine here), not the _score
-<<<<<<< HEAD
-    return {"knn": knn, "size": k, "_source": {"excludes": [VECTOR, "signature"]}}
-=======
     return {"knn": knn, "size": k, "_source": {"excludes": SOURCE_EXCLUDES}}
->>>>>>> 1a9f4dc (elasticsearch store: content labels as nested objects (label, confidence, terms), found after names and tags by the confidence of the best matching label; contract tests for labels on both stores)
 
 
 def keyword_body(text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 10) -> dict | None:
@@ -176,12 +156,7 @@ def keyword_body(text: str, *, tags: Sequence[str] = (), offset: int = 0, limit:
     filters = _tag_filters(tags)
     if not words and not filters:
         return None
-<<<<<<< HEAD
-    body: dict = {"from": offset, "size": limit, "track_total_hits": True,
-                  "_source": {"excludes": [VECTOR, "signature"]}}
-=======
     body: dict = {"from": offset, "size": limit, "track_total_hits": True, "_source": {"excludes": SOURCE_EXCLUDES}}
->>>>>>> 1a9f4dc (elasticsearch store: content labels as nested objects (label, confidence, terms), found after names and tags by the confidence of the best matching label; contract tests for labels on both stores)
     if words:
         body["query"] = {"bool": {
             "must": [{"multi_match": {"query": word, "type": "bool_prefix", "fields": WORD_FIELDS}}
@@ -214,7 +189,7 @@ def label_body(text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: i
 
 def ids_body(doc_ids: Sequence[str], with_vector: bool) -> dict:
     body: dict = {"query": {"ids": {"values": list(doc_ids)}}, "size": len(doc_ids),
-                  "_source": {"excludes": SOURCE_EXCLUDES}}
+                  "_source": {"excludes": [VECTOR, "labels.terms"]}}   # with the signature (duplicates)
     if with_vector:
         body["fields"] = [VECTOR]   # vectors come through `fields` on 8.x and 9.x alike (9.2+ drop them from _source)
     return body
@@ -269,13 +244,17 @@ def _hit_document(hit: dict, vector: bool = False) -> Document:
                     tags=list(src.get("tags") or []), width=src["width"], height=src["height"],
                     bytes=src["bytes"], content_hash=src["content_hash"], descriptor=src["descriptor"],
                     indexed_at=src["indexed_at"], modified_at=src.get("modified_at", 0.0),
-<<<<<<< HEAD
                     near=_links(src) if src.get("linked") else None,
-                    signature=base64.b64decode(src["signature"]) if src.get("signature") else None)
+                    signature=base64.b64decode(src["signature"]) if src.get("signature") else None,
+                    labels=_labels(src.get("labels")))
 
 
 def _links(src: dict) -> list[NearLink]:
     return [NearLink(link["id"], link["hash"], float(link["score"])) for link in src.get("near") or ()]
+
+
+def _labels(stored: list[dict] | None) -> list[Label] | None:
+    return None if stored is None else [Label(label["name"], float(label["confidence"])) for label in stored]
 
 
 def links_body(min_score: float, touching: Sequence[str] | None) -> dict:
@@ -286,13 +265,6 @@ def links_body(min_score: float, touching: Sequence[str] | None) -> dict:
         query = {"bool": {"should": [{"ids": {"values": list(touching)}}, {"terms": {"near_ids": list(touching)}}],
                           "minimum_should_match": 1, "filter": [{"exists": {"field": "near_ids"}}]}}
     return {"query": query, "_source": ["near", "content_hash"]}
-=======
-                    labels=_labels(src.get("labels")))
-
-
-def _labels(stored: list[dict] | None) -> list[Label] | None:
-    return None if stored is None else [Label(label["name"], float(label["confidence"])) for label in stored]
->>>>>>> 1a9f4dc (elasticsearch store: content labels as nested objects (label, confidence, terms), found after names and tags by the confidence of the best matching label; contract tests for labels on both stores)
 
 
 def _error_type(exc: ApiError) -> str | None:
@@ -332,7 +304,6 @@ class ElasticStore(Store):
         self.timeout = timeout
         self._staged: str | None = None
         self._known: tuple[str, str] | None = None   # (physical index, descriptor) last read from the mapping
-        self._labels_mapped: set[str] = set()   # indices known to have the content labels' fields
         self.mapping_reads = 0                        # how often that was needed (benchmarks.elastic counts it)
         if wait is not None:   # None: do not wait (the caller knows the cluster is, or was, up)
             self.wait_until_ready(wait)
@@ -586,10 +557,6 @@ class ElasticStore(Store):
                 raise DescriptorMismatch(f"one batch holds {first.descriptor} and {doc.descriptor} vectors")
         check_vectors(documents)   # so every vector is there
         name = self._write_target(first.descriptor, np.asarray(first.vector).shape[0])
-        if name not in self._labels_mapped:
-            with self._call(f"add the content labels' fields to {name}"):
-                self._client.indices.put_mapping(index=name, properties=LABEL_MAPPING)
-            self._labels_mapped.add(name)
         actions = ({"_op_type": "index", "_index": name, "_id": doc.id, "_source": document_source(doc)}
                    for doc in documents)
         return len(self._bulk(actions, f"write {len(documents)} documents", chunk_size=500))
@@ -716,8 +683,8 @@ class ElasticStore(Store):
                                     scroll="5m"):
                 src = hit["_source"]
                 yield Entry(hit["_id"], src["path"], src["content_hash"], src["bytes"],
-<<<<<<< HEAD
-                            src.get("modified_at", 0.0), tuple(src.get("tags") or ()), bool(src.get("linked")))
+                            src.get("modified_at", 0.0), tuple(src.get("tags") or ()), bool(src.get("linked")),
+                            src.get("labels") is not None)
 
     def documents(self, doc_ids):
         ids = list(dict.fromkeys(doc_ids))
@@ -771,9 +738,6 @@ class ElasticStore(Store):
         with self._call(what):
             yield from helpers.scan(self._client.options(request_timeout=self.timeout), index=self._read_index(),
                                     query={"query": query}, _source=source, size=1000, scroll="2m")
-=======
-                            src.get("modified_at", 0.0), tuple(src.get("tags") or ()), src.get("labels") is not None)
->>>>>>> 1a9f4dc (elasticsearch store: content labels as nested objects (label, confidence, terms), found after names and tags by the confidence of the best matching label; contract tests for labels on both stores)
 
     def find_by_hash(self, content_hashes):
         return self._stored_vectors("look up content hashes", content_hashes, hash_body,
