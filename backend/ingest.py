@@ -107,6 +107,12 @@ class Indexer:
         return self._classifier is not None
 
     @property
+    def draft_size(self) -> int:
+        """The size JPEGs are decoded at (about): what the larger of the two networks takes."""
+        classifier = self.classifier
+        return max(self.extractor.spec.image_size, classifier.side if classifier is not None else 0)
+
+    @property
     def classifier(self) -> Classifier | None:
         if callable(self._classifier) and not isinstance(self._classifier, Classifier):
             self._classifier = self._classifier()
@@ -217,7 +223,7 @@ class Indexer:
         extractor = self.extractor   # outside the boundary: a model that cannot load is no file's fault
         with one_picture(str(item.path)):
             data = read_file(item.path, self.limits)
-            decoded = imaging.decode(data, self.limits, source=str(item.path), draft_size=extractor.spec.image_size)
+            decoded = imaging.decode(data, self.limits, source=str(item.path), draft_size=self.draft_size)
             return self._prepared(item, data, decoded)
 
     def _prepared(self, item: FileToIndex, data: bytes, decoded: Decoded, filename: str | None = None) -> _Loaded:
@@ -344,7 +350,7 @@ class Uploads:
         self.indexer = indexer
         self.folder = Path(folder)
         self.thumbnails = Path(thumbnails)
-        self.image_size = image_size           # the model's input size: JPEGs are decoded at about it
+        self.image_size = image_size           # the models' input size: JPEGs are decoded at about it
         self.thumbnail_size = thumbnail_size
 
     @property
