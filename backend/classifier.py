@@ -223,13 +223,12 @@ class Classifier:
         self.network = network
         self.side = NETWORKS[network][2]
         self._weights = weights_path(network)
-        self._cache = model_cache
         self._keras = None
         if precision == "float32" or model_cache is None:
             self._logits = self._tensorflow()
             self.runtime = "TensorFlow"
         else:
-            self._logits = self._openvino(precision)
+            self._logits = self._openvino(precision, model_cache)
             self.runtime = "OpenVINO"
 
     @property
@@ -247,7 +246,7 @@ class Classifier:
                                input_signature=[tf.TensorSpec([None, self.side, self.side, 3], tf.float32)])
         return lambda batch: compiled(tf.constant(batch)).numpy()
 
-    def _openvino(self, precision: str) -> Callable[[np.ndarray], np.ndarray]:
+    def _openvino(self, precision: str, cache: Path) -> Callable[[np.ndarray], np.ndarray]:
         from .features import _keras_version, _tf_version
         from .openvino_model import FORMAT, CompiledMaps, cached_model, runtime_versions
 
@@ -261,7 +260,7 @@ class Classifier:
             with _no_telemetry():
                 return openvino.convert_model(self.model, input=[(-1, self.side, self.side, 3)])
         # bfloat16 where VGG16 runs bfloat16; float32 beside int8 VGG16 (see the module's docstring)
-        return CompiledMaps(cached_model(self._cache, f"classifier-{self.network}", fields, build),
+        return CompiledMaps(cached_model(cache, f"classifier-{self.network}", fields, build),
                             "bfloat16" if precision == "bfloat16" else "float32")
 
     def prepare(self, picture: Image.Image) -> np.ndarray:

@@ -220,10 +220,10 @@ class Indexer:
 
     def _load_one(self, item: FileToIndex) -> _Loaded:
         """Read, hash, decode and prepare one file; any failure is its ImageError."""
-        extractor = self.extractor   # outside the boundary: a model that cannot load is no file's fault
+        draft = self.draft_size   # builds the models outside the boundary: a model that cannot load is no file's fault
         with one_picture(str(item.path)):
             data = read_file(item.path, self.limits)
-            decoded = imaging.decode(data, self.limits, source=str(item.path), draft_size=self.draft_size)
+            decoded = imaging.decode(data, self.limits, source=str(item.path), draft_size=draft)
             return self._prepared(item, data, decoded)
 
     def _prepared(self, item: FileToIndex, data: bytes, decoded: Decoded, filename: str | None = None) -> _Loaded:
@@ -307,13 +307,14 @@ class Indexer:
         classifier = self.classifier
         if classifier is None:
             return {}
+        ready = [b for b in batch if b.label_pixels is not None]
         try:
-            probabilities = classifier.probabilities([b.label_pixels for b in batch], self.batch_size)
+            probabilities = classifier.probabilities([b.label_pixels for b in ready], self.batch_size)
         except Exception as exc:  # noqa: BLE001 -- whatever the classifier raised, the descriptors are stored
             log.warning("content labels failed for a batch of %d pictures (%s); the next run adds them",
                         len(batch), exc)
             return {}
-        return {id(b): top_labels(p) for b, p in zip(batch, probabilities)}
+        return {id(b): top_labels(p) for b, p in zip(ready, probabilities)}
 
     @staticmethod
     def _usable(doc: Document, summary: Summary) -> bool:

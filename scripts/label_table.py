@@ -15,8 +15,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from backend.stores.base import search_words  # noqa: E402 -- the words every store matches
+from backend.stores.base import search_words   # the words every store matches (the project installed)
 
 SYNSETS = "timm/data/_info/imagenet_synsets.txt"
 OUT = Path(__file__).resolve().parent.parent / "backend" / "data" / "imagenet_labels.tsv"
@@ -25,9 +24,12 @@ TOO_BROAD = {"entity", "physical entity", "abstraction", "abstract entity", "obj
              "whole", "unit", "thing", "matter", "living thing", "animate thing", "organism", "being",
              "artifact", "artefact", "instrumentality", "instrumentation", "causal agent", "cause",
              "causal agency", "group", "grouping", "relation", "attribute", "measure", "quantity", "amount"}
-# Where WordNet 3.0 leaves out a hypernym a user expects: a bus is filed under "public transport", a
-# sibling of "vehicle" under "conveyance", so "vehicle" would not find buses (cars it does find).
-ADDED_HYPERNYMS = {"02924116": ["04524313"]}   # bus -> vehicle
+# Where WordNet 3.0 files a class beside the word a user types rather than under it: a bus is filed under
+# "public transport", a sibling of "vehicle" under "conveyance" (cars are vehicles); a beach is a part of
+# a shore, not a kind of seashore or sandbar, ImageNet's two classes for photos of beaches.
+ADDED_HYPERNYMS = {"02924116": ["04524313"],                  # bus -> vehicle
+                   "09428293": ["09217230"],                  # seashore -> beach
+                   "09421951": ["09217230"]}                  # sandbar -> beach
 NOTICE = """\
 # The ImageNet-1k classes with WordNet 3.0's names for them and for their hypernyms, written by
 # scripts/label_table.py. Columns: class index, WordNet noun offset, label, the words that find it ("|").
