@@ -307,14 +307,14 @@ class Indexer:
         classifier = self.classifier
         if classifier is None:
             return {}
-        ready = [b for b in batch if b.label_pixels is not None]
+        ready = [(b, b.label_pixels) for b in batch if b.label_pixels is not None]
         try:
-            probabilities = classifier.probabilities([b.label_pixels for b in ready], self.batch_size)
+            probabilities = classifier.probabilities([pixels for _, pixels in ready], self.batch_size)
         except Exception as exc:  # noqa: BLE001 -- whatever the classifier raised, the descriptors are stored
             log.warning("content labels failed for a batch of %d pictures (%s); the next run adds them",
                         len(batch), exc)
             return {}
-        return {id(b): top_labels(p) for b, p in zip(ready, probabilities)}
+        return {id(b): top_labels(p) for (b, _), p in zip(ready, probabilities)}
 
     @staticmethod
     def _usable(doc: Document, summary: Summary) -> bool:
