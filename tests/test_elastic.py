@@ -39,7 +39,7 @@ def test_index_body_is_pinned():
     assert index_body("vgg16-imagenet-conv5-gem-ar448-512d", 512) == {
         "mappings": {
             "dynamic": "strict",
-            "_meta": {"descriptor": "vgg16-imagenet-conv5-gem-ar448-512d", "dims": 512, "schema": 2},
+            "_meta": {"descriptor": "vgg16-imagenet-conv5-gem-ar448-512d", "dims": 512, "schema": 2, "revision": 2},
             "properties": {
                 "vector": {"type": "dense_vector", "dims": 512, "index": True, "similarity": "dot_product",
                            "index_options": {"type": "hnsw", "m": 16, "ef_construction": 100}},
@@ -55,6 +55,13 @@ def test_index_body_is_pinned():
                 "descriptor": {"type": "keyword"},
                 "indexed_at": {"type": "double"},
                 "modified_at": {"type": "double"},
+                "near": {"type": "object", "enabled": False},
+                "near_ids": {"type": "keyword"},
+                "linked": {"type": "boolean"},
+                "signature": {"type": "binary"},
+                "labels": {"type": "nested", "properties": {"name": {"type": "keyword", "index": False},
+                                                           "confidence": {"type": "float"},
+                                                           "terms": {"type": "keyword"}}},
             },
         },
     }
@@ -80,20 +87,20 @@ def test_knn_body_filters_inside_knn():
                                     "must_not": [{"ids": {"values": ["abc"]}}]}},
                 "similarity": 0.25},
         "size": 30,
-        "_source": {"excludes": ["vector"]},
+        "_source": {"excludes": ["vector", "signature", "labels.terms"]},
     }
     # no filter when there is nothing to filter; num_candidates never below k nor above 10,000
     assert knn_body(vector, k=500, num_candidates=200) == {
         "knn": {"field": "vector", "query_vector": [0.6000000238418579, 0.800000011920929], "k": 500,
                 "num_candidates": 500},
-        "size": 500, "_source": {"excludes": ["vector"]}}
+        "size": 500, "_source": {"excludes": ["vector", "signature", "labels.terms"]}}
     assert knn_body(vector, k=10_000, num_candidates=20_000)["knn"]["num_candidates"] == 10_000
 
 
 def test_keyword_body_every_word_as_word_or_prefix():
     fields = ["filename_words^2", "tag_words"]
     assert keyword_body("Horse_in FIELD Café", tags=["Animals"], offset=20, limit=10) == {
-        "from": 20, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector"]},
+        "from": 20, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector", "signature", "labels.terms"]},
         "query": {"bool": {
             "must": [
                 {"multi_match": {"query": "horse", "type": "bool_prefix", "fields": fields}},
@@ -109,7 +116,7 @@ def test_keyword_body_every_word_as_word_or_prefix():
 
 def test_keyword_body_tags_only_lists_by_name_and_nothing_is_none():
     assert keyword_body("  ", tags=["a b", "A  B", "c"]) == {
-        "from": 0, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector"]},
+        "from": 0, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector", "signature", "labels.terms"]},
         "query": {"bool": {"filter": [{"term": {"tags": "a b"}}, {"term": {"tags": "c"}}]}},
         "sort": [{"filename": "asc"}, {"path": "asc"}],
     }
@@ -119,9 +126,9 @@ def test_keyword_body_tags_only_lists_by_name_and_nothing_is_none():
 
 def test_lookup_and_aggregation_bodies():
     assert ids_body(["a1"], with_vector=False) == {
-        "query": {"ids": {"values": ["a1"]}}, "size": 1, "_source": {"excludes": ["vector"]}}
+        "query": {"ids": {"values": ["a1"]}}, "size": 1, "_source": {"excludes": ["vector", "labels.terms"]}}
     assert ids_body(["a1"], with_vector=True) == {
-        "query": {"ids": {"values": ["a1"]}}, "size": 1, "_source": {"excludes": ["vector"]}, "fields": ["vector"]}
+        "query": {"ids": {"values": ["a1"]}}, "size": 1, "_source": {"excludes": ["vector", "labels.terms"]}, "fields": ["vector"]}
     assert hash_body(["h1", "h2"]) == {
         "query": {"terms": {"content_hash": ["h1", "h2"]}}, "collapse": {"field": "content_hash"}, "size": 2,
         "_source": ["content_hash"], "fields": ["vector"]}
