@@ -7,9 +7,9 @@ gives each class its label and its terms: its own names and those of every WordN
 plural, as search words ("golden retriever" has "dog", "dogs", "retriever", "mammal", ...).
 
 A keyword query finds a label when its words, joined, are one of the label's terms: "dog" finds every
-breed, "vehicle" buses and cars, "flower" daisies; "hot" finds no hot dog. Both stores keep, per document,
-each term of its labels with the best confidence among the labels that have it (`label_terms`), and
-answer a query term with the documents that hold it, most confident first.
+breed, "vehicle" buses and cars, "flower" daisies; "hot" finds no hot dog. Both stores keep a document's
+labels (a few rows), and a query is turned into the labels that have its term (`labels_for`): the
+documents holding any of them, scored by the most confident of those labels, best first.
 """
 from __future__ import annotations
 
@@ -59,13 +59,11 @@ def terms_of(name: str) -> frozenset[str]:
     return known if known is not None else frozenset({query_term(name)} - {""})
 
 
-def label_terms(labels: list[Label] | None) -> dict[str, float]:
-    """Every term of the labels, with the best confidence among the labels that have it."""
-    out: dict[str, float] = {}
-    for label in labels or ():
-        for term in terms_of(label.name):
-            out[term] = max(out.get(term, 0.0), label.confidence)
-    return out
+@lru_cache(maxsize=4096)
+def labels_for(term: str) -> tuple[str, ...]:
+    """The labels that a query term names (the label itself, or a broader word for it), sorted."""
+    names, terms = table()
+    return tuple(sorted(name for name, words in zip(names, terms) if term in words))
 
 
 def query_term(text: str) -> str:

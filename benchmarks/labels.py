@@ -35,7 +35,7 @@ from backend.config import Settings
 from backend.features import DescriptorSpec, FeatureExtractor
 from backend.imaging import Limits, decode, read_file
 from backend.ingest import Indexer
-from backend.labels import KEEP, THRESHOLD, label_terms, query_term, top_labels
+from backend.labels import KEEP, THRESHOLD, matching_label, query_term, top_labels
 from backend.stores.embedded import EmbeddedStore
 from indexer.scan import scan
 
@@ -61,9 +61,9 @@ def rank_by_labels(probabilities: dict[str, np.ndarray], word: str, keep: int, t
     term = query_term(word)
     found = []
     for path, p in probabilities.items():
-        confidence = label_terms(top_labels(p, keep, threshold)).get(term)
-        if confidence is not None:
-            found.append((-confidence, path))
+        label = matching_label(top_labels(p, keep, threshold), term)
+        if label is not None:
+            found.append((-label.confidence, path))
     return [path for _, path in sorted(found)]
 
 

@@ -59,9 +59,8 @@ def test_index_body_is_pinned():
                 "near_ids": {"type": "keyword"},
                 "linked": {"type": "boolean"},
                 "signature": {"type": "binary"},
-                "labels": {"type": "nested", "properties": {"name": {"type": "keyword", "index": False},
-                                                           "confidence": {"type": "float"},
-                                                           "terms": {"type": "keyword"}}},
+                "labels": {"type": "nested", "properties": {"name": {"type": "keyword"},
+                                                           "confidence": {"type": "float"}}},
             },
         },
     }
@@ -87,20 +86,20 @@ def test_knn_body_filters_inside_knn():
                                     "must_not": [{"ids": {"values": ["abc"]}}]}},
                 "similarity": 0.25},
         "size": 30,
-        "_source": {"excludes": ["vector", "signature", "labels.terms"]},
+        "_source": {"excludes": ["vector", "signature"]},
     }
     # no filter when there is nothing to filter; num_candidates never below k nor above 10,000
     assert knn_body(vector, k=500, num_candidates=200) == {
         "knn": {"field": "vector", "query_vector": [0.6000000238418579, 0.800000011920929], "k": 500,
                 "num_candidates": 500},
-        "size": 500, "_source": {"excludes": ["vector", "signature", "labels.terms"]}}
+        "size": 500, "_source": {"excludes": ["vector", "signature"]}}
     assert knn_body(vector, k=10_000, num_candidates=20_000)["knn"]["num_candidates"] == 10_000
 
 
 def test_keyword_body_every_word_as_word_or_prefix():
     fields = ["filename_words^2", "tag_words"]
     assert keyword_body("Horse_in FIELD Café", tags=["Animals"], offset=20, limit=10) == {
-        "from": 20, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector", "signature", "labels.terms"]},
+        "from": 20, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector", "signature"]},
         "query": {"bool": {
             "must": [
                 {"multi_match": {"query": "horse", "type": "bool_prefix", "fields": fields}},
@@ -116,7 +115,7 @@ def test_keyword_body_every_word_as_word_or_prefix():
 
 def test_keyword_body_tags_only_lists_by_name_and_nothing_is_none():
     assert keyword_body("  ", tags=["a b", "A  B", "c"]) == {
-        "from": 0, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector", "signature", "labels.terms"]},
+        "from": 0, "size": 10, "track_total_hits": True, "_source": {"excludes": ["vector", "signature"]},
         "query": {"bool": {"filter": [{"term": {"tags": "a b"}}, {"term": {"tags": "c"}}]}},
         "sort": [{"filename": "asc"}, {"path": "asc"}],
     }
@@ -126,9 +125,9 @@ def test_keyword_body_tags_only_lists_by_name_and_nothing_is_none():
 
 def test_lookup_and_aggregation_bodies():
     assert ids_body(["a1"], with_vector=False) == {
-        "query": {"ids": {"values": ["a1"]}}, "size": 1, "_source": {"excludes": ["vector", "labels.terms"]}}
+        "query": {"ids": {"values": ["a1"]}}, "size": 1, "_source": {"excludes": ["vector"]}}
     assert ids_body(["a1"], with_vector=True) == {
-        "query": {"ids": {"values": ["a1"]}}, "size": 1, "_source": {"excludes": ["vector", "labels.terms"]}, "fields": ["vector"]}
+        "query": {"ids": {"values": ["a1"]}}, "size": 1, "_source": {"excludes": ["vector"]}, "fields": ["vector"]}
     assert hash_body(["h1", "h2"]) == {
         "query": {"terms": {"content_hash": ["h1", "h2"]}}, "collapse": {"field": "content_hash"}, "size": 2,
         "_source": ["content_hash"], "fields": ["vector"]}

@@ -36,7 +36,7 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
 
-from ..labels import matching_label, query_term, terms_of
+from ..labels import labels_for, matching_label, query_term
 from .base import (ELASTICSEARCH, DescriptorMismatch, Document, Entry, Hit, Label, NearLink, Page, Store, StoreError,
                    StoreUnavailable, check_vectors, normalise_tags, search_words)
 
@@ -101,12 +101,11 @@ def index_body(descriptor: str, dims: int, index_type: str = "hnsw", m: int = 16
     }
 
 
-# Content labels (backend/labels.py): one nested object per label with its confidence and its terms, so a
-# term query scores a document by the confidence of its best label with that term (rank_features would do
-# it in one field, but needs the mapper-extras module, which is not on Maven Central for the test node).
-LABEL_MAPPING = {"labels": {"type": "nested", "properties": {
-    "name": {"type": "keyword", "index": False}, "confidence": {"type": "float"}, "terms": {"type": "keyword"}}}}
-SOURCE_EXCLUDES = [VECTOR, "signature", "labels.terms"]
+# Content labels (backend/labels.py): one nested object per label, so that a query for the labels a word
+# names scores a document by the confidence of the most confident of them.
+LABEL_MAPPING = {"labels": {"type": "nested", "properties": {"name": {"type": "keyword"},
+                                                             "confidence": {"type": "float"}}}}
+SOURCE_EXCLUDES = [VECTOR, "signature"]
 
 
 def document_source(doc: Document) -> dict:
@@ -122,8 +121,7 @@ def document_source(doc: Document) -> dict:
             "near_ids": [link.id for link in doc.near or ()],
             "signature": None if doc.signature is None else base64.b64encode(doc.signature).decode("ascii"),
             **({} if doc.labels is None else {
-                "labels": [{"name": label.name, "confidence": label.confidence,
-                            "terms": sorted(terms_of(label.name))} for label in doc.labels]})}
+                "labels": [{"name": label.name, "confidence": label.confidence} for label in doc.labels]})}
 
 
 def _tag_filters(tags: Sequence[str]) -> list[dict]:
@@ -178,7 +176,10 @@ def label_body(text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: i
     text_query = keyword_body(text)
     if not term or text_query is None:
         return None
-    by_confidence = {"function_score": {"query": {"term": {"labels.terms": term}}, "boost_mode": "replace",
+    named = labels_for(term)
+    if not named:
+        return None
+    by_confidence = {"function_score": {"query": {"terms": {"labels.name": list(named)}}, "boost_mode": "replace",
                                         "field_value_factor": {"field": "labels.confidence"}}}
     return {"from": offset, "size": limit, "track_total_hits": True, "_source": {"excludes": SOURCE_EXCLUDES},
             "query": {"bool": {"must": [{"nested": {"path": "labels", "score_mode": "max", "query": by_confidence}}],
@@ -189,7 +190,7 @@ def label_body(text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: i
 
 def ids_body(doc_ids: Sequence[str], with_vector: bool) -> dict:
     body: dict = {"query": {"ids": {"values": list(doc_ids)}}, "size": len(doc_ids),
-                  "_source": {"excludes": [VECTOR, "labels.terms"]}}   # with the signature (duplicates)
+                  "_source": {"excludes": [VECTOR]}}
     if with_vector:
         body["fields"] = [VECTOR]   # vectors come through `fields` on 8.x and 9.x alike (9.2+ drop them from _source)
     return body

@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..labels import label_terms, matching_label, query_term
+from ..labels import labels_for, matching_label, query_term
 from .base import (EMBEDDED, DescriptorMismatch, Document, Entry, Hit, Label, NearLink, Page, Store,
                    StoreUnavailable,
                    check_vectors, normalise_tags, search_words)
@@ -63,12 +63,12 @@ CREATE TABLE IF NOT EXISTS near_links (rowid INTEGER NOT NULL, other TEXT NOT NU
 CREATE INDEX IF NOT EXISTS near_links_other ON near_links(other);
 CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(filename, tags, tokenize='unicode61 remove_diacritics 2');
 """
-# Each term of a document's content labels (labels.label_terms), with its best confidence. A store written
-# before content labels gets this table and the `labels` column when it is opened.
-_LABEL_TERMS = """
-CREATE TABLE IF NOT EXISTS doc_label_terms (term TEXT NOT NULL, rowid INTEGER NOT NULL, confidence REAL NOT NULL,
-    PRIMARY KEY (term, rowid)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS doc_label_terms_rowid ON doc_label_terms(rowid);
+# A document's content labels, one row each, found by label (a query's term names a set of labels,
+# labels.labels_for). A store written before content labels gets this table and the `labels` column.
+_LABELS = """
+CREATE TABLE IF NOT EXISTS doc_labels (label TEXT NOT NULL, rowid INTEGER NOT NULL, confidence REAL NOT NULL,
+    PRIMARY KEY (label, rowid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS doc_labels_rowid ON doc_labels(rowid);
 """
 _META_COLUMNS = "rowid, id, filename, path, tags, width, height, bytes, content_hash, descriptor, " \
                 "indexed_at, modified_at, linked, signature, labels"
@@ -81,7 +81,7 @@ _MIGRATIONS = (
     ("SELECT 1 FROM sqlite_master WHERE name='near_links'",
      _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS near_links"):_SCHEMA.index("CREATE VIRTUAL TABLE")]),
     ("SELECT 1 FROM pragma_table_info('docs') WHERE name='labels'", "ALTER TABLE docs ADD COLUMN labels TEXT"),
-    ("SELECT 1 FROM sqlite_master WHERE name='doc_label_terms'", _LABEL_TERMS),
+    ("SELECT 1 FROM sqlite_master WHERE name='doc_labels'", _LABELS),
 )
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class EmbeddedStore(Store):
                                          snapshot_min_rows, self._lock)
             if not self._has_schema():
                 with self._write():
-                    for statement in (_SCHEMA + _LABEL_TERMS).split(";"):
+                    for statement in (_SCHEMA + _LABELS).split(";"):
                         if statement.strip():
                             self._db.execute(statement)
             self._migrate()
@@ -309,7 +309,7 @@ class EmbeddedStore(Store):
                     self._db.execute("DELETE FROM doc_tags WHERE rowid=?", (rowid,))
                     self._db.execute("DELETE FROM docs_fts WHERE rowid=?", (rowid,))
                     self._db.execute("DELETE FROM near_links WHERE rowid=?", (rowid,))
-                    self._db.execute("DELETE FROM doc_label_terms WHERE rowid=?", (rowid,))
+                    self._db.execute("DELETE FROM doc_labels WHERE rowid=?", (rowid,))
                 else:
                     rowid = self._db.execute(
                         "INSERT INTO docs(id, seq, filename, path, tags, width, height, bytes, content_hash, "
@@ -322,8 +322,8 @@ class EmbeddedStore(Store):
                                      [(rowid, link.id, link.content_hash, float(link.score))
                                       for link in doc.near or () if link.id != doc.id])
                 self._db.executemany("INSERT INTO doc_tags(tag, rowid) VALUES (?, ?)", [(t, rowid) for t in tags])
-                self._db.executemany("INSERT INTO doc_label_terms(term, rowid, confidence) VALUES (?, ?, ?)",
-                                     [(term, rowid, c) for term, c in label_terms(doc.labels).items()])
+                self._db.executemany("INSERT OR REPLACE INTO doc_labels(label, rowid, confidence) VALUES (?, ?, ?)",
+                                     [(label.name, rowid, label.confidence) for label in doc.labels or ()])
                 self._db.execute("INSERT INTO docs_fts(rowid, filename, tags) VALUES (?, ?, ?)",
                                  (rowid, " ".join(search_words(doc.filename)), " ".join(search_words(" ".join(tags)))))
         return len(documents)
@@ -345,7 +345,7 @@ class EmbeddedStore(Store):
                 self._db.execute("DELETE FROM doc_tags WHERE rowid=?", (rowid,))
                 self._db.execute("DELETE FROM docs_fts WHERE rowid=?", (rowid,))
                 self._db.execute("DELETE FROM near_links WHERE rowid=?", (rowid,))
-                self._db.execute("DELETE FROM doc_label_terms WHERE rowid=?", (rowid,))
+                self._db.execute("DELETE FROM doc_labels WHERE rowid=?", (rowid,))
                 self._db.execute("INSERT OR REPLACE INTO removed(rowid, seq) VALUES (?, ?)", (rowid, seq))
                 removed += 1
         return removed
@@ -539,10 +539,13 @@ class EmbeddedStore(Store):
             if words:
                 match = " AND ".join(f'"{w}"*' for w in words)  # every word, as a word or a prefix
                 base = f"FROM docs_fts f JOIN docs d ON d.rowid = f.rowid WHERE docs_fts MATCH ?{tag_filter}"
-                # then documents whose label terms hold the words (labels.py), that no name or tag matched
-                labelled = (f"FROM doc_label_terms t JOIN docs d ON d.rowid = t.rowid WHERE t.term = ?{tag_filter} "
+                # then documents with a label the words name (labels.py), that no name or tag matched
+                named = labels_for(query_term(text))
+                labelled = (f"FROM (SELECT rowid, max(confidence) AS confidence FROM doc_labels WHERE label IN "
+                            f"({','.join('?' * len(named)) or 'NULL'}) GROUP BY rowid) t JOIN docs d ON "
+                            f"d.rowid = t.rowid WHERE 1{tag_filter} "
                             "AND d.rowid NOT IN (SELECT rowid FROM docs_fts WHERE docs_fts MATCH ?)")
-                label_params = [query_term(text), *params, match]
+                label_params = [*named, *params, match]
                 total = self._db.execute(f"SELECT (SELECT count(*) {base}) + (SELECT count(*) {labelled})",
                                          [match, *params, *label_params]).fetchone()[0]
                 rows = self._db.execute(
