@@ -217,11 +217,13 @@ class Classifier:
     """Class probabilities (N, 1000) for prepared pictures, on TensorFlow (float32) or OpenVINO
     (`precision` bfloat16 or int8: where VGG16 runs on OpenVINO). Safe to call from several threads."""
 
-    def __init__(self, network: str = "lite0", precision: str = "float32", model_cache: Path | None = None):
+    def __init__(self, network: str = "lite0", precision: str = "float32", model_cache: Path | None = None,
+                 side: int | None = None):
+        """side: the input side, if not the one the network was trained at (benchmarks.labels measures it)."""
         if network not in NETWORKS:
             raise ClassifierError(f"unknown classifier {network!r}: one of {', '.join(NETWORKS)}")
         self.network = network
-        self.side = NETWORKS[network][2]
+        self.side = side or NETWORKS[network][2]
         self._weights = weights_path(network)
         self._keras = None
         if precision == "float32" or model_cache is None:

@@ -22,8 +22,8 @@ from .stores.base import Label, search_words
 
 # Chosen on Corel-1k (docs/benchmarks.md, "Content labels"): at most this many labels a picture, each at
 # least this probable.
-KEEP = 3
-THRESHOLD = 0.10
+KEEP = 5
+THRESHOLD = 0.02
 
 
 @lru_cache(maxsize=1)

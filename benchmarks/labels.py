@@ -67,8 +67,9 @@ def rank_by_labels(probabilities: dict[str, np.ndarray], word: str, keep: int, t
     return [path for _, path in sorted(found)]
 
 
-def classify(network: str, paths: list[str], limits: Limits, draft: int) -> tuple[dict[str, np.ndarray], float]:
-    classifier = Classifier(network)
+def classify(network: str, paths: list[str], limits: Limits, draft: int,
+             side: int | None = None) -> tuple[dict[str, np.ndarray], float]:
+    classifier = Classifier(network, side=side)
     arrays = [classifier.prepare(decode(read_file(Path(p), limits), limits, p, draft_size=draft).image) for p in paths]
     classifier.probabilities(arrays[:16])   # traced and warm before timing
     started = time.perf_counter()
@@ -140,6 +141,8 @@ def main(argv=None) -> int:
     parser.add_argument("--words", nargs="+", default=list(WORDS), metavar="WORD",
                         help="words to search; each must be a key of WORDS or a class of the set")
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
+    parser.add_argument("--sides", type=int, nargs="+", default=[], metavar="PX",
+                        help="also run lite0 at these input sides (it was trained at 224)")
     parser.add_argument("--limit", type=int, metavar="N", help="only the first N pictures (a quick run)")
     parser.add_argument("--speed", type=int, default=0, metavar="N",
                         help="only time indexing N pictures with the configured model, with labels and without")
@@ -161,8 +164,10 @@ def main(argv=None) -> int:
         report = {"dataset": str(args.dataset), "speed": speed(args.dataset, classes, args.speed, args.chunk)}
         print(json.dumps(report)) if args.json else _print_speed(report["speed"])
         return 0
-    for network in args.networks:
-        probabilities, per_picture = classify(network, list(classes), limits, draft)
+    runs = [(network, None) for network in args.networks] + [("lite0", side) for side in args.sides]
+    for network, side in runs:
+        probabilities, per_picture = classify(network, list(classes), limits, draft, side)
+        network = network if side is None else f"{network} at {side} px"
         rows = sweep(probabilities, classes, words)
         best = max(rows, key=lambda r: (round(r["p24"], 4), r["r100"]))
         report["networks"][network] = {"seconds_per_picture": per_picture, "sweep": rows, "best": best}
