@@ -266,6 +266,9 @@ class Settings:
         default=None)
     es_ca_certs: str | None = setting(
         "LOOKALIKE_ES_CA_CERTS", "Elasticsearch: CA bundle for `https://` with a private CA", default=None)
+    labels: bool = setting(
+        "LOOKALIKE_LABELS", "`true` to give indexed and uploaded pictures content labels (ImageNet classes found "
+        "by keyword), `false` for none (`lookalike index --no-labels`)", parse=boolean, default=True)
 
     @property
     def uses_elasticsearch(self) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .classifier import LABELS_NETWORK, LABELS_SIDE, Classifier
 from .config import Settings
 from .features import FeatureExtractor
 from .imaging import Limits
@@ -56,7 +57,12 @@ def open_engine(settings: Settings, *, store: Store | None = None, extractor: Fe
     query_cache = QueryVectorCache(settings.query_cache_dir) if share_query_vectors else None
     service = SearchService(store, extractor if extractor is not None else build, limits, query_cache)
     # The indexer shares the service's model: one per process.
-    indexer = Indexer(store, lambda: service.extractor, limits, settings.batch_size)
-    uploads = Uploads(indexer, settings.uploads_dir, settings.thumbnails_dir, image_size=settings.image_size,
+    indexer = Indexer(store, lambda: service.extractor, limits, settings.batch_size,
+                      classifier=(lambda: Classifier(LABELS_NETWORK, service.extractor.precision, settings.model_cache,
+                                                     LABELS_SIDE))
+                      if settings.labels else None)
+    # JPEGs are decoded at about the larger input of the two networks
+    draft = max(settings.image_size, LABELS_SIDE) if settings.labels else settings.image_size
+    uploads = Uploads(indexer, settings.uploads_dir, settings.thumbnails_dir, image_size=draft,
                       thumbnail_size=settings.thumbnail_size)
     return Engine(settings, store, service, indexer, uploads)

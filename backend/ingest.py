@@ -9,6 +9,7 @@ its content hash), the thumbnail cache, and the clean-up when a document is dele
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import unicodedata
 from collections import deque
@@ -21,15 +22,18 @@ from pathlib import Path
 import numpy as np
 
 from . import duplicates, imaging, near_duplicates
+from .classifier import Classifier
 from .features import FeatureExtractor
 from .filelock import write_atomically
 from .imaging import Decoded, ImageError, Limits, one_picture, read_file, thumbnail_jpeg
+from .labels import top_labels
 from .metadata import PhotoMetadata
 from .search import FileMissing
-from .stores.base import (METADATA_VERSION, Document, Entry, InvalidVector, Store, StoreError, check_vectors,
+from .stores.base import (METADATA_VERSION, Document, Entry, InvalidVector, Label, Store, StoreError, check_vectors,
                           document_id, normalise_tags)
 
 MAX_FILENAME_LENGTH = 255
+log = logging.getLogger("lookalike.labels")
 _EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp",
                "TIFF": ".tif", "HEIF": ".heic", "AVIF": ".avif"}
 
@@ -88,18 +92,22 @@ class _Loaded:
     signature: bytes            # near_duplicates.signature: what decides whether two pictures are the same
     filename: str | None = None  # the document's file name when not the file's own (an upload's)
     metadata: PhotoMetadata = PhotoMetadata()
+    label_pixels: np.ndarray | None = None   # the classifier's input, from the same decoded picture
 
 
 class Indexer:
-    """Writes documents for files into a store. The extractor is built only when a file needs it."""
+    """Writes documents for files into a store. The extractor is built only when a file needs it, and so
+    is the classifier of content labels (None: no labels; documents indexed so keep what they had)."""
 
     def __init__(self, store: Store, extractor: FeatureExtractor | Callable[[], FeatureExtractor],
-                 limits: Limits = Limits(), batch_size: int = 16, decode_threads: int = 2):
+                 limits: Limits = Limits(), batch_size: int = 16, decode_threads: int = 2,
+                 classifier: Classifier | Callable[[], Classifier] | None = None):
         self.store = store
         self._extractor = extractor
         self.limits = limits
         self.batch_size = batch_size
         self.decode_threads = decode_threads
+        self._classifier = classifier
 
     @property
     def extractor(self) -> FeatureExtractor:
@@ -107,17 +115,38 @@ class Indexer:
             self._extractor = self._extractor()
         return self._extractor
 
+    @property
+    def labels(self) -> bool:
+        """Whether pictures are given content labels."""
+        return self._classifier is not None
+
+    @property
+    def draft_size(self) -> int:
+        """The size JPEGs are decoded at (about): what the larger of the two networks takes."""
+        classifier = self.classifier
+        return max(self.extractor.spec.image_size, classifier.side if classifier is not None else 0)
+
+    @property
+    def classifier(self) -> Classifier | None:
+        if callable(self._classifier) and not isinstance(self._classifier, Classifier):
+            self._classifier = self._classifier()
+        return self._classifier
+
     def plan(self, files: Iterable[FileToIndex], keep_tags: bool = False) -> tuple[
             list[FileToIndex], list[tuple[FileToIndex, Entry]], int, dict[str, Entry]]:
         """Split files into (to index, updates that keep the vector, unchanged count, known entries by id).
-        An unchanged file is updated in place when its tags differ or its document lacks the current metadata."""
+        An unchanged file is updated in place when its tags differ or its document lacks the current metadata.
+        A file indexed without content labels is indexed again when labels are on: its vector is found by its
+        content hash and reused (no VGG16 call), the picture is decoded for the classifier."""
         known = {entry.id: entry for entry in self.store.entries()}
         todo, retag, unchanged = [], [], 0
         for item in files:
             entry = known.get(item.id)
             if entry and keep_tags:
                 item = replace(item, tags=entry.tags)
-            if entry and entry.bytes == item.bytes and entry.modified_at == item.modified_at:
+            if entry and self.labels and not entry.labelled:
+                todo.append(item)
+            elif entry and entry.bytes == item.bytes and entry.modified_at == item.modified_at:
                 if (normalise_tags(item.tags) == normalise_tags(entry.tags)
                         and entry.meta_version >= METADATA_VERSION):
                     unchanged += 1
@@ -220,19 +249,19 @@ class Indexer:
 
     def _load_one(self, item: FileToIndex) -> _Loaded:
         """Read, hash, decode and prepare one file; any failure is its ImageError."""
-        extractor = self.extractor   # outside the boundary: a model that cannot load is no file's fault
+        draft = self.draft_size   # builds the models outside the boundary: a model that cannot load is no file's fault
         with one_picture(str(item.path)):
             data = read_file(item.path, self.limits)
-            decoded = imaging.decode(data, self.limits, source=str(item.path), draft_size=extractor.spec.image_size)
+            decoded = imaging.decode(data, self.limits, source=str(item.path), draft_size=draft)
             return self._prepared(item, data, decoded)
 
     def _prepared(self, item: FileToIndex, data: bytes, decoded: Decoded, filename: str | None = None) -> _Loaded:
         """A decoded picture made ready for the model; any failure is its ImageError."""
-        extractor = self.extractor
+        extractor, classifier = self.extractor, self.classifier
         with one_picture(str(item.path)):
             return _Loaded(item, hashlib.sha256(data).hexdigest(), decoded.width, decoded.height,
                            extractor.prepare(decoded.image), near_duplicates.signature(decoded.image), filename,
-                           decoded.metadata)
+                           decoded.metadata, None if classifier is None else classifier.prepare(decoded.image))
 
     def _try_load(self, item: FileToIndex) -> _Loaded | tuple[str, str]:
         try:
@@ -244,7 +273,8 @@ class Indexer:
         """Decoded batches, decoding a few batches ahead of the consumer in worker threads."""
         if not todo:
             return
-        self.extractor  # build the model before the threads start
+        self.extractor  # build the models before the threads start
+        self.classifier
         with ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode") as pool:
             # a bounded window of decodes in flight keeps memory flat on huge folders
             window = self.batch_size * 4
@@ -270,6 +300,7 @@ class Indexer:
         reuse = self.store.find_by_hash([b.content_hash for b in batch])
         need = [b for b in batch if b.content_hash not in reuse]
         vectors = self._embed(need, summary)
+        labels = self._classify(batch)
         descriptor = self.extractor.descriptor_id
         now = time.time()
         written = [b for b in batch if b.content_hash in reuse or id(b) in vectors]
@@ -277,7 +308,7 @@ class Indexer:
                          filename=b.filename or b.item.path.name, path=str(b.item.path), tags=list(b.item.tags),
                          width=b.width, height=b.height, bytes=b.item.bytes, content_hash=b.content_hash,
                          descriptor=descriptor, indexed_at=now, modified_at=b.item.modified_at,
-                         signature=b.signature)
+                         signature=b.signature, labels=labels.get(id(b)))
                 for b in written]
         for doc, loaded in zip(docs, written):
             _describe(doc, loaded.metadata, loaded.item.folder)
@@ -301,6 +332,21 @@ class Indexer:
         for loaded in need:
             vectors.update(self._embed([loaded], summary))
         return vectors
+
+    def _classify(self, batch: list[_Loaded]) -> dict[int, list[Label]]:
+        """Content labels by id(loaded); none when labels are off. A classifier that fails leaves the batch
+        unlabelled (documents are written; the next run labels them), as labels are not the index's core."""
+        classifier = self.classifier
+        if classifier is None:
+            return {}
+        ready = [(b, b.label_pixels) for b in batch if b.label_pixels is not None]
+        try:
+            probabilities = classifier.probabilities([pixels for _, pixels in ready], self.batch_size)
+        except Exception as exc:  # noqa: BLE001 -- whatever the classifier raised, the descriptors are stored
+            log.warning("content labels failed for a batch of %d pictures (%s); the next run adds them",
+                        len(batch), exc)
+            return {}
+        return {id(b): top_labels(p) for (b, _), p in zip(ready, probabilities)}
 
     @staticmethod
     def _usable(doc: Document, summary: Summary) -> bool:
@@ -345,7 +391,7 @@ class Uploads:
         self.indexer = indexer
         self.folder = Path(folder)
         self.thumbnails = Path(thumbnails)
-        self.image_size = image_size           # the model's input size: JPEGs are decoded at about it
+        self.image_size = image_size           # the models' input size: JPEGs are decoded at about it
         self.thumbnail_size = thumbnail_size
 
     @property
@@ -385,6 +431,17 @@ class Uploads:
             picture = imaging.decode(read_file(path, limits), limits, source=doc.filename, draft_size=size).image
             write_atomically(cached, thumbnail_jpeg(picture, size))
         return cached, tag
+
+    def set_tags(self, doc: Document, tags: Iterable[str]) -> Document | None:
+        """Replace a document's tags, keeping its vector and labels (a file indexed from a folder keeps them
+        until an `index` run given tag options decides its tags again); None if it is gone."""
+        stored = self.store.get(doc.id, with_vector=True)
+        if stored is None:      # removed a moment ago
+            return None
+        stored.tags = normalise_tags(tags)
+        self.store.upsert([stored])
+        stored.vector = None
+        return stored
 
     def delete(self, doc: Document) -> None:
         """Remove a document, its thumbnails, and its file when it is an upload (files indexed from the

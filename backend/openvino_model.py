@@ -45,7 +45,8 @@ FORMAT = 1   # bump when what is cached changes meaning
 # 15.6% of the network's multiply-adds.
 FLOAT_CONVOLUTIONS = (0, 2, 4, 12)
 CALIBRATION = "sample-photos-16-minmax-float-conv0-2-4-12"
-_OV_PRECISION = {"bfloat16": "bf16", "int8": "f32"}   # int8: the layers left unquantised run in float32
+# int8: the layers left unquantised run in float32; float32: the classifier beside int8 VGG16 (classifier.py)
+_OV_PRECISION = {"bfloat16": "bf16", "int8": "f32", "float32": "f32"}
 
 
 def runtime_versions() -> dict:

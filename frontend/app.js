@@ -7,6 +7,7 @@ import {el, pasteKey, touch} from "./dom.js";
 import {hideDuplicates, initDuplicates, showDuplicates} from "./duplicates.js";
 import {clearResults, followWidth, renderCardMarks, renderResults} from "./grid.js";
 import {initPictureInput} from "./input.js";
+import {showLabels} from "./labels.js";
 import {IMAGE_TYPES} from "./messages.js";
 import {PAGE, hasFilters, keepSnapshot, nameQuery, navigate, noFilters, noMarks, refineQuery, restore, setMarks,
         start, state, toggledMarks} from "./state.js";
@@ -39,6 +40,7 @@ function show() {
   document.title = query.kind === "none" && !query.tags.length && !hasFilters(query)
     ? "lookalike: image search" : `${describe(query)} · lookalike`;
   renderQuery(query);
+  showLabels(query.kind === "similar" ? query.id : null);
   renderTrail(state.trail, query, go);
   renderChipsSelection(query.tags);
   showFacets(query);

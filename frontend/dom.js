@@ -11,6 +11,7 @@ export const el = {
   cropper: $("cropper"), cropStage: $("crop-stage"), cropImage: $("crop-image"), cropBox: $("crop-box"),
   cropCancel: $("crop-cancel"), facets: $("facets"), dates: $("dates"), takenFrom: $("taken-from"),
   takenTo: $("taken-to"),
+  labelsBox: $("labels-box"), labelsList: $("labels-list"), labelsNote: $("labels-note"),
 };
 
 export const pasteKey = /Mac|iPhone|iPad/.test(navigator.platform) ? "⌘V" : "Ctrl+V";

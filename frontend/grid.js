@@ -37,6 +37,8 @@ function resultCard(hit, query, handlers) {
   meta.append(span("visually-hidden", "More like "), span("name", hit.filename));
   if (query.kind === "none") meta.append(span("score", hit.taken ? hit.taken.slice(0, 10) : "date unknown"));
   else if (query.kind !== "text") meta.append(span("score", formatScore(hit.score)));
+  // a keyword result found by what is in the picture says so (no file name or tag had the words)
+  if (hit.matched === "label") meta.append(span("card-label", `${hit.label} ${Math.round(hit.confidence * 100)}%`));
   meta.append(span("card-tags", hit.tags.length ? hit.tags.join(" · ") : "\u00a0"));
   link.append(frame, meta);
   const item = li(link);

@@ -18,7 +18,7 @@ const BY_CODE = {
   bad_base64: "The picture did not arrive whole. Drop or choose it again.",
   bad_json: RELOAD,
   bad_request: RELOAD,
-  // 401, 403: writes (removing duplicates from the index), with the key the page asks for.
+  // 401, 403: writes (removing duplicates from the index, adding a suggested tag), with the key the page asks for.
   unauthorized: "That API key was not accepted. Try again with the server's LOOKALIKE_API_KEY.",
   write_disabled: WRITES,
   // 404

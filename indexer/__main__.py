@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.batch_size:
             settings = settings.with_(batch_size=args.batch_size)
+        if getattr(args, "labels", None) is False:
+            settings = settings.with_(labels=False)
         if args.run is not _index and not settings.uses_elasticsearch and not settings.embedded_path.exists():
             print(f"error: no index at {settings.embedded_path} yet: index a folder first (python -m indexer "
                   "index FOLDER), or set LOOKALIKE_DATA_DIR to the folder that holds it", file=sys.stderr)
@@ -81,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--rebuild", action="store_true",
                        help="Elasticsearch: fill a new index for the configured descriptor beside the live one, "
                             "then switch the alias to it (not with --shard: run once more without it to switch)")
+    index.add_argument("--no-labels", dest="labels", action="store_false", default=None,
+                       help="give pictures no content labels (ImageNet classes; the default is LOOKALIKE_LABELS)")
     _common(index)
     index.set_defaults(run=_index)
 

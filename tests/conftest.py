@@ -29,7 +29,8 @@ MODEL_CACHE = Path(tempfile.mkdtemp(prefix="lookalike-test-models-"))
 # float32 for the tests of everything else: their vectors compare with `fast_extractor`'s exactly.
 # tests/test_precision.py runs every other precision, `auto` included.
 FAST_ENV = {"LOOKALIKE_VGG16_WEIGHTS": "random", "LOOKALIKE_IMAGE_SIZE": "64", "LOOKALIKE_POOLING": "gem",
-            "LOOKALIKE_SQUARE": "false", "LOOKALIKE_PRECISION": "float32", "LOOKALIKE_MODEL_CACHE": str(MODEL_CACHE)}
+            "LOOKALIKE_SQUARE": "false", "LOOKALIKE_PRECISION": "float32", "LOOKALIKE_MODEL_CACHE": str(MODEL_CACHE),
+            "LOOKALIKE_LABELS": "false"}   # the tests of content labels turn them on
 
 
 def real_weights() -> str | None:

@@ -40,7 +40,7 @@ def test_index_body_is_pinned():
     assert index_body("vgg16-imagenet-conv5-gem-ar448-512d", 512) == {
         "mappings": {
             "dynamic": "strict",
-            "_meta": {"descriptor": "vgg16-imagenet-conv5-gem-ar448-512d", "dims": 512, "schema": 2, "revision": 2},
+            "_meta": {"descriptor": "vgg16-imagenet-conv5-gem-ar448-512d", "dims": 512, "schema": 2, "revision": 3},
             "properties": {
                 "vector": {"type": "dense_vector", "dims": 512, "index": True, "similarity": "dot_product",
                            "index_options": {"type": "hnsw", "m": 16, "ef_construction": 100}},
@@ -70,6 +70,8 @@ def test_index_body_is_pinned():
                 "file_type": {"type": "keyword"},
                 "folder": {"type": "keyword"},
                 "meta_version": {"type": "integer"},
+                "labels": {"type": "nested", "properties": {"name": {"type": "keyword"},
+                                                           "confidence": {"type": "float"}}},
             },
         },
     }

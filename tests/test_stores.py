@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from backend.stores import DescriptorMismatch, Document, StoreError, StoreUnavailable
+from backend.stores.base import Label
 
 
 DESC = "test-descriptor-16d"
@@ -204,6 +205,51 @@ def test_keyword_paging(store):
     first, second = store.keyword("tree", limit=4), store.keyword("tree", offset=4, limit=4)
     assert first.total == 7 and len(first.hits) == 4 and len(second.hits) == 3
     assert {h.document.id for h in first.hits}.isdisjoint({h.document.id for h in second.hits})
+
+
+def test_labels_round_trip_and_mark_unlabelled_entries(store):
+    labelled = doc(0)
+    labelled.labels = [Label("golden retriever", 0.75), Label("tennis ball", 0.125)]
+    nothing_found, not_classified = doc(1), doc(2)
+    nothing_found.labels = []
+    store.upsert([labelled, nothing_found, not_classified])
+    assert store.get("id000").labels == labelled.labels
+    assert store.get("id001").labels == [] and store.get("id002").labels is None
+    assert {e.id: e.labelled for e in store.entries()} == {"id000": True, "id001": True, "id002": False}
+    assert store.get("id000").metadata()["labels"] == [{"label": "golden retriever", "confidence": 0.75},
+                                                       {"label": "tennis ball", "confidence": 0.125}]
+
+
+def test_keyword_finds_labels_and_broader_words_after_names_and_tags(store):
+    def labelled(i, labels, **kw):
+        d = doc(i, **kw)
+        d.labels = [Label(name, confidence) for name, confidence in labels]
+        return d
+    store.upsert([labelled(0, [("golden retriever", 0.5)], tags=["pets"]),
+                  labelled(1, [("tabby", 0.6), ("Labrador retriever", 0.25)], tags=["pets"]),
+                  labelled(2, [("hotdog", 0.9)], tags=["lunch"]),
+                  labelled(3, [("minibus", 0.7)], tags=["street"]),
+                  labelled(4, [("golden retriever", 0.3)], filename="dog.jpg", tags=["pets"]),
+                  doc(5, filename="dogsled.jpg")])
+
+    def found(text, **kw):
+        return [(h.document.id, h.label.name if h.label else None) for h in store.keyword(text, **kw).hits]
+    # the file name first (as a word or prefix), then labels by the confidence of the label that matched
+    assert found("dog") == [("id004", None), ("id005", None), ("id000", "golden retriever"),
+                            ("id001", "Labrador retriever")]
+    assert store.keyword("dog").total == 4
+    assert [h.score for h in store.keyword("dog").hits][2:] == pytest.approx([0.5, 0.25], abs=0.01)
+    assert found("Dogs") == [("id005", None), ("id000", "golden retriever"), ("id004", "golden retriever"),
+                             ("id001", "Labrador retriever")]               # plurals ("dog.jpg" is no "dogs")
+    assert found("vehicle") == [("id003", "minibus")]
+    assert found("hot dog") == [("id002", "hotdog")] and found("hot") == []  # whole terms, not their words
+    assert found("golden retriever") == [("id000", "golden retriever"), ("id004", "golden retriever")]
+    assert found("dog", tags=["pets"]) == [("id004", None), ("id000", "golden retriever"),
+                                           ("id001", "Labrador retriever")]
+    assert found("dog", offset=1, limit=2) == [("id005", None), ("id000", "golden retriever")]
+    assert found("dog", offset=3, limit=2) == [("id001", "Labrador retriever")]
+    store.delete(["id000"])
+    assert found("retriever") == [("id004", "golden retriever"), ("id001", "Labrador retriever")]
 
 
 def test_entries_and_find_by_hash(store):

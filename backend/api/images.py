@@ -13,8 +13,9 @@ from backend.imaging import content_type
 from backend.stores.base import Document
 
 from . import lookalike, params, results
-from .body import read_image
+from .body import json_object, read_image
 from .errors import ApiError
+from .params import bad, refuse_unknown
 
 bp = Blueprint("images", __name__)
 
@@ -70,6 +71,20 @@ def upload():
     doc, created = lookalike().uploads.add(body.data, tags, filename=body.filename)
     response = results.metadata(doc)
     return response, (201 if created else 200), {"Location": url_for("images.metadata", doc_id=doc.id)}
+
+
+@bp.put("/api/images/<doc_id>/tags")
+def set_tags(doc_id: str):
+    """Replace an image's tags (the page adds a suggested label this way); its vector and labels stay."""
+    require_key()
+    body = json_object('{"tags": ["horse", "field"]}')
+    refuse_unknown("JSON key", body, ("tags",))
+    if "tags" not in body:
+        raise bad("send the image's tags as JSON {\"tags\": [...]}")
+    doc = lookalike().uploads.set_tags(get_document(doc_id), params.tags(params.Source(request.args, body)))
+    if doc is None:
+        raise ApiError(404, "not_found", f"no image with id {doc_id!r}")
+    return results.metadata(doc)
 
 
 @bp.delete("/api/images/<doc_id>")

@@ -155,6 +155,10 @@ SCHEMAS = {
             "thumbnail_url": {"type": "string", "description": "Relative URL of a JPEG thumbnail."},
             "copies": {"type": "array", "items": {"$ref": "#/components/schemas/Result"},
                        "description": "collapse=near only: the near duplicates folded into this result, best first."},
+            "matched": {"enum": ["text", "label"], "description": "Keyword searches: what the words matched, the "
+                                                                "file name or tags (`text`) or a content label"},
+            "label": {"type": "string", "description": "`matched: label`: the content label the words named"},
+            "confidence": {"type": "number", "description": "`matched: label`: the classifier's confidence in it"},
         },
     },
     "DuplicateMember": {"allOf": [_ref("Result"), {
@@ -214,8 +218,14 @@ SCHEMAS = {
             "modified_at": {"type": "number", "description": "The file's modification time when indexed."},
             **PHOTO,
             "image_url": {"type": "string"}, "thumbnail_url": {"type": "string"}, "similar_url": {"type": "string"},
+            "labels": {"anyOf": [{"type": "null"}, {"type": "array", "items": _ref("Label")}],
+                       "description": "Content labels, most confident first; null until the image is classified "
+                                      "(an `index` run with labels on adds them)."},
         },
     },
+    "Label": {"type": "object", "required": ["label", "confidence"],
+                  "properties": {"label": {"type": "string", "description": "An ImageNet class (WordNet's name)."},
+                                 "confidence": {"type": "number", "minimum": 0, "maximum": 1}}},
     "Tags": {
         "type": "object", "required": ["tags"],
         "properties": {"tags": {"type": "array", "items": {
@@ -290,9 +300,13 @@ PATHS = {
         "responses": {"200": SEARCH_RESULTS, **_errors("400", "409", "413", "415", "422", "503")},
     }},
     "/api/search": {"get": {
-        "operationId": "searchByText", "tags": ["search"], "summary": "Keyword search over file names and tags",
-        "description": "Case-insensitive; every word must match a whole word or a word's beginning. "
-                       "Give q, filters, or both (filters alone list the matching images by file name).",
+        "operationId": "searchByText", "tags": ["search"],
+        "summary": "Keyword search over file names, tags and content labels",
+        "description": "Case-insensitive; every word must match a whole word or a word's beginning of the file "
+                       "name or tags. Then come the images with a content label the words name (the label or a "
+                       "broader word for it: `dog` finds every breed), most confident first; each result says "
+                       "what matched (`matched`). Give q, filters, or both (filters alone list the matching "
+                       "images by file name).",
         "parameters": [{"name": "q", "in": "query", "description": "Words.",
                         "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH}},
                        LIMIT, OFFSET, *FILTERS, COLLAPSE],
@@ -353,6 +367,18 @@ PATHS = {
                                                               "deleted": {"const": True}}}, "Removed."),
                                  **_errors("400", "401", "403", "404", "503")}},
     },
+    "/api/images/{id}/tags": {"put": {
+        "operationId": "setImageTags", "tags": ["images"], "summary": "Replace an image's tags",
+        "description": "JSON `{\"tags\": [...]}`; the page adds a suggested content label this way. The image "
+                       "keeps its vector and labels. An `index` run given tag options decides the tags of the "
+                       "files it indexes again.",
+        "security": [{"bearer": []}], "parameters": [ID],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["tags"], "additionalProperties": False,
+            "properties": {"tags": TAGS_FIELD}}}}},
+        "responses": {"200": _json(_ref("Image"), "The image with its new tags."),
+                      **_errors("400", "401", "403", "404", "503")},
+    }},
     "/api/images/{id}/file": {"get": {
         "operationId": "getImageFile", "tags": ["images"], "summary": "The image file",
         "parameters": [ID],

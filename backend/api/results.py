@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from flask import url_for
 
-from backend.stores.base import Document, Hit, Page
+from backend.stores.base import Document, Hit, Label, Page
 
 from .errors import ApiError
 
@@ -31,12 +31,20 @@ def result(doc: Document, score: float) -> dict:
             "width": doc.width, "height": doc.height, **doc.photo(), **urls(doc.id)}
 
 
+def matched(label: Label | None) -> dict:
+    """Why a keyword result matched: its file name or tags, or a content label (named, with its confidence)."""
+    if label is None:
+        return {"matched": "text"}
+    return {"matched": "label", **label.as_json()}
+
+
 def metadata(doc: Document) -> dict:
     """A document without its vector or its server path."""
     return {"id": doc.id, "filename": doc.filename, "tags": list(doc.tags), "width": doc.width,
             "height": doc.height, "bytes": doc.bytes, "content_hash": doc.content_hash,
             "descriptor": doc.descriptor, "indexed_at": doc.indexed_at, "modified_at": doc.modified_at,
-            **doc.photo(), **urls(doc.id), "similar_url": url_for("search.similar", doc_id=doc.id)}
+            **doc.photo(), **urls(doc.id), "similar_url": url_for("search.similar", doc_id=doc.id),
+            "labels": None if doc.labels is None else [label.as_json() for label in doc.labels]}
 
 
 @dataclass
@@ -51,11 +59,15 @@ Found = Page | Folded
 
 
 def page(query: dict, found: Found, started: float) -> dict:
-    """The answer of every search: {"query", "results", "total", "took_ms"}; folded results carry their copies."""
+    """The answer of every search: {"query", "results", "total", "took_ms"}; folded results carry their copies;
+    keyword results say what matched."""
+    keyword = query.get("type") == "text"
+
+    def shown(hit: Hit) -> dict:
+        return {**result(hit.document, hit.score), **(matched(hit.label) if keyword else {})}
     if isinstance(found, Folded):
-        shown = [{**result(hit.document, hit.score), "copies": [result(c.document, c.score) for c in copies]}
-                 for hit, copies in found.groups]
+        results = [{**shown(hit), "copies": [shown(c) for c in copies]} for hit, copies in found.groups]
     else:
-        shown = [result(hit.document, hit.score) for hit in found.hits]
-    return {"query": query, "results": shown, "total": found.total,
+        results = [shown(hit) for hit in found.hits]
+    return {"query": query, "results": results, "total": found.total,
             "took_ms": round((time.perf_counter() - started) * 1000, 1)}

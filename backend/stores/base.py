@@ -105,6 +105,16 @@ class NearLink:
     score: float
 
 
+@dataclass(frozen=True)
+class Label:
+    """A content label: an ImageNet class name (backend/labels.py) and the classifier's confidence in it."""
+    name: str
+    confidence: float
+
+    def as_json(self) -> dict:
+        return {"label": self.name, "confidence": round(self.confidence, 4)}
+
+
 @dataclass
 class Document:
     id: str
@@ -132,13 +142,16 @@ class Document:
     @property
     def camera(self) -> str | None:
         return camera_name(self.camera_make, self.camera_model)
+    # Content labels, most confident first; None: not classified yet (the next `index` run labels it)
+    labels: list[Label] | None = None
 
     def metadata(self) -> dict:
         """Everything but the vector, JSON-ready."""
         return {"id": self.id, "filename": self.filename, "path": self.path, "tags": list(self.tags),
                 "width": self.width, "height": self.height, "bytes": self.bytes,
                 "content_hash": self.content_hash, "descriptor": self.descriptor,
-                "indexed_at": self.indexed_at, "modified_at": self.modified_at, **self.photo()}
+                "indexed_at": self.indexed_at, "modified_at": self.modified_at, **self.photo(),
+                "labels": None if self.labels is None else [label.as_json() for label in self.labels]}
 
     def photo(self) -> dict:
         """The picture's own metadata, JSON-ready (shown with a document and with each result)."""
@@ -155,6 +168,7 @@ FACETS = ("tags", "camera", "folder", "year")
 class Hit:
     document: Document              # vector not loaded
     score: float                    # kNN: cosine similarity in [-1, 1]; keyword: the engine's relevance
+    label: Label | None = None      # keyword: the content label the words matched (no file name or tag did)
 
 
 @dataclass
@@ -174,6 +188,7 @@ class Entry:
     tags: tuple[str, ...] = field(default_factory=tuple)
     linked: bool = True             # False: indexed before near-duplicate links were kept (the next run links it)
     meta_version: int = 0      # below METADATA_VERSION: the next index run reads the file's metadata again
+    labelled: bool = True           # False: indexed without content labels (the next run adds them)
 
 
 class Store(ABC):
@@ -221,7 +236,9 @@ class Store(ABC):
     def keyword(self, text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 10,
                 filters: "Filters | None" = None) -> Page:
         """Documents whose file name or tags match the words (case-insensitive; a word matches whole
-        words and word prefixes), best first. Empty text with tags lists the tagged documents."""
+        words and word prefixes), best first; then those with a content label the words name (the label
+        or a broader word for it, labels.terms), most confident first, each Hit naming its label and
+        scored by its confidence. Empty text with tags lists the tagged documents."""
 
     @abstractmethod
     def browse(self, filters: "Filters | None" = None, *, sort: str = "taken", offset: int = 0,

@@ -41,22 +41,23 @@ from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
 from elasticsearch.serializer import OrjsonSerializer
 
-from .base import (ELASTICSEARCH, FACETS, SORTS, DescriptorMismatch, Document, Entry, Hit, NearLink, Page, Store,
-                   StoreError, StoreUnavailable, check_vectors, normalise_tags, search_words)
+from ..labels import labels_for, matching_label, query_term
+from .base import (ELASTICSEARCH, FACETS, SORTS, DescriptorMismatch, Document, Entry, Hit, Label, NearLink, Page,
+                   Store, StoreError, StoreUnavailable, check_vectors, normalise_tags, search_words)
 from .filters import NONE, Filters, combined, normalise_camera
 
 SCHEMA = 2                        # bump when the mapping changes incompatibly: the index name carries it
 # Bump when fields are added to the mapping: an index of an older revision gets them (put mapping) when opened,
 # and its documents get values on the next indexing run. 1: near-duplicate links; 2: the picture's metadata
-# (ADDED_PROPERTIES).
-REVISION = 2
+# (ADDED_PROPERTIES); 3: content labels (LABEL_MAPPING).
+REVISION = 3
 VECTOR = "vector"
 WRITE_CHUNK = 500                 # documents per bulk request
 WRITERS = 4                       # bulk requests of one upsert in flight at once
 MAX_WINDOW = 10_000               # index.max_result_window, and the ceiling for k and num_candidates
 META_FIELDS = ["filename", "path", "tags", "width", "height", "bytes", "content_hash", "descriptor",
                "indexed_at", "modified_at"]
-ENTRY_FIELDS = ["path", "content_hash", "bytes", "modified_at", "tags", "linked", "meta_version"]
+ENTRY_FIELDS = ["path", "content_hash", "bytes", "modified_at", "tags", "linked", "meta_version", "labels"]
 WORD_FIELDS = ["filename_words^2", "tag_words"]
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 # Statuses that mean "the cluster cannot serve this now", as opposed to "this request is wrong".
@@ -104,6 +105,7 @@ def index_body(descriptor: str, dims: int, index_type: str = "hnsw", m: int = 16
                 "linked": {"type": "boolean"},
                 "signature": {"type": "binary"},       # near_duplicates.signature, base64 in _source
                 **ADDED_PROPERTIES,
+                **LABEL_MAPPING,
             },
         },
     }
@@ -126,6 +128,11 @@ ADDED_PROPERTIES: dict[str, dict[str, Any]] = {
     "folder": {"type": "keyword"},
     "meta_version": {"type": "integer"},
 }
+# Content labels (backend/labels.py): one nested object per label, so that a query for the labels a word
+# names scores a document by the confidence of the most confident of them.
+LABEL_MAPPING = {"labels": {"type": "nested", "properties": {"name": {"type": "keyword"},
+                                                             "confidence": {"type": "float"}}}}
+SOURCE_EXCLUDES = [VECTOR, "signature"]
 
 
 def document_source(doc: Document) -> dict:
@@ -147,7 +154,9 @@ def document_source(doc: Document) -> dict:
             "camera_make": doc.camera_make, "camera_model": doc.camera_model,
             "camera_key": normalise_camera(camera) if camera else None,
             "make_key": normalise_camera(doc.camera_make) if doc.camera_make else None,
-            "file_type": doc.file_type, "folder": doc.folder, "meta_version": int(doc.meta_version)}
+            "file_type": doc.file_type, "folder": doc.folder, "meta_version": int(doc.meta_version),
+            **({} if doc.labels is None else {
+                "labels": [{"name": label.name, "confidence": label.confidence} for label in doc.labels]})}
 
 
 def filter_clauses(filters: Filters) -> list[dict]:
@@ -191,7 +200,7 @@ def knn_body(vector, *, k: int, num_candidates: int, tags: Sequence[str] = (), e
         knn["filter"] = {"bool": conditions}
     if min_score is not None:
         knn["similarity"] = float(min_score)   # the raw dot product (= cosine here), not the _score
-    return {"knn": knn, "size": k, "_source": {"excludes": [VECTOR, "signature"]}}
+    return {"knn": knn, "size": k, "_source": {"excludes": SOURCE_EXCLUDES}}
 
 
 def keyword_body(text: str, *, tags: Sequence[str] = (), offset: int = 0, limit: int = 10,
@@ -203,8 +212,7 @@ def keyword_body(text: str, *, tags: Sequence[str] = (), offset: int = 0, limit:
     clauses = filter_clauses(combined(filters, tags))
     if not words and not clauses:
         return None
-    body: dict = {"from": offset, "size": limit, "track_total_hits": True,
-                  "_source": {"excludes": [VECTOR, "signature"]}}
+    body: dict = {"from": offset, "size": limit, "track_total_hits": True, "_source": {"excludes": SOURCE_EXCLUDES}}
     if words:
         body["query"] = {"bool": {
             "must": [{"multi_match": {"query": word, "type": "bool_prefix", "fields": WORD_FIELDS}}
@@ -241,6 +249,25 @@ def facets_body(filters: Filters | None, limit: int) -> dict:
     return {"size": 0, "query": {"bool": {"filter": filter_clauses(filters or NONE)}},
             "aggs": {name: {"terms": {"field": _FACET_FIELDS[name], "size": limit, "order": order}}
                      for name in FACETS}}
+
+
+def label_body(text: str, *, filters: Filters | None = None, offset: int = 0, limit: int = 10) -> dict | None:
+    """Documents with a content label the words name (labels.py), most confident first, leaving out those
+    whose file name or tags match the words (keyword_body finds them first); None without words."""
+    term = query_term(text)
+    text_query = keyword_body(text)
+    if not term or text_query is None:
+        return None
+    named = labels_for(term)
+    if not named:
+        return None
+    by_confidence = {"function_score": {"query": {"terms": {"labels.name": list(named)}}, "boost_mode": "replace",
+                                        "field_value_factor": {"field": "labels.confidence"}}}
+    return {"from": offset, "size": limit, "track_total_hits": True, "_source": {"excludes": SOURCE_EXCLUDES},
+            "query": {"bool": {"must": [{"nested": {"path": "labels", "score_mode": "max", "query": by_confidence}}],
+                               "filter": filter_clauses(filters or NONE),
+                               "must_not": [{"bool": {"must": text_query["query"]["bool"]["must"]}}]}},
+            "sort": ["_score", {"filename": "asc"}, {"path": "asc"}]}
 
 
 def ids_body(doc_ids: Sequence[str], with_vector: bool) -> dict:
@@ -305,11 +332,16 @@ def _hit_document(hit: dict, vector: bool = False) -> Document:
                     near=_links(src) if src.get("linked") else None,
                     signature=base64.b64decode(src["signature"]) if src.get("signature") else None,
                     taken=src.get("taken"), camera_make=src.get("camera_make"), camera_model=src.get("camera_model"),
-                    file_type=src.get("file_type"), folder=src.get("folder"), meta_version=src.get("meta_version") or 0)
+                    file_type=src.get("file_type"), folder=src.get("folder"), meta_version=src.get("meta_version") or 0,
+                    labels=_labels(src.get("labels")))
 
 
 def _links(src: dict) -> list[NearLink]:
     return [NearLink(link["id"], link["hash"], float(link["score"])) for link in src.get("near") or ()]
+
+
+def _labels(stored: list[dict] | None) -> list[Label] | None:
+    return None if stored is None else [Label(label["name"], float(label["confidence"])) for label in stored]
 
 
 def links_body(min_score: float, touching: Sequence[str] | None) -> dict:
@@ -721,7 +753,20 @@ class ElasticStore(Store):
         result = self._search("search by keywords", **body)["hits"]
         hits = [Hit(_hit_document(h), float(h["_score"]) if h.get("_score") is not None else 0.0)
                 for h in result["hits"]]
-        return Page(hits, result["total"]["value"])
+        total = result["total"]["value"]
+        # then the documents found by a content label, after every name and tag match
+        start = max(0, offset - total)
+        wanted = max(0, min(size - len(hits), MAX_WINDOW - start))
+        labelled = label_body(text, filters=combined(filters, tags), offset=start if wanted else 0, limit=wanted)
+        if labelled is None:
+            return Page(hits, total)
+        found = self._search("search by content labels", **labelled)["hits"]
+        term = query_term(text)
+        for h in found["hits"]:
+            doc = _hit_document(h)
+            label = matching_label(doc.labels, term)
+            hits.append(Hit(doc, label.confidence if label else 0.0, label))
+        return Page(hits, total + found["total"]["value"])
 
     def browse(self, filters=None, *, sort="taken", offset=0, limit=10) -> Page:
         size = max(0, min(limit, MAX_WINDOW - offset))
@@ -755,7 +800,7 @@ class ElasticStore(Store):
                 src = hit["_source"]
                 yield Entry(hit["_id"], src["path"], src["content_hash"], src["bytes"],
                             src.get("modified_at", 0.0), tuple(src.get("tags") or ()), bool(src.get("linked")),
-                            src.get("meta_version") or 0)
+                            src.get("meta_version") or 0, src.get("labels") is not None)
 
     def documents(self, doc_ids):
         ids = list(dict.fromkeys(doc_ids))

@@ -23,7 +23,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .base import (EMBEDDED, FACETS, SORTS, DescriptorMismatch, Document, Entry, Hit, NearLink, Page, Store,
+from ..labels import labels_for, matching_label, query_term
+from .base import (EMBEDDED, FACETS, SORTS, DescriptorMismatch, Document, Entry, Hit, Label, NearLink, Page, Store,
                    StoreUnavailable, check_vectors, normalise_tags, search_words)
 from .filters import Filters, combined, normalise_camera
 from .matrix import ReadOnlyDatabase, SharedVectors, decode_meta, encode_meta
@@ -46,7 +47,8 @@ CREATE TABLE IF NOT EXISTS docs (
     modified_at REAL NOT NULL,
     vector BLOB NOT NULL,             -- float32, little-endian
     linked INTEGER NOT NULL DEFAULT 0, -- 1: its near links (near_links) were computed
-    signature BLOB                    -- near_duplicates.signature of the picture
+    signature BLOB,                   -- near_duplicates.signature of the picture
+    labels TEXT                       -- JSON [[label, confidence], ...], NULL until classified
     -- then the columns of _ADDED, which _MIGRATIONS adds to every file, new or made before
 );
 CREATE INDEX IF NOT EXISTS docs_seq ON docs(seq);
@@ -81,8 +83,15 @@ CREATE INDEX IF NOT EXISTS docs_width ON docs(width);
 CREATE INDEX IF NOT EXISTS docs_height ON docs(height);
 """
 _META_COLUMNS = "rowid, id, filename, path, tags, width, height, bytes, content_hash, descriptor, " \
-                "indexed_at, modified_at, linked, signature, taken, camera_make, camera_model, file_type, folder, " \
-                "meta_version"
+                "indexed_at, modified_at, linked, signature, labels, taken, camera_make, camera_model, file_type, " \
+                "folder, meta_version"
+# A document's content labels, one row each, found by label (a query's term names a set of labels,
+# labels.labels_for). A store written before content labels gets this table and the `labels` column.
+_LABELS = """
+CREATE TABLE IF NOT EXISTS doc_labels (label TEXT NOT NULL, rowid INTEGER NOT NULL, confidence REAL NOT NULL,
+    PRIMARY KEY (label, rowid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS doc_labels_rowid ON doc_labels(rowid);
+"""
 # What a database made by an earlier version lacks, and the statements that add it (run once, on opening).
 _MIGRATIONS = (
     ("SELECT 1 FROM pragma_table_info('docs') WHERE name='linked'",
@@ -91,6 +100,8 @@ _MIGRATIONS = (
      "ALTER TABLE docs ADD COLUMN signature BLOB"),
     ("SELECT 1 FROM sqlite_master WHERE name='near_links'",
      _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS near_links"):_SCHEMA.index("CREATE VIRTUAL TABLE")]),
+    ("SELECT 1 FROM pragma_table_info('docs') WHERE name='labels'", "ALTER TABLE docs ADD COLUMN labels TEXT"),
+    ("SELECT 1 FROM sqlite_master WHERE name='doc_labels'", _LABELS),
     *((f"SELECT 1 FROM pragma_table_info('docs') WHERE name='{name}'", f"ALTER TABLE docs ADD COLUMN {name} {kind}")
       for name, kind in _ADDED),
     ("SELECT 1 FROM sqlite_master WHERE name='docs_height'", _INDEXES),   # its last index
@@ -278,7 +289,7 @@ class EmbeddedStore(Store):
                                          snapshot_min_rows, self._lock)
             if not self._has_schema():
                 with self._write():
-                    for statement in _SCHEMA.split(";"):
+                    for statement in (_SCHEMA + _LABELS).split(";"):
                         if statement.strip():
                             self._db.execute(statement)
             self._migrate()
@@ -358,9 +369,11 @@ class EmbeddedStore(Store):
                 vector = np.ascontiguousarray(doc.vector, dtype="<f4").tobytes()
                 row = self._db.execute("SELECT rowid FROM docs WHERE id=?", (doc.id,)).fetchone()
                 camera = doc.camera
+                labels = None if doc.labels is None else json.dumps(
+                    [[label.name, label.confidence] for label in doc.labels], ensure_ascii=False)
                 values = (seq, doc.filename, doc.path, json.dumps(tags, ensure_ascii=False), doc.width,
                           doc.height, doc.bytes, doc.content_hash, doc.descriptor, doc.indexed_at,
-                          doc.modified_at, vector, int(doc.near is not None), doc.signature, doc.taken,
+                          doc.modified_at, vector, int(doc.near is not None), doc.signature, labels, doc.taken,
                           doc.camera_make, doc.camera_model, doc.file_type, doc.folder, doc.meta_version, camera,
                           normalise_camera(camera) if camera else None,
                           normalise_camera(doc.camera_make) if doc.camera_make else None)
@@ -369,17 +382,18 @@ class EmbeddedStore(Store):
                     self._db.execute(
                         "UPDATE docs SET seq=?, filename=?, path=?, tags=?, width=?, height=?, bytes=?, "
                         "content_hash=?, descriptor=?, indexed_at=?, modified_at=?, vector=?, linked=?, "
-                        "signature=?, taken=?, camera_make=?, camera_model=?, file_type=?, folder=?, meta_version=?, "
-                        "camera=?, camera_key=?, make_key=? WHERE rowid=?", values + (rowid,))
+                        "signature=?, labels=?, taken=?, camera_make=?, camera_model=?, file_type=?, folder=?, "
+                        "meta_version=?, camera=?, camera_key=?, make_key=? WHERE rowid=?", values + (rowid,))
                     self._db.execute("DELETE FROM doc_tags WHERE rowid=?", (rowid,))
                     self._db.execute("DELETE FROM docs_fts WHERE rowid=?", (rowid,))
                     self._db.execute("DELETE FROM near_links WHERE rowid=?", (rowid,))
+                    self._db.execute("DELETE FROM doc_labels WHERE rowid=?", (rowid,))
                 else:
                     rowid = self._db.execute(
                         "INSERT INTO docs(id, seq, filename, path, tags, width, height, bytes, content_hash, "
-                        "descriptor, indexed_at, modified_at, vector, linked, signature, taken, camera_make, "
+                        "descriptor, indexed_at, modified_at, vector, linked, signature, labels, taken, camera_make, "
                         "camera_model, file_type, folder, meta_version, camera, camera_key, make_key) "
-                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (doc.id,) + values).lastrowid
                     self._db.execute("DELETE FROM removed WHERE rowid=?", (rowid,))
                 self._db.executemany("INSERT OR REPLACE INTO near_links(rowid, other, other_hash, score) "
@@ -387,6 +401,8 @@ class EmbeddedStore(Store):
                                      [(rowid, link.id, link.content_hash, float(link.score))
                                       for link in doc.near or () if link.id != doc.id])
                 self._db.executemany("INSERT INTO doc_tags(tag, rowid) VALUES (?, ?)", [(t, rowid) for t in tags])
+                self._db.executemany("INSERT OR REPLACE INTO doc_labels(label, rowid, confidence) VALUES (?, ?, ?)",
+                                     [(label.name, rowid, label.confidence) for label in doc.labels or ()])
                 self._db.execute("INSERT INTO docs_fts(rowid, filename, tags) VALUES (?, ?, ?)",
                                  (rowid, " ".join(search_words(doc.filename)), " ".join(search_words(" ".join(tags)))))
         return len(documents)
@@ -408,6 +424,7 @@ class EmbeddedStore(Store):
                 self._db.execute("DELETE FROM doc_tags WHERE rowid=?", (rowid,))
                 self._db.execute("DELETE FROM docs_fts WHERE rowid=?", (rowid,))
                 self._db.execute("DELETE FROM near_links WHERE rowid=?", (rowid,))
+                self._db.execute("DELETE FROM doc_labels WHERE rowid=?", (rowid,))
                 self._db.execute("INSERT OR REPLACE INTO removed(rowid, seq) VALUES (?, ?)", (rowid, seq))
                 removed += 1
         return removed
@@ -417,13 +434,14 @@ class EmbeddedStore(Store):
     def _row_to_document(self, row, vector: bytes | None = None,
                          links: dict[int, list[NearLink]] | None = None) -> Document:
         (rowid, doc_id, filename, path, tags, width, height, size, content_hash, descriptor,
-         indexed_at, modified_at, linked, signature, taken, camera_make, camera_model, file_type, folder,
+         indexed_at, modified_at, linked, signature, labels, taken, camera_make, camera_model, file_type, folder,
          meta_version) = row
         return Document(id=doc_id, vector=None if vector is None else np.frombuffer(vector, dtype="<f4").copy(),
                         filename=filename, path=path, tags=json.loads(tags), width=width, height=height,
                         bytes=size, content_hash=content_hash, descriptor=descriptor,
                         indexed_at=indexed_at, modified_at=modified_at,
-                        near=(links or {}).get(rowid, []) if linked else None, signature=signature, taken=taken,
+                        near=(links or {}).get(rowid, []) if linked else None, signature=signature,
+                        labels=None if labels is None else [Label(n, c) for n, c in json.loads(labels)], taken=taken,
                         camera_make=camera_make, camera_model=camera_model, file_type=file_type, folder=folder,
                         meta_version=meta_version)
 
@@ -607,17 +625,29 @@ class EmbeddedStore(Store):
             if words:
                 match = " AND ".join(f'"{w}"*' for w in words)  # every word, as a word or a prefix
                 base = f"FROM docs_fts f JOIN docs d ON d.rowid = f.rowid WHERE docs_fts MATCH ? AND {where}"
-                total = self._db.execute(f"SELECT count(*) {base}", [match, *params]).fetchone()[0]
+                # then documents with a label the words name (labels.py), that no name or tag matched
+                named = labels_for(query_term(text))
+                labelled = (f"FROM (SELECT rowid, max(confidence) AS confidence FROM doc_labels WHERE label IN "
+                            f"({','.join('?' * len(named)) or 'NULL'}) GROUP BY rowid) t JOIN docs d ON "
+                            f"d.rowid = t.rowid WHERE {where} "
+                            "AND d.rowid NOT IN (SELECT rowid FROM docs_fts WHERE docs_fts MATCH ?)")
+                label_params = [*named, *params, match]
+                total = self._db.execute(f"SELECT (SELECT count(*) {base}) + (SELECT count(*) {labelled})",
+                                         [match, *params, *label_params]).fetchone()[0]
                 rows = self._db.execute(
-                    f"SELECT d.rowid, bm25(docs_fts, 2.0, 1.0) {base} ORDER BY 2, d.filename LIMIT ? OFFSET ?",
-                    [match, *params, limit, offset]).fetchall()
+                    f"SELECT rowid, part, score FROM (SELECT d.rowid, 0 AS part, bm25(docs_fts, 2.0, 1.0) AS score, "
+                    f"d.filename AS filename, d.id AS id {base} UNION ALL SELECT d.rowid, 1, -t.confidence, "
+                    f"d.filename, d.id {labelled}) ORDER BY part, score, filename, id LIMIT ? OFFSET ?",
+                    [match, *params, *label_params, limit, offset]).fetchall()
             elif filters:
                 return self._listed(filters, "ORDER BY d.filename, d.id", offset, limit)
             else:
                 return Page([], 0)
         docs = self._documents_by_rowid([r[0] for r in rows])
-        # bm25() is lower-is-better and negative; report a positive relevance.
-        return Page([Hit(docs[r[0]], float(-r[1])) for r in rows if r[0] in docs], total)
+        # bm25() is lower-is-better and negative, and so is a label's confidence here: report them positive
+        term = query_term(text)
+        return Page([Hit(docs[rowid], float(-score), matching_label(docs[rowid].labels, term) if part else None)
+                     for rowid, part, score in rows if rowid in docs], total)
 
     def _listed(self, filters: Filters, order: str, offset: int, limit: int) -> Page:
         """The documents meeting `filters` in `order`, scored 0."""
@@ -663,11 +693,11 @@ class EmbeddedStore(Store):
     @_translated_iterator
     def entries(self) -> Iterator[Entry]:
         with self._lock:
-            rows = self._db.execute("SELECT id, path, content_hash, bytes, modified_at, tags, linked, meta_version "
-                                    "FROM docs").fetchall()
-        for doc_id, path, content_hash, size, modified_at, tags, linked, meta_version in rows:
+            rows = self._db.execute("SELECT id, path, content_hash, bytes, modified_at, tags, linked, meta_version, "
+                                    "labels IS NOT NULL FROM docs").fetchall()
+        for doc_id, path, content_hash, size, modified_at, tags, linked, meta_version, labelled in rows:
             yield Entry(doc_id, path, content_hash, size, modified_at, tuple(json.loads(tags)), bool(linked),
-                        meta_version)
+                        meta_version, bool(labelled))
 
     @_translated
     def find_by_hash(self, content_hashes):
