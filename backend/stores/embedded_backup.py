@@ -44,14 +44,13 @@ def _figures(db: sqlite3.Connection, bar: Bar) -> dict:
     return {"count": checksum.count, "checksum": checksum.hexdigest(), "descriptor": row[0] if row else None}
 
 
-def _sqlite_errors(what: str):
-    @contextmanager
-    def translated() -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise BackupError(f"could not {what}: {exc}") from None
-    return translated()
+@contextmanager
+def _sqlite_errors(what: str) -> Iterator[None]:
+    """sqlite3's errors as one line: `what` went wrong, and SQLite's reason."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise BackupError(f"{what}: {exc}") from None
 
 
 def _copy_database(source: Path, target: Path, *, read_only: bool) -> None:
@@ -77,7 +76,7 @@ class EmbeddedCopy(IndexCopy):
         if not self.path.is_file():
             raise BackupError(f"no index at {self.path}: nothing to back up")
         target = folder / FILE
-        with _sqlite_errors(f"copy {self.path}"):
+        with _sqlite_errors(f"could not copy {self.path}"):
             _copy_database(self.path, target, read_only=False)
             with closing(sqlite3.connect(f"file:{target}?mode=ro", uri=True)) as db:
                 figures = _figures(db, bar)
@@ -97,7 +96,7 @@ class EmbeddedCopy(IndexCopy):
     def count(self) -> int:
         if not self.path.is_file():
             return 0
-        with _sqlite_errors(f"read {self.path}"), closing(sqlite3.connect(self.path, timeout=60)) as db:
+        with _sqlite_errors(f"could not read {self.path}"), closing(sqlite3.connect(self.path, timeout=60)) as db:
             has_docs = db.execute("SELECT 1 FROM sqlite_master WHERE name='docs'").fetchone()
             return db.execute("SELECT count(*) FROM docs").fetchone()[0] if has_docs else 0
 
@@ -115,7 +114,7 @@ class EmbeddedCopy(IndexCopy):
                 raise BackupError(f"{self.path} holds {existing} documents: restore replaces them only with --force")
             staged = self.path.with_name(f".{self.path.name}.restore-{uuid.uuid4().hex[:8]}")
             try:
-                with _sqlite_errors(f"restore into {staged}"):
+                with _sqlite_errors(f"backup {folder} is damaged: its database cannot be read"):
                     _copy_database(folder / manifest["index"]["file"], staged, read_only=True)
                     with closing(sqlite3.connect(staged, isolation_level=None)) as db:
                         if move_uploads:
@@ -135,7 +134,7 @@ class EmbeddedCopy(IndexCopy):
         """Swap the verified copy in: nobody has the store open (the lock), the live database's log is
         checkpointed into it first, so that a crash at any point leaves either the old database or the new."""
         if self.path.is_file():
-            with _sqlite_errors(f"checkpoint {self.path}"), closing(sqlite3.connect(self.path, timeout=60)) as db:
+            with _sqlite_errors(f"could not checkpoint {self.path}"), closing(sqlite3.connect(self.path, timeout=60)) as db:
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         for suffix in ("-wal", "-shm"):   # a log left beside the new file would be replayed into it
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
