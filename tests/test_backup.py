@@ -217,11 +217,18 @@ def test_a_backup_killed_half_way_leaves_nothing_restore_accepts(settings, fast_
     assert not (tmp_path / "restored" / "index.sqlite3").exists()
 
 
-def test_a_backup_while_an_indexer_writes_and_searches_run_is_one_consistent_state(settings, fast_env, tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
+def thousand_pictures(folder: Path) -> Path:
+    """1,000 picture files, copies of 40 pictures: the indexer runs the model on 40 and reuses their vectors
+    for the rest (as it does for copies), so the writes, not the model, take the time."""
+    folder.mkdir()
+    pictures = [picture(i, size=(48, 32)) for i in range(40)]
     for i in range(1000):
-        picture(i, size=(48, 32)).save(photos / f"p{i:04}.png")
+        pictures[i % 40].save(folder / f"p{i:04}.png")
+    return folder
+
+
+def test_a_backup_while_an_indexer_writes_and_searches_run_is_one_consistent_state(settings, fast_env, tmp_path):
+    photos = thousand_pictures(tmp_path / "photos")
     descriptor = configured_descriptor(settings)
     EmbeddedStore(settings.embedded_path).close()
     indexer = subprocess.Popen([sys.executable, "-m", "indexer", "index", str(photos), "--batch-size", "8"],
@@ -236,28 +243,35 @@ def test_a_backup_while_an_indexer_writes_and_searches_run_is_one_consistent_sta
                     searched[0] += 1
                 except Exception as exc:  # noqa: BLE001 -- any failure of a search fails the test
                     failures.append(exc)
+                time.sleep(0.005)
 
     searcher = threading.Thread(target=search)
     searcher.start()
     taken = []
     try:
         with EmbeddedStore(settings.embedded_path) as store:
-            while store.count() < 50:
-                assert indexer.poll() is None, indexer.stderr.read()
-                time.sleep(0.05)
-            for n in range(3):
+            # Twice with the indexer stopped wherever it was (perhaps inside a transaction, its rows written but
+            # not committed), once while it runs.
+            for n, (at_least, pause) in enumerate(((8, True), (200, True), (300, False))):
+                while store.count() < at_least:
+                    assert indexer.poll() is None, indexer.stderr.read()
+                    time.sleep(0.01)
+                if pause:
+                    indexer.send_signal(signal.SIGSTOP)
                 before = store.count()
                 summary = backup(settings, tmp_path / f"b{n}")
                 taken.append((before, summary.count, store.count(), tmp_path / f"b{n}"))
-                time.sleep(0.5)
+                if pause:
+                    assert before < 1000, "the indexer had finished: nothing was shown"
+                    indexer.send_signal(signal.SIGCONT)
         assert indexer.wait(timeout=600) == 0, indexer.stderr.read()
     finally:
         stop.set()
         searcher.join()
         if indexer.poll() is None:
+            indexer.send_signal(signal.SIGCONT)
             indexer.kill()
     assert not failures and searched[0] > 0
-    assert any(before < 1000 for before, *_ in taken), "the indexer finished before the backups: nothing shown"
     for n, (before, count, after, folder) in enumerate(taken):
         assert before <= count <= after
         target = other(settings, f"restored{n}")
