@@ -104,7 +104,8 @@ def test_backup_while_an_indexer_writes_and_searches_run_is_one_consistent_state
     url, alias, _, settings = es
     descriptor = configured_descriptor(settings)
     photos = thousand_pictures(tmp_path / "photos")
-    indexer = subprocess.Popen([sys.executable, "-m", "indexer", "index", str(photos), "--batch-size", "8"],
+    # 50 a batch: each bulk write waits for a refresh (up to a second)
+    indexer = subprocess.Popen([sys.executable, "-m", "indexer", "index", str(photos), "--batch-size", "50"],
                                env=env_for(settings), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)
     searched, failures, stop = [0], [], threading.Event()
@@ -124,7 +125,7 @@ def test_backup_while_an_indexer_writes_and_searches_run_is_one_consistent_state
     taken = []
     try:
         with store_for(settings) as store:
-            for n, (at_least, pause) in enumerate(((8, True), (300, False))):
+            for n, (at_least, pause) in enumerate(((1, True), (300, False))):
                 while store.count() < at_least:
                     assert indexer.poll() is None, indexer.stderr.read()
                     time.sleep(0.02)
