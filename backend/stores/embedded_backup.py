@@ -134,7 +134,8 @@ class EmbeddedCopy(IndexCopy):
         """Swap the verified copy in: nobody has the store open (the lock), the live database's log is
         checkpointed into it first, so that a crash at any point leaves either the old database or the new."""
         if self.path.is_file():
-            with _sqlite_errors(f"could not checkpoint {self.path}"), closing(sqlite3.connect(self.path, timeout=60)) as db:
+            with _sqlite_errors(f"could not checkpoint {self.path}"), \
+                    closing(sqlite3.connect(self.path, timeout=60)) as db:
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         for suffix in ("-wal", "-shm"):   # a log left beside the new file would be replayed into it
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
