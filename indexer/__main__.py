@@ -14,6 +14,7 @@ from pathlib import Path
 
 from backend import duplicates
 from backend.allocator import tune_allocator
+from backend.backup import Summary as BackupSummary
 from backend.backup import backup, restore
 from backend.config import ConfigError, Settings
 from backend.factory import Engine, open_engine
@@ -388,17 +389,18 @@ def _bar(description: str, total: int, unit: str) -> Iterator[Callable[[int], No
 
 def _backup(args, settings: Settings) -> int:
     summary = backup(settings, args.dest, repository=args.repository, bar=_bar)
-    print(f"backed up {summary.count} documents ({summary.descriptor}) and {summary.uploads} uploads into "
-          f"{summary.folder} in {summary.seconds:.1f} s; checksum {summary.checksum[:16]}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(summary.as_json(), ensure_ascii=False))
-    return 0
+    return _summary(args, summary, f"backed up {summary.count} documents ({summary.descriptor}) and "
+                                   f"{summary.uploads} uploads into {summary.folder}", "checksum")
 
 
 def _restore(args, settings: Settings) -> int:
     summary = restore(settings, args.source, force=args.force, bar=_bar)
-    print(f"restored {summary.count} documents and {summary.uploads} uploads from {summary.folder} in "
-          f"{summary.seconds:.1f} s; count and checksum {summary.checksum[:16]} verified", file=sys.stderr)
+    return _summary(args, summary, f"restored {summary.count} documents and {summary.uploads} uploads from "
+                                   f"{summary.folder}", "count and checksum verified,")
+
+
+def _summary(args, summary: BackupSummary, what: str, checked: str) -> int:
+    print(f"{what} in {summary.seconds:.1f} s; {checked} {summary.checksum[:16]}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary.as_json(), ensure_ascii=False))
     return 0

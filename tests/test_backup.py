@@ -13,8 +13,9 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -227,55 +228,83 @@ def thousand_pictures(folder: Path) -> Path:
     return folder
 
 
+@contextmanager
+def searching(search: Callable[[], object]) -> Iterator[list]:
+    """`search` called over and over in a thread while the block runs, as a server's worker would; yields
+    its answers so far. Any search that fails fails the test."""
+    answers: list = []
+    failures: list[Exception] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                answers.append(search())
+            except Exception as exc:  # noqa: BLE001 -- any failure of a search fails the test
+                failures.append(exc)
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        yield answers
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures, failures[0]
+    assert answers
+
+
+def backups_while_indexing(indexer: subprocess.Popen, count: Callable[[], int],
+                           take: Callable[[int], tuple[int, int]], rounds) -> list[int]:
+    """For each (at_least, pause) round: once the indexer has written at_least documents, backup number n
+    (take(n) -> its count, and the count right after it). With pause, the indexer is stopped wherever it was
+    (perhaps inside a transaction, its rows written but not committed) while the backup runs. Each backup
+    holds at least what was committed when it began and at most what was committed when it ended; returns
+    their counts."""
+    taken = []
+    try:
+        for n, (at_least, pause) in enumerate(rounds):
+            while count() < at_least:
+                assert indexer.poll() is None, indexer.stderr.read() if indexer.stderr else ""
+                time.sleep(0.01)
+            if pause:
+                indexer.send_signal(signal.SIGSTOP)
+            before = count()
+            backed_up, after = take(n)
+            assert before <= backed_up <= after
+            taken.append(backed_up)
+            if pause:
+                assert before < 1000, "the indexer had finished: nothing was shown"
+                indexer.send_signal(signal.SIGCONT)
+        assert indexer.wait(timeout=600) == 0, indexer.stderr.read() if indexer.stderr else ""
+    finally:
+        if indexer.poll() is None:
+            indexer.send_signal(signal.SIGCONT)
+            indexer.kill()
+    return taken
+
+
+def indexing(photos: Path, env: dict, batch_size: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "indexer", "index", str(photos), "--batch-size", str(batch_size)],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 def test_a_backup_while_an_indexer_writes_and_searches_run_is_one_consistent_state(settings, fast_env, tmp_path):
     photos = thousand_pictures(tmp_path / "photos")
     descriptor = configured_descriptor(settings)
     EmbeddedStore(settings.embedded_path).close()
-    indexer = subprocess.Popen([sys.executable, "-m", "indexer", "index", str(photos), "--batch-size", "8"],
-                               env=fast_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    searched, failures, stop = [0], [], threading.Event()
 
-    def search() -> None:
-        with EmbeddedStore(settings.embedded_path) as store:
-            while not stop.is_set():
-                try:
-                    store.knn(queries()[searched[0] % QUERIES], descriptor=descriptor, limit=10)
-                    searched[0] += 1
-                except Exception as exc:  # noqa: BLE001 -- any failure of a search fails the test
-                    failures.append(exc)
-                time.sleep(0.005)
+    def take(n: int) -> tuple[int, int]:
+        return backup(settings, tmp_path / f"b{n}").count, store.count()
 
-    searcher = threading.Thread(target=search)
-    searcher.start()
-    taken = []
-    try:
-        with EmbeddedStore(settings.embedded_path) as store:
-            # Twice with the indexer stopped wherever it was (perhaps inside a transaction, its rows written but
-            # not committed), once while it runs.
-            for n, (at_least, pause) in enumerate(((8, True), (200, True), (300, False))):
-                while store.count() < at_least:
-                    assert indexer.poll() is None, indexer.stderr.read()
-                    time.sleep(0.01)
-                if pause:
-                    indexer.send_signal(signal.SIGSTOP)
-                before = store.count()
-                summary = backup(settings, tmp_path / f"b{n}")
-                taken.append((before, summary.count, store.count(), tmp_path / f"b{n}"))
-                if pause:
-                    assert before < 1000, "the indexer had finished: nothing was shown"
-                    indexer.send_signal(signal.SIGCONT)
-        assert indexer.wait(timeout=600) == 0, indexer.stderr.read()
-    finally:
-        stop.set()
-        searcher.join()
-        if indexer.poll() is None:
-            indexer.send_signal(signal.SIGCONT)
-            indexer.kill()
-    assert not failures and searched[0] > 0
-    for n, (before, count, after, folder) in enumerate(taken):
-        assert before <= count <= after
+    with EmbeddedStore(settings.embedded_path) as store, \
+            searching(lambda: store.knn(queries()[0], descriptor=descriptor, limit=10)):
+        taken = backups_while_indexing(indexing(photos, fast_env, 8), store.count, take,
+                                       ((8, True), (200, True), (300, False)))
+    for n, count in enumerate(taken):
         target = other(settings, f"restored{n}")
-        assert restore(target, folder).count == count
+        assert restore(target, tmp_path / f"b{n}").count == count
         assert assert_complete(target.embedded_path) == count
         with EmbeddedStore(target.embedded_path) as restored:
             assert restored.knn(queries()[0], descriptor=descriptor, limit=10).total == count

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +21,7 @@ from backend.config import Settings
 from backend.stores.backups import BackupError, Checksum
 from backend.stores.elastic import VECTOR, ElasticStore
 from tests.conftest import FAST_ENV, ROOT, delete_indices
-from tests.test_backup import QUERIES, queries, synthetic, thousand_pictures
+from tests.test_backup import backups_while_indexing, indexing, queries, searching, synthetic, thousand_pictures
 
 
 @pytest.fixture
@@ -65,6 +64,14 @@ def live_figures(settings: Settings) -> tuple[int, str, str]:
     return checksum.count, checksum.hexdigest(), index
 
 
+def written(settings: Settings, n: int, seed: int) -> str:
+    """n synthetic documents written into the alias; their descriptor (the settings')."""
+    descriptor = configured_descriptor(settings)
+    with store_for(settings) as store:
+        store.upsert(synthetic(n, seed, descriptor))
+    return descriptor
+
+
 def top10(settings: Settings, descriptor: str) -> list[list[str]]:
     with store_for(settings) as store:
         return [[h.document.id for h in store.knn(q, descriptor=descriptor, limit=10).hits] for q in queries()]
@@ -72,9 +79,7 @@ def top10(settings: Settings, descriptor: str) -> list[list[str]]:
 
 def test_restored_into_a_second_index_it_searches_exactly_like_the_original(es):
     url, alias, _, settings = es
-    descriptor = configured_descriptor(settings)
-    with store_for(settings) as store:
-        store.upsert(synthetic(400, 1, descriptor))
+    descriptor = written(settings, 400, 1)
     before = top10(settings, descriptor)
     summary = backup(settings, settings.data_dir.parent / "b", repository=alias)
     assert summary.count == 400 and summary.backend == "elasticsearch"
@@ -104,51 +109,17 @@ def test_backup_while_an_indexer_writes_and_searches_run_is_one_consistent_state
     url, alias, _, settings = es
     descriptor = configured_descriptor(settings)
     photos = thousand_pictures(tmp_path / "photos")
-    # 50 a batch: each bulk write waits for a refresh (up to a second)
-    indexer = subprocess.Popen([sys.executable, "-m", "indexer", "index", str(photos), "--batch-size", "50"],
-                               env=env_for(settings), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
-    searched, failures, stop = [0], [], threading.Event()
 
-    def search() -> None:
-        with store_for(settings) as store:
-            while not stop.is_set():
-                try:
-                    store.knn(queries()[searched[0] % QUERIES], descriptor=descriptor, limit=10)
-                    searched[0] += 1
-                except Exception as exc:  # noqa: BLE001 -- any failure of a search fails the test
-                    failures.append(exc)
-                time.sleep(0.01)
+    def take(n: int) -> tuple[int, int]:
+        return backup(settings, tmp_path / f"b{n}", repository=alias).count, live_figures(settings)[0]
 
-    searcher = threading.Thread(target=search)
-    searcher.start()
-    taken = []
-    try:
-        with store_for(settings) as store:
-            for n, (at_least, pause) in enumerate(((1, True), (300, False))):
-                while store.count() < at_least:
-                    assert indexer.poll() is None, indexer.stderr.read()
-                    time.sleep(0.02)
-                if pause:
-                    indexer.send_signal(signal.SIGSTOP)
-                before = store.count()
-                summary = backup(settings, tmp_path / f"b{n}", repository=alias)
-                taken.append((before, summary.count, live_figures(settings)[0], tmp_path / f"b{n}"))
-                if pause:
-                    assert before < 1000, "the indexer had finished: nothing was shown"
-                    indexer.send_signal(signal.SIGCONT)
-        assert indexer.wait(timeout=600) == 0, indexer.stderr.read()
-    finally:
-        stop.set()
-        searcher.join()
-        if indexer.poll() is None:
-            indexer.send_signal(signal.SIGCONT)
-            indexer.kill()
-    assert not failures and searched[0] > 0
-    for n, (before, count, after, folder) in enumerate(taken):
-        assert before <= count <= after
+    with store_for(settings) as store, searching(lambda: store.knn(queries()[0], descriptor=descriptor, limit=10)):
+        # 50 a batch: each bulk write waits for a refresh (up to a second)
+        taken = backups_while_indexing(indexing(photos, env_for(settings), 50), store.count, take,
+                                       ((1, True), (300, False)))
+    for n, count in enumerate(taken):
         target = settings.with_(es_index=f"{alias}-r{n}")
-        assert restore(target, folder).count == count
+        assert restore(target, tmp_path / f"b{n}").count == count
         with Elasticsearch(url) as client:   # every document whole
             for hit in helpers.scan(client, index=target.es_index, fields=[VECTOR], query={"query": {"match_all": {}}}):
                 src = hit["_source"]
@@ -159,8 +130,7 @@ def test_backup_while_an_indexer_writes_and_searches_run_is_one_consistent_state
 
 def test_a_killed_or_damaged_backup_is_refused_in_one_line_and_the_live_index_stays(es, tmp_path):
     url, alias, folder, settings = es
-    with store_for(settings) as store:
-        store.upsert(synthetic(300, 3, configured_descriptor(settings)))
+    written(settings, 300, 3)
     env = env_for(settings)
 
     # kill -9 once the snapshot is under way: no backup folder, and its parts are refused
@@ -211,39 +181,20 @@ def test_a_killed_or_damaged_backup_is_refused_in_one_line_and_the_live_index_st
 
 def test_a_restore_under_running_searches_is_safe(es):
     url, alias, _, settings = es
-    descriptor = configured_descriptor(settings)
-    with store_for(settings) as store:
-        store.upsert(synthetic(300, 4, descriptor))
+    descriptor = written(settings, 300, 4)
     backed_up = top10(settings, descriptor)
     backup(settings, settings.data_dir.parent / "b", repository=alias)
-    with store_for(settings) as store:
-        store.upsert(synthetic(300, 5, descriptor))   # every vector replaced
+    written(settings, 300, 5)   # every vector replaced
     current = top10(settings, descriptor)
     assert current != backed_up
-    answers, failures, stop = [], [], threading.Event()
-
-    def search() -> None:   # as a server's worker does, with its own store object
-        with store_for(settings) as store:
-            while not stop.is_set():
-                try:
-                    answers.append([h.document.id for h in store.knn(queries()[0], descriptor=descriptor,
-                                                                     limit=10).hits])
-                except Exception as exc:  # noqa: BLE001 -- any failure of a search fails the test
-                    failures.append(exc)
-                time.sleep(0.01)
-
-    searcher = threading.Thread(target=search)
-    searcher.start()
-    try:
+    with store_for(settings) as store, \
+            searching(lambda: [h.document.id for h in store.knn(queries()[0], descriptor=descriptor,
+                                                                limit=10).hits]) as answers:
         while len(answers) < 3:
             time.sleep(0.01)
         restore(settings, settings.data_dir.parent / "b", force=True)
         seen = len(answers)
         while len(answers) < seen + 3:
             time.sleep(0.01)
-    finally:
-        stop.set()
-        searcher.join()
-    assert not failures
     assert all(a in (current[0], backed_up[0]) for a in answers)
     assert answers[0] == current[0] and answers[-1] == backed_up[0]
