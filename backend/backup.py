@@ -74,6 +74,8 @@ def backup(settings, dest: Path, *, repository: str | None = None, bar: Bar = no
     copier = index_copy(settings)
     try:
         figures = copier.copy(part, bar, repository)
+        if not figures["count"]:
+            raise BackupError("the store holds no documents: nothing to back up")
         uploads = _copy_uploads(settings.uploads_dir, part / UPLOADS, bar)
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "product_version": product_version(),
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),

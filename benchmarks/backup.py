@@ -1,10 +1,10 @@
 """Time `lookalike backup` and `restore` (backend/backup.py) on each store, for an index the indexer built
 and for N synthetic documents.
 
-    python -m benchmarks.backup [--synthetic 100000] [--index DATA_DIR] [--stores embedded elasticsearch]
+    python -m benchmarks.backup [--synthetic 100000] [--index NAME=DATA_DIR] [--stores embedded elasticsearch]
         [--url URL --repo-path PATH] [--work DIR] [--json]
 
---index: the data folder of an embedded index (for example Corel-1k, built by `lookalike index
+--index: a name and the data folder of an embedded index (for example Corel-1k, built by `lookalike index
 $DATA/corel1k --tags-from-folders`); run with the LOOKALIKE_* settings it was built with, since restore
 checks the descriptor. Synthetic documents are seeded unit vectors with the fast test descriptor
 (random weights, 64 px). The same documents are written into Elasticsearch (untimed, through the store's
@@ -98,7 +98,8 @@ def timed(name: str, store: str, count: int, settings: Settings, target: Setting
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.backup", description=__doc__.split("\n\n")[0])
     parser.add_argument("--synthetic", type=int, nargs="*", default=[100_000], metavar="N")
-    parser.add_argument("--index", type=Path, action="append", default=[], metavar="DATA_DIR")
+    parser.add_argument("--index", action="append", default=[], metavar="NAME=DATA_DIR",
+                        help="an embedded index the indexer built, and the name its rows get")
     parser.add_argument("--stores", nargs="+", default=["embedded", "elasticsearch"],
                         choices=["embedded", "elasticsearch"])
     parser.add_argument("--url", help="an Elasticsearch of your own (with --repo-path under its path.repo)")
@@ -115,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         if not settings.embedded_path.exists():
             synthetic_store(settings, n)
         sets.append((f"synthetic-{n}", settings))
-    for data_dir in args.index:
-        sets.append((data_dir.name, Settings.from_env({**base, "LOOKALIKE_DATA_DIR": str(data_dir)})))
+    for given in args.index:
+        name, _, data_dir = given.rpartition("=")
+        sets.append((name or Path(data_dir).name, Settings.from_env({**base, "LOOKALIKE_DATA_DIR": data_dir})))
 
     node, url, repo_path = None, args.url, args.repo_path
     if "elasticsearch" in args.stores and url is None:

@@ -341,6 +341,10 @@ def test_the_command_line_backs_up_with_a_json_summary_and_names_what_is_wrong(s
     result = run(["backup", str(tmp_path / "d")], empty)
     assert result.returncode == 1 and "nothing to back up" in result.stderr and not (tmp_path / "d").exists()
     assert not list(tmp_path.glob(".d.part-*"))
+    EmbeddedStore(Path(empty["LOOKALIKE_DATA_DIR"]) / "index.sqlite3").close()   # a store, with no documents
+    result = run(["backup", str(tmp_path / "d")], empty)
+    assert result.returncode == 1 and result.stderr == "error: the store holds no documents: nothing to back up\n"
+    assert not (tmp_path / "d").exists() and not list(tmp_path.glob(".d.part-*"))
 
 
 def test_fast_env_is_what_the_fixtures_use():
