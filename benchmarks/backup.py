@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="an Elasticsearch of your own (with --repo-path under its path.repo)")
     parser.add_argument("--repo-path", type=Path, help="with --url: a folder under that server's path.repo")
     parser.add_argument("--work", type=Path, help="where the stores and backups go (default: a temporary folder)")
-    parser.add_argument("--json", action="store_true", help="print the rows as one JSON list")
+    parser.add_argument("--json", action="store_true", help="also print each row as a JSON line")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="lookalike-backup-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['set']} | {r['store']} | {r['documents']:,} | {r['backup_s']} | {r['restore_s']} | "
               f"{r['baseline_s']} | {r['backup_x']} | {r['restore_x']} | {r['backup_mb']} | {r['load']} |")
     if args.json:
-        print(json.dumps(rows))
+        for r in rows:
+            print(json.dumps(r))
     return 0
 
 
