@@ -47,6 +47,38 @@ class FileLock:
             self.file.close()   # releases the lock
 
 
+def hold_shared(path: Path) -> BinaryIO | None:
+    """A shared lock on `path`, held until the returned file is closed: every process that has a store open
+    holds one, so that a restore (exclusive_now) can tell the store is in use. Waits while a restore holds
+    it. None where it cannot be taken (an unwritable folder, Windows): the store opens all the same."""
+    if sys.platform == "win32":
+        return None
+    try:
+        file = open(path, "a+b")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(file, fcntl.LOCK_SH)
+    except OSError:
+        file.close()
+        return None
+    return file
+
+
+def exclusive_now(path: Path) -> BinaryIO | None:
+    """An exclusive lock on `path` if nobody holds one of hold_shared's (else None), until the file is closed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file = open(path, "a+b")
+    if sys.platform == "win32":
+        return file
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.close()
+        return None
+    return file
+
+
 def fsync(path: Path) -> None:
     """Flush a file's (or a folder's) contents to disk."""
     fd = os.open(path, os.O_RDONLY)

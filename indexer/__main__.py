@@ -7,12 +7,15 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
 from backend import duplicates
 from backend.allocator import tune_allocator
+from backend.backup import Summary as BackupSummary
+from backend.backup import backup, restore
 from backend.config import ConfigError, Settings
 from backend.factory import Engine, open_engine
 from backend.features import DescriptorSpec, FeatureExtractor, WeightsError, planned_precision, weights_tag
@@ -32,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     tune_allocator()   # decode threads and large short-lived buffers, as in a server (backend/allocator.py)
     try:
         settings = Settings.from_env()
+        if args.run in (_backup, _restore):
+            return args.run(args, settings)   # no model; restore must not hold the store open itself
         if args.batch_size:
             settings = settings.with_(batch_size=args.batch_size)
         if getattr(args, "labels", None) is False:
@@ -123,6 +128,20 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--tag", action="append", default=[], metavar="TAG", help="only results with this tag")
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.set_defaults(run=_search, batch_size=None)
+
+    backup = sub.add_parser("backup", help="copy the whole index (and uploads) into a new folder, online, with a "
+                                           "manifest to verify it by")
+    backup.add_argument("dest", type=Path, metavar="DEST", help="a new folder")
+    backup.add_argument("--repository", metavar="NAME",
+                        help="Elasticsearch: the registered snapshot repository the index is copied into")
+    backup.add_argument("--json", action="store_true", help="end with one JSON summary line on standard output")
+    backup.set_defaults(run=_backup, batch_size=None)
+
+    restore = sub.add_parser("restore", help="put a backup back as the index, verified (count and checksum)")
+    restore.add_argument("source", type=Path, metavar="SOURCE", help="a folder made by backup")
+    restore.add_argument("--force", action="store_true", help="replace an index that holds documents")
+    restore.add_argument("--json", action="store_true", help="end with one JSON summary line on standard output")
+    restore.set_defaults(run=_restore, batch_size=None)
 
     serve = sub.add_parser("serve", help="serve the JSON API and the web page with gunicorn "
                                          "(settings: GUNICORN_*, HOST, PORT, LOOKALIKE_*)")
@@ -358,6 +377,36 @@ def _search(args, engine: Engine) -> int:
     print(f"{page.total} matching; top {len(page.hits)}:")
     for hit in page.hits:
         print(f"{hit.score:8.4f}  {hit.document.path}  [{', '.join(hit.document.tags)}]")
+    return 0
+
+
+@contextmanager
+def _bar(description: str, total: int, unit: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal (tqdm; nothing when standard error is not one)."""
+    from tqdm import tqdm
+
+    scale = unit == "B"
+    with tqdm(total=total, unit=unit, unit_scale=scale, desc=description, disable=None, file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        yield bar.update
+
+
+def _backup(args, settings: Settings) -> int:
+    summary = backup(settings, args.dest, repository=args.repository, bar=_bar)
+    return _summary(args, summary, f"backed up {summary.count} documents ({summary.descriptor}) and "
+                                   f"{summary.uploads} uploads into {summary.folder}", "checksum")
+
+
+def _restore(args, settings: Settings) -> int:
+    summary = restore(settings, args.source, force=args.force, bar=_bar)
+    return _summary(args, summary, f"restored {summary.count} documents and {summary.uploads} uploads from "
+                                   f"{summary.folder}", "count and checksum verified,")
+
+
+def _summary(args, summary: BackupSummary, what: str, checked: str) -> int:
+    print(f"{what} in {summary.seconds:.1f} s; {checked} {summary.checksum[:16]}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary.as_json(), ensure_ascii=False))
     return 0
 
 

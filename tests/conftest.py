@@ -145,6 +145,8 @@ class ElasticNodes:
     def __init__(self):
         self._nodes: dict = {}
         self._failed: dict[str, str] = {}
+        # path.repo of the nodes started here: snapshot repositories (backups) live under it
+        self.repo_root = Path(tempfile.mkdtemp(prefix="lookalike-es-repo-"))
 
     def url(self, major: str = "8") -> str:
         from tests import es_node
@@ -156,7 +158,7 @@ class ElasticNodes:
             pytest.fail(self._failed[major])
         if major not in self._nodes:
             try:
-                self._nodes[major] = es_node.start(major)
+                self._nodes[major] = es_node.start(major, settings={"path.repo": str(self.repo_root)})
             except es_node.ToolMissing as exc:       # no Java or no Maven: a reason to skip, and only that
                 pytest.skip(f"no real Elasticsearch {major}.x: {exc}")
             except es_node.NodeUnavailable as exc:
@@ -171,6 +173,18 @@ class ElasticNodes:
             pytest.skip(f"Elasticsearch {major}.x at {url} is a server of your own: the tests do not pause it")
         return self._nodes[major]
 
+    def repo(self, major: str = "8") -> Path:
+        """A folder the node may keep snapshots in (under its path.repo). With ES_URL: ES_REPO names one."""
+        given = os.environ.get("ES_URL" if major == "8" else f"ES{major}_URL", "")
+        if given:
+            folder = os.environ.get("ES_REPO", "")
+            if not folder:
+                pytest.skip("ES_URL is set without ES_REPO: a folder under that server's path.repo for snapshots")
+        else:
+            self.url(major)
+            folder = str(self.repo_root)
+        return Path(tempfile.mkdtemp(dir=folder))
+
     def start_private(self, major: str = "8", **options):
         """A node of the test's own (for faults: kill, pause, a tiny write queue); the caller stops it."""
         from tests import es_node
@@ -181,8 +195,11 @@ class ElasticNodes:
             pytest.skip(f"no real Elasticsearch {major}.x: {exc}")
 
     def stop(self) -> None:
+        import shutil
+
         for node in self._nodes.values():
             node.stop()
+        shutil.rmtree(self.repo_root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -74,6 +74,12 @@ def test_feedback_benchmark_rounds_and_cost(tmp_path, fast_env):
     assert all(c["ms"] > 0 for k, c in out["cost"].items() if k != "documents")
 
 
+def test_backup_benchmark_small_synthetic_set(tmp_path, fast_env):
+    rows = run_all(fast_env, "benchmarks.backup", "--synthetic", "300", "--stores", "embedded", "--work", str(tmp_path))
+    assert [(r["set"], r["store"], r["documents"]) for r in rows] == [("synthetic-300", "embedded", 300)]
+    assert rows[0]["backup_s"] > 0 and rows[0]["restore_s"] > 0 and rows[0]["backup_mb"] > 0
+
+
 def test_benchmark_commands_explain_bad_input_in_one_line(tmp_path, fast_env):
     cases = [
         (["benchmarks.indexing", str(tmp_path / "nowhere")], "no such folder"),

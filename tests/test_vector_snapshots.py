@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +192,7 @@ def test_a_snapshot_of_another_history_is_never_used(tmp_path):
     store.upsert(docs(0, before))
     store.warm_up()
     backup = tmp_path / "backup.sqlite3"
-    with sqlite3.connect(backup) as copy:
+    with closing(sqlite3.connect(backup)) as copy:   # (sqlite3's own `with` commits, it does not close)
         store._db.backup(copy)
     store.upsert(docs(0, vectors(300, 7)))      # every vector replaced
     store.warm_up()
@@ -305,12 +305,13 @@ def test_a_backup_restored_under_a_running_process(tmp_path):
     store = open_store(tmp_path)
     store.upsert(docs(0, before))
     store.warm_up()
-    backup = sqlite3.connect(tmp_path / "backup.sqlite3")
-    store._db.backup(backup)
-    store.upsert(docs(0, vectors(300, 18)) + docs(300, vectors(100, 19)))
-    reader = open_store(tmp_path)
-    reader.warm_up()
-    backup.backup(sqlite3.connect(tmp_path / "index.sqlite3"))    # restored through SQLite, live
+    with closing(sqlite3.connect(tmp_path / "backup.sqlite3")) as backup:
+        store._db.backup(backup)
+        store.upsert(docs(0, vectors(300, 18)) + docs(300, vectors(100, 19)))
+        reader = open_store(tmp_path)
+        reader.warm_up()
+        with closing(sqlite3.connect(tmp_path / "index.sqlite3")) as live:
+            backup.backup(live)    # restored through SQLite, live
     check(reader, {d.id: d.vector for d in docs(0, before)}, 70)
     for s in (store, reader):
         s.close()

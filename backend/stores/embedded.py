@@ -23,6 +23,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..filelock import hold_shared
 from ..labels import labels_for, matching_label, query_term
 from .base import (EMBEDDED, FACETS, SORTS, DescriptorMismatch, Document, Entry, Hit, Label, NearLink, Page, Store,
                    StoreUnavailable, check_vectors, normalise_tags, search_words)
@@ -107,6 +108,11 @@ _MIGRATIONS = (
     ("SELECT 1 FROM sqlite_master WHERE name='docs_height'", _INDEXES),   # its last index
 )
 log = logging.getLogger(__name__)
+
+
+def users_lock(db_path: Path) -> Path:
+    """The file every process with the store open holds a shared lock on (a restore needs it alone)."""
+    return db_path.with_name(db_path.name + ".lock")
 
 
 def snapshot_folder(db_path: Path) -> Path:
@@ -281,18 +287,24 @@ class EmbeddedStore(Store):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        with _contract_errors(self.path):
-            self._db = _connect(self.path, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # durable against process crashes; see docs
-            self._shared = SharedVectors(VectorRows(self._db, self._lock, self.path), snapshot_folder(self.path),
-                                         snapshot_min_rows, self._lock)
-            if not self._has_schema():
-                with self._write():
-                    for statement in (_SCHEMA + _LABELS).split(";"):
-                        if statement.strip():
-                            self._db.execute(statement)
-            self._migrate()
+        self._users = hold_shared(users_lock(self.path))   # released by close()
+        try:
+            with _contract_errors(self.path):
+                self._db = _connect(self.path, check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")  # durable against process crashes; see docs
+                self._shared = SharedVectors(VectorRows(self._db, self._lock, self.path),
+                                             snapshot_folder(self.path), snapshot_min_rows, self._lock)
+                if not self._has_schema():
+                    with self._write():
+                        for statement in (_SCHEMA + _LABELS).split(";"):
+                            if statement.strip():
+                                self._db.execute(statement)
+                self._migrate()
+        except BaseException:
+            if self._users is not None:
+                self._users.close()
+            raise
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -744,4 +756,7 @@ class EmbeddedStore(Store):
         self._shared.close()
         with self._lock:
             self._db.close()
+        if self._users is not None:
+            self._users.close()
+            self._users = None
 
