@@ -27,7 +27,7 @@ from backend.config import ConfigError, Settings
 from backend.stores import Document, StoreError, StoreUnavailable, open_store
 from backend.stores.elastic import (ElasticStore, _hit_document, document_source, hash_body, ids_body,
                                     index_body, index_name, keyword_body, knn_body, public_url,
-                                    score_to_cosine, swap_actions, tag_counts_body)
+                                    score_to_cosine, shard_settings, swap_actions, tag_counts_body)
 from indexer.scan import Shard, scan
 
 from .conftest import ROOT, delete_indices, picture
@@ -160,6 +160,27 @@ def test_index_names_are_versioned_per_descriptor():
     # another vector index type (or HNSW parameters) is another index, so a rebuild can change them
     assert a != index_name("lookalike", "vgg16-imagenet-conv5-gem-ar448-512d", "int8_hnsw")
     assert a != index_name("lookalike", "vgg16-imagenet-conv5-gem-ar448-512d", m=32)
+    # so is another number of shards (an index cannot change it); one shard keeps the names made before
+    assert a == index_name("lookalike", "vgg16-imagenet-conv5-gem-ar448-512d", shards=1)
+    assert a != index_name("lookalike", "vgg16-imagenet-conv5-gem-ar448-512d", shards=3)
+
+
+def test_shards_and_replicas_follow_the_settings():
+    default = Settings.from_env({})
+    assert shard_settings(default.es_shards, default.es_replicas) == {
+        "number_of_shards": 1, "auto_expand_replicas": "0-1"}
+    given = Settings.from_env({"LOOKALIKE_ES_SHARDS": "3", "LOOKALIKE_ES_REPLICAS": "2"})
+    assert shard_settings(given.es_shards, given.es_replicas) == {
+        "number_of_shards": 3, "auto_expand_replicas": "false", "number_of_replicas": 2}
+
+
+def test_several_urls_make_one_client_with_a_pool_of_nodes():
+    settings = Settings.from_env({"LOOKALIKE_STORE": "http://127.0.0.1:1,http://u:secret@127.0.0.1:2"})
+    store = ElasticStore.from_settings(settings.with_(es_wait=None))   # None: no waiting for the (absent) nodes
+    transport = store._client.transport
+    assert sorted(node.config.port for node in transport.node_pool.all()) == [1, 2]
+    assert store.url == "http://127.0.0.1:1,http://127.0.0.1:2"     # no password in messages
+    store.close()
 
 
 def test_scores_convert_back_to_cosine():
