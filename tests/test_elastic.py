@@ -320,13 +320,23 @@ def test_cli_shards_index_only_their_part_into_one_store(fast_env, many_images):
 
 # -- docker compose ---------------------------------------------------------------------------------
 
-def compose_config() -> dict:
-    if shutil.which("docker") is None:
-        pytest.skip("the docker CLI is not installed")
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip("the docker compose plugin is not installed (docker compose version failed)")
-    result = subprocess.run(["docker", "compose", "--profile", "index", "config", "--format", "json"],
+def compose_command() -> list[str]:
+    """`docker compose` (the plugin), else a standalone Docker Compose v2 (`docker-compose`); skip without."""
+    if shutil.which("docker") is not None:
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    standalone = shutil.which("docker-compose")
+    if standalone is not None:
+        probe = subprocess.run([standalone, "version"], capture_output=True, text=True)
+        if probe.returncode == 0 and "v2." in probe.stdout:
+            return [standalone]
+    pytest.skip("Docker Compose v2 is not installed (neither `docker compose` nor a v2 `docker-compose`)")
+
+
+def compose_config(file: str = "docker-compose.yml") -> dict:
+    """The file as Docker Compose reads it, validated against the Compose Specification."""
+    result = subprocess.run([*compose_command(), "-f", file, "--profile", "index", "config", "--format", "json"],
                             cwd=ROOT, capture_output=True, text=True, env={**os.environ, "IMAGES": "/srv/photos"})
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -348,6 +358,27 @@ def test_docker_compose_config_validates_and_keeps_elasticsearch_local():
     assert indexer["profiles"] == ["index"] and indexer["restart"] == "no"
     assert indexer["command"][:3] == ["python", "-m", "indexer"]
     assert any(v["source"] == "/srv/photos" and v["target"] == "/images" for v in indexer["volumes"])
+
+
+def test_docker_compose_cluster_file_has_three_nodes_and_gives_the_app_all_of_them():
+    config = compose_config("docker-compose.cluster.yml")
+    nodes = [config["services"][name] for name in ("es01", "es02", "es03")]
+    app, indexer = config["services"]["app"], config["services"]["indexer"]
+    for name, node in zip(("es01", "es02", "es03"), nodes):
+        env = node["environment"]
+        assert node["image"].startswith("docker.elastic.co/elasticsearch/elasticsearch:8.19.")
+        assert "discovery.type" not in env and env["node.name"] == name
+        assert env["discovery.seed_hosts"] == env["cluster.initial_master_nodes"] == "es01,es02,es03"
+        assert env["xpack.security.enabled"] == "false" and "-Xmx" in env["ES_JAVA_OPTS"]
+        assert any(v["type"] == "volume" and v["source"] == f"{name}data" for v in node["volumes"])
+        assert all(p["host_ip"] == "127.0.0.1" for p in node.get("ports", []))
+    assert [p["published"] for node in nodes for p in node["ports"]] == ["9200", "9201", "9202"]
+    for service in (app, indexer):
+        assert service["environment"]["LOOKALIKE_STORE"] == "http://es01:9200,http://es02:9200,http://es03:9200"
+        assert set(service["depends_on"]) == {"es01", "es02", "es03"}
+        assert all(d["condition"] == "service_healthy" for d in service["depends_on"].values())
+    assert all(p["host_ip"] == "127.0.0.1" for p in app.get("ports", []))
+    assert indexer["profiles"] == ["index"] and indexer["command"][:3] == ["python", "-m", "indexer"]
 
 
 # -- against a real cluster ---------------------------------------------------------------------------

@@ -51,7 +51,8 @@ def app(elastic_nodes, tmp_path_factory):
     alias = new_alias("cluster")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
     env.update({**FAST_ENV, "LOOKALIKE_DATA_DIR": str(tmp / "data"), "LOOKALIKE_STORE": ",".join(cluster.urls),
-                "LOOKALIKE_ES_INDEX": alias, "LOOKALIKE_ES_SHARDS": "3", "LOOKALIKE_ES_TIMEOUT": str(TIMEOUT), "LOOKALIKE_API_KEY": API_KEY})
+                "LOOKALIKE_ES_INDEX": alias, "LOOKALIKE_ES_SHARDS": "3", "LOOKALIKE_ES_TIMEOUT": str(TIMEOUT),
+                "LOOKALIKE_API_KEY": API_KEY})
     first = run_cli(env, "index", str(root / "base"), "--tags-from-folders", "--json")
     assert first.returncode == 0, first.stderr[-2000:]
     assert summary_of(first.stdout)["indexed"] == BASE_FILES
@@ -161,22 +162,67 @@ def ready(app: App) -> dict:
     return answer.json()
 
 
-def test_kill_9_of_a_data_node_fails_no_search(app, healthy):
+def generated_folder_at(root: Path, count: int, start: int) -> Path:
+    """`count` pictures unlike every other folder's (seeds from `start`)."""
+    for i in range(count):
+        folder = root / f"part{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        picture(start + i, size=(64, 48)).save(folder / f"r_{i:04d}.jpg", quality=85)
+    return root
+
+
+def _jpeg(seed: int) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    picture(seed, size=(64, 48)).save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def _requests_from_clients(cluster, node) -> int:
+    """HTTP requests the Python client (not this test's own urllib checks) has sent to `node` so far."""
+    stats = cluster.request(f"/_nodes/{node.name}/stats/http")
+    clients = next(iter(stats["nodes"].values()))["http"].get("clients", [])
+    return sum(c.get("request_count", 0) for c in clients if "elasticsearch-py" in c.get("agent", ""))
+
+
+def test_kill_9_of_a_data_node_while_searching_and_indexing(app, healthy):
+    """0 failed searches; the indexing run finishes (or the same command again does) with every file once."""
+    more = generated_folder_at(app.root / "killed", 160, start=30_000)
+    before = set(app.paths())
+    command = ["index", str(more), "--tags-from-folders", "--batch-size", "4", "--json"]
     victim = non_master(healthy)
     assert "degraded" not in ready(app)
     with Searches(app) as searches:
-        killed = time.monotonic()
-        victim.kill()                     # one of the three URLs the app's client sends requests to
-        searches.go_on(8)
-        assert sum(a[3] > killed for a in searches.answers) >= 10
-        # a replica is lost: still ready, and saying why
-        state = ready(app)
-        assert "yellow" in state["degraded"] and state["checks"] == {"model": True, "store": True}
+        indexer = start_cli(app.env, *command)
+        try:
+            wait_until(lambda: len(set(app.paths()) - before) >= 40 or indexer.poll() is not None, 300,
+                       "40 documents of the run written")
+            assert indexer.poll() is None, "the run ended before the kill"
+            killed = time.monotonic()
+            victim.kill()                 # one of the three URLs the app's client sends requests to
+            searches.go_on(5)
+            assert sum(a[3] > killed for a in searches.answers) >= 10
+            # a replica is lost: still ready, and saying why
+            state = ready(app)
+            assert "yellow" in state["degraded"] and state["checks"] == {"model": True, "store": True}
+            out, err = indexer.communicate(timeout=600)
+        finally:
+            if indexer.poll() is None:
+                indexer.kill()
+                indexer.communicate()
         victim.start()                    # back on its data
         healthy.wait_for("green")
-        searches.go_on(2)
-    print(searches.summary())
+        searches.go_on(1)
+    finished = indexer.returncode == 0
+    if not finished:                      # it stopped: the same command again completes it
+        again = run_cli(app.env, *command)
+        assert again.returncode == 0, again.stderr[-2000:]
+    print(f"{searches.summary()}; the indexing run {'finished' if finished else 'stopped: ' + err[-300:]}")
     assert searches.failures() == []
+    paths = app.paths()
+    assert len(paths) == len(set(paths)) == len(before) + 160        # no duplicate, nothing lost
+    assert set(paths) == before | {str(f.path) for f in scan([more])}
     assert "degraded" not in ready(app)
 
 
@@ -202,21 +248,6 @@ def test_kill_9_of_the_master_a_new_one_is_elected_and_writes_resume(app, health
     removed = requests.delete(f"{app.url}/api/images/{upload.json()['id']}",
                               headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
     assert removed.status_code == 200 and len(app.paths()) == count
-
-
-def _jpeg(seed: int) -> bytes:
-    import io
-
-    out = io.BytesIO()
-    picture(seed, size=(64, 48)).save(out, "JPEG", quality=85)
-    return out.getvalue()
-
-
-def _requests_from_clients(cluster, node) -> int:
-    """HTTP requests the Python client (not this test's own urllib checks) has sent to `node` so far."""
-    stats = cluster.request(f"/_nodes/{node.name}/stats/http")
-    clients = next(iter(stats["nodes"].values()))["http"].get("clients", [])
-    return sum(c.get("request_count", 0) for c in clients if "elasticsearch-py" in c.get("agent", ""))
 
 
 def test_a_stalled_node_costs_at_most_one_timeout_and_is_used_again(app, healthy):
@@ -267,41 +298,6 @@ def test_rolling_restart_while_searching_and_indexing(app, healthy):
     assert set(paths) == before | {str(f.path) for f in scan([more])}
 
 
-def generated_folder_at(root: Path, count: int, start: int) -> Path:
-    """`count` pictures unlike every other folder's (seeds from `start`)."""
-    for i in range(count):
-        folder = root / f"part{i % 2}"
-        folder.mkdir(parents=True, exist_ok=True)
-        picture(start + i, size=(64, 48)).save(folder / f"r_{i:04d}.jpg", quality=85)
-    return root
-
-
-def test_kill_9_during_an_indexing_run_ends_with_the_exact_count(app, healthy):
-    more = generated_folder_at(app.root / "killed", 160, start=30_000)
-    before = set(app.paths())
-    command = ["index", str(more), "--tags-from-folders", "--batch-size", "4", "--json"]
-    indexer = start_cli(app.env, *command)
-    victim = non_master(healthy)
-    try:
-        wait_until(lambda: len(set(app.paths()) - before) >= 40 or indexer.poll() is not None, 300,
-                   "40 documents of the run written")
-        assert indexer.poll() is None, "the run ended before the kill"
-        victim.kill()
-        out, err = indexer.communicate(timeout=600)
-    finally:
-        if indexer.poll() is None:
-            indexer.kill()
-            indexer.communicate()
-    finished = indexer.returncode == 0
-    if not finished:                       # it stopped: the same command again completes it
-        again = run_cli(app.env, *command)
-        assert again.returncode == 0, again.stderr[-2000:]
-    print(f"the run {'finished' if finished else 'stopped: err ' + err[-300:]}")
-    paths = app.paths()
-    assert len(paths) == len(set(paths)) == len(before) + 160
-    assert set(paths) == before | {str(f.path) for f in scan([more])}
-
-
 def test_two_then_three_sharded_indexers_at_once_write_every_file_once(app, healthy):
     root = app.root / "sharded"
     first = generated_folder_at(root / "first", 60, start=40_000)
@@ -312,8 +308,8 @@ def test_two_then_three_sharded_indexers_at_once_write_every_file_once(app, heal
         for folder, n in ((first, 2), (root, 3)):
             files = {str(f.path) for f in scan([folder])}
             known = {e.path for e in stored_entries(app.store_url, alias)} if n == 3 else set()
-            runs = [start_cli(env, "index", str(folder), "--tags-from-folders", "--shard", f"{i}/{n}", "--json")
-                    for i in range(n)]
+            # no tag option: the second round's runs skip the first round's files, unchanged
+            runs = [start_cli(env, "index", str(folder), "--shard", f"{i}/{n}", "--json") for i in range(n)]
             outputs = [run.communicate(timeout=600) for run in runs]
             for run, (out, err) in zip(runs, outputs):
                 assert run.returncode == 0, err[-2000:]
@@ -321,6 +317,6 @@ def test_two_then_three_sharded_indexers_at_once_write_every_file_once(app, heal
             shares = [{str(f.path) for f in scan([folder], shard=Shard(i, n))} - known for i in range(n)]
             assert indexed == [len(share) for share in shares]
             paths = [e.path for e in stored_entries(app.store_url, alias)]
-            assert len(paths) == len(set(paths)) and set(paths) == files
+            assert len(paths) == len(set(paths)) and set(paths) == files         # every file, once
     finally:
         delete_indices(app.cluster.master().url, alias)
