@@ -452,3 +452,23 @@ def test_real_cluster_cli_rebuild_with_shards_then_switch(fast_env, many_images,
         assert after["count"] == 30 and "ar96" in after["descriptor"]
     finally:
         delete_indices(es_url, alias)
+
+
+def test_an_answer_missing_shards_is_asked_again_and_never_returned_short():
+    """A node lost between a search's query and fetch phases makes Elasticsearch answer 200 with what the other
+    shards had (seen once in the cluster fault tests: total 90, no hits). The store asks again; a cluster that
+    keeps answering partially is unavailable (503), not a short page."""
+    from elasticsearch import Elasticsearch
+
+    url = f"http://127.0.0.1:{closed_port()}"
+    store = ElasticStore(Elasticsearch(url), url, "lookalike", wait=None)
+    partial = {"_shards": {"total": 3, "successful": 2, "failed": 1}, "hits": {"hits": [], "total": {"value": 90}}}
+    whole = {"_shards": {"total": 3, "successful": 3, "failed": 0}, "hits": {"hits": [], "total": {"value": 90}}}
+    answers = iter([partial, partial, whole])
+    assert store._whole("search", lambda: next(answers)) is whole
+    with pytest.raises(StoreUnavailable, match="1 shards did not answer"):
+        store._whole("search", lambda: partial, tries=2)
+    many = {"responses": [whole, {"_shards": {"failed": 2}}]}
+    with pytest.raises(StoreUnavailable, match="2 shards"):
+        store._whole("search by vectors", lambda: many, tries=1)
+    store.close()

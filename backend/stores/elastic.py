@@ -32,7 +32,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -333,6 +333,12 @@ def links_body(min_score: float, touching: Sequence[str] | None) -> dict:
         query = {"bool": {"should": [{"ids": {"values": list(touching)}}, {"terms": {"near_ids": list(touching)}}],
                           "minimum_should_match": 1, "filter": [{"exists": {"field": "near_ids"}}]}}
     return {"query": query, "_source": ["near", "content_hash"]}
+
+
+def _failed_shards(answer: dict) -> int:
+    """Shards that did not answer a search, count or each search of an _msearch (0: a whole answer)."""
+    answers = answer.get("responses") or [answer]
+    return sum(int((one.get("_shards") or {}).get("failed") or 0) for one in answers if isinstance(one, dict))
 
 
 def _error_type(exc: ApiError) -> str | None:
@@ -685,14 +691,31 @@ class ElasticStore(Store):
 
     # -- reading ---------------------------------------------------------------------------------
 
+    def _whole(self, what: str, send: Callable[[], dict], tries: int = 4) -> dict:
+        """send() until its answer comes from every shard. A node lost between a search's query and fetch
+        phases (or all copies of a shard briefly unreachable) gives a 200 with only what the other shards
+        had: a page silently short. Asked again a moment later, the cluster has routed around that node;
+        if every try is partial, StoreUnavailable, never a short page."""
+        for attempt in range(tries):
+            with self._call(what):
+                result = send()
+            failed = _failed_shards(result)
+            if not failed:
+                return result
+            if attempt + 1 < tries:
+                time.sleep(0.25 * (attempt + 1))
+        raise StoreUnavailable(f"Elasticsearch at {self.url} could not {what}: {failed} shards did not answer "
+                               f"({tries} tries)")
+
     def _search(self, what: str, **body) -> dict:
-        """A search of our index; {} hits when it does not exist yet."""
-        with self._call(what):
+        """A search of our index, answered by every shard; {} hits when the index does not exist yet."""
+        def send() -> dict:
             try:
-                result = self._client.search(index=self._read_index(), **body).body
+                return self._client.search(index=self._read_index(), **body).body
             except NotFoundError:
                 self._known = None
                 return {"hits": {"hits": [], "total": {"value": 0}}, "aggregations": {}}
+        result = self._whole(what, send)
         self._check_source(result["hits"]["hits"])
         return result
 
@@ -739,8 +762,8 @@ class ElasticStore(Store):
                             min_score=min_score)
             body["_source"] = {"excludes": [VECTOR]}     # the candidates' signatures are compared (duplicates)
             searches += [{"index": self._read_index()}, body]
-        with self._call("search by vectors"):
-            responses = self._client.msearch(searches=searches)["responses"]
+        responses = self._whole("search by vectors",
+                                lambda: self._client.msearch(searches=searches).body)["responses"]
         out: list[list[Hit]] = []
         for response in responses:
             error = response.get("error")
@@ -779,11 +802,12 @@ class ElasticStore(Store):
         return self._count("count documents")
 
     def _count(self, what: str, query: dict | None = None) -> int:
-        with self._call(what):
+        def send() -> dict:
             try:
-                return int(self._client.count(index=self._read_index(), query=query)["count"])
+                return self._client.count(index=self._read_index(), query=query).body
             except NotFoundError:
-                return 0
+                return {"count": 0}
+        return int(self._whole(what, send)["count"])
 
     def entries(self) -> Iterator[Entry]:
         if self._target(fresh=True) is None:
