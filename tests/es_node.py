@@ -30,6 +30,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 PROJECT = Path(__file__).resolve().parent / "elasticsearch"
 # 8.x: the same version as the image in docker-compose.yml; 9.x: the newest on Maven Central when written.
@@ -298,37 +299,37 @@ class Cluster:
                 errors.append(f"{node.name}: {exc}")
         raise NodeUnavailable(f"no node answered {path}: " + "; ".join(errors or ["none is running"]))
 
-    def master(self, timeout: float = 60) -> ClusterNode:
-        """The elected master, waiting (up to `timeout` s) for an election when there is none right now."""
+    def _poll(self, answer: Callable[[], Any], timeout: float, failure: str) -> Any:
+        """answer() again every 0.5 s (a node not answering counts as no answer) until it is not None."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                rows = self.request("/_cat/master?format=json", timeout=5)
-                names = {row.get("node") for row in rows if isinstance(row, dict)}
-                for node in self.nodes:
-                    if node.name in names and node.running:
-                        return node
+                found = answer()
+                if found is not None:
+                    return found
             except NodeUnavailable:
                 pass
             if time.monotonic() > deadline:
-                raise NodeUnavailable(f"no master elected after {timeout:g} s")
+                raise NodeUnavailable(f"{failure} after {timeout:g} s")
             time.sleep(0.5)
+
+    def master(self, timeout: float = 60) -> ClusterNode:
+        """The elected master, waiting (up to `timeout` s) for an election when there is none right now."""
+        def elected() -> ClusterNode | None:
+            rows = self.request("/_cat/master?format=json", timeout=5)
+            names = {row.get("node") for row in rows if isinstance(row, dict)}
+            return next((node for node in self.nodes if node.name in names and node.running), None)
+        return self._poll(elected, timeout, "no master elected")
 
     def wait_for(self, status: str = "green", nodes: int | None = None, timeout: float = 120) -> dict:
         """Wait until the cluster health is `status` (or better) with `nodes` members (default: all)."""
         nodes = len(self.nodes) if nodes is None else nodes
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                health = self.request(f"/_cluster/health?wait_for_status={status}&wait_for_nodes={nodes}"
-                                      f"&timeout=10s", timeout=15)
-                if isinstance(health, dict) and not health.get("timed_out"):
-                    return health
-            except NodeUnavailable:
-                pass
-            if time.monotonic() > deadline:
-                raise NodeUnavailable(f"the cluster is not {status} with {nodes} nodes after {timeout:g} s")
-            time.sleep(0.5)
+
+        def reached() -> dict | None:
+            health = self.request(f"/_cluster/health?wait_for_status={status}&wait_for_nodes={nodes}&timeout=10s",
+                                  timeout=15)
+            return health if isinstance(health, dict) and not health.get("timed_out") else None
+        return self._poll(reached, timeout, f"the cluster is not {status} with {nodes} nodes")
 
     def wait_all(self) -> None:
         """Block until every node has exited."""
