@@ -17,6 +17,7 @@ and a three-node cluster through `start_cluster()` when a test asks for one:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -64,6 +65,7 @@ def _java_major(java: str) -> int | None:
     return int(match.group(2)) if major == 1 else major
 
 
+@functools.cache   # each candidate's `java -version` starts a JVM: once per process is enough
 def find_java(version: str) -> str:
     """A java binary new enough for this server version: JAVA_HOME, then PATH, then the newest in /usr/lib/jvm."""
     need = JAVA_NEEDED[full_version(version).split(".")[0]]

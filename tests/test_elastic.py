@@ -427,6 +427,34 @@ def test_real_cluster_ping_and_health(es_store):
     assert es_store.stats()["backend"] == "elasticsearch"
 
 
+def test_shards_and_replicas_on_one_node_yellow_is_ready_and_says_so(es_url):
+    """The default (0-1 replicas) keeps a single node green; a fixed replica leaves it yellow, which is still
+    ready (every shard answers) and reported as degraded. --rebuild's promote applies a new replica setting."""
+    from elasticsearch import Elasticsearch
+
+    alias = f"lookalike-test-{uuid.uuid4().hex[:8]}"
+    store = open_store(Settings(store=es_url, es_index=alias, es_shards=2, es_replicas="1"))
+    try:
+        store.upsert([unit_doc(i, "d") for i in range(3)])
+        name = index_name(alias, "d", shards=2)
+        with Elasticsearch(es_url) as client:
+            settings = client.indices.get_settings(index=name)[name]["settings"]["index"]
+            assert (settings["number_of_shards"], settings["number_of_replicas"]) == ("2", "1")
+        assert store.ping() is True and store.count() == 3
+        assert "is yellow: 2 shard copies unassigned" in (store.degraded() or "")
+
+        rebuild = open_store(Settings(store=es_url, es_index=alias, es_shards=2))   # the default, 0-1
+        rebuild.stage("d")
+        assert rebuild.promote() == name
+        rebuild.close()
+        with Elasticsearch(es_url) as client:
+            client.cluster.health(index=alias, wait_for_status="green", timeout="30s")
+        assert store.degraded() is None
+    finally:
+        store.close()
+        delete_indices(es_url, alias)
+
+
 def test_cli_rebuild_needs_elasticsearch(fast_env, image_folder):
     result = cli(fast_env, "index", str(image_folder), "--rebuild")
     assert result.returncode == 2
