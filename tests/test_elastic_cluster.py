@@ -228,7 +228,7 @@ def test_kill_9_of_a_data_node_while_searching_and_indexing(app, healthy):
 
 def test_kill_9_of_the_master_a_new_one_is_elected_and_writes_resume(app, healthy):
     old = healthy.master()
-    count = len(app.ids)
+    count = len(app.paths())
     with Searches(app) as searches:
         killed = time.monotonic()
         old.kill()
