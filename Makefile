@@ -9,7 +9,7 @@ export LOOKALIKE_DATA_DIR ?= $(CURDIR)/data
 export LOOKALIKE_VGG16_WEIGHTS ?= $(or $(wildcard $(CURDIR)/../shared/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5),imagenet)
 SAMPLE   := $(LOOKALIKE_DATA_DIR)/sample-images
 
-.PHONY: install run index serve test lint sample clean es
+.PHONY: install run index serve test lint sample clean es es-cluster
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,11 @@ run: index serve
 ES_VERSION ?= 8
 es: install
 	$(PY) -m tests.es_node --version $(ES_VERSION) --port 9200
+
+# A real three-node cluster on 127.0.0.1:9200-9202 in the foreground (docs/elasticsearch.md, "Running a cluster").
+ES_NODES ?= 3
+es-cluster: install
+	$(PY) -m tests.es_node --version $(ES_VERSION) --port 9200 --nodes $(ES_NODES)
 
 # Lint and type checks first (seconds), then the tests.
 test: lint

@@ -8,6 +8,7 @@ are checked against them (tests/test_config.py; `python -m backend.config` print
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -67,9 +68,21 @@ def whole_number(name: str, value: str) -> int:
 
 
 def store_location(name: str, value: str) -> str:
-    if value != "embedded" and not value.startswith(("http://", "https://")):
-        raise ConfigError(f"{name}={value!r} is not valid: use 'embedded' or an "
-                          "Elasticsearch URL such as http://localhost:9200")
+    """'embedded', or one or more Elasticsearch node URLs separated by commas (kept as one string)."""
+    if value == "embedded":
+        return value
+    urls = [url.strip() for url in value.split(",")]
+    if not all(url.startswith(("http://", "https://")) for url in urls):
+        raise ConfigError(f"{name}={value!r} is not valid: use 'embedded' or Elasticsearch URLs such as "
+                          "http://localhost:9200 (several nodes separated by commas)")
+    return ",".join(urls)
+
+
+def replica_count(name: str, value: str) -> str:
+    """A number of replicas ("1") or an auto-expanding range ("0-1", "0-all")."""
+    if not re.fullmatch(r"\d+|\d+-(\d+|all)", value):
+        raise ConfigError(f"{name}={value!r} is not valid: expected a whole number of replicas (such as 1) "
+                          "or a range that follows the number of nodes (such as 0-1 or 0-all)")
     return value
 
 
@@ -193,7 +206,8 @@ class Settings:
     # Where documents live: "embedded" (SQLite under data_dir) or an Elasticsearch URL.
     store: str = setting(
         "LOOKALIKE_STORE", "`embedded`, or an Elasticsearch URL such as `http://localhost:9200` "
-        "(or `https://user:password@host:9200`)", parse=store_location, default="embedded")
+        "(or `https://user:password@host:9200`); for a cluster, several nodes' URLs separated by commas",
+        parse=store_location, default="embedded")
     data_dir: Path = setting(
         "LOOKALIKE_DATA_DIR", "where the embedded store (`index.sqlite3`, and `index.sqlite3.vectors/`: a copy "
         "of the vectors that all workers map, see [docs/architecture.md](docs/architecture.md)), uploads and "
@@ -269,10 +283,21 @@ class Settings:
     labels: bool = setting(
         "LOOKALIKE_LABELS", "`true` to give indexed and uploaded pictures content labels (ImageNet classes found "
         "by keyword), `false` for none (`lookalike index --no-labels`)", parse=boolean, default=True)
+    es_shards: int = setting(
+        "LOOKALIKE_ES_SHARDS", "Elasticsearch: primary shards of a new index (docs/elasticsearch.md, "
+        "\"Running a cluster\")", parse=positive(int), default=1)
+    es_replicas: str = setting(
+        "LOOKALIKE_ES_REPLICAS", "Elasticsearch: replicas of each shard, a number or a range that follows the "
+        "cluster's size (`0-1`: none on one node, one from two nodes on)", parse=replica_count, default="0-1")
 
     @property
     def uses_elasticsearch(self) -> bool:
         return self.store.startswith(("http://", "https://"))
+
+    @property
+    def es_urls(self) -> list[str]:
+        """The Elasticsearch nodes' URLs given in LOOKALIKE_STORE."""
+        return self.store.split(",") if self.uses_elasticsearch else []
 
     @property
     def embedded_path(self) -> Path:

@@ -138,15 +138,25 @@ def _session_model_cache_removed():
 
 # -- a real Elasticsearch ----------------------------------------------------------------------------
 
+# The three-node cluster's fault detection: a stalled node (SIGSTOP) is dropped after about 6 s (2 checks
+# 1 s apart, 2 s each) instead of about 30 s (3 checks of 10 s), so searches waiting on its shards fail over
+# to the replicas within the fault tests' LOOKALIKE_ES_TIMEOUT (docs/elasticsearch.md, "Running a cluster").
+CLUSTER_SETTINGS = {f"cluster.fault_detection.{check}.{name}": value
+                    for check in ("follower_check", "leader_check")
+                    for name, value in (("interval", "1s"), ("timeout", "2s"), ("retry_count", "2"))}
+
+
 class ElasticNodes:
     """Real single-node clusters, started on first use and stopped at the end of the session (tests/es_node.py).
-    ES_URL (8.x) and ES9_URL (9.x) point the tests at servers of your own instead."""
+    ES_URL (8.x) and ES9_URL (9.x) point the tests at servers of your own instead. `cluster()` starts one
+    three-node 8.x cluster for the fault tests (they kill its nodes, so it is always our own)."""
 
     def __init__(self):
         self._nodes: dict = {}
         self._failed: dict[str, str] = {}
         # path.repo of the nodes started here: snapshot repositories (backups) live under it
         self.repo_root = Path(tempfile.mkdtemp(prefix="lookalike-es-repo-"))
+        self._cluster = None
 
     def url(self, major: str = "8") -> str:
         from tests import es_node
@@ -194,12 +204,30 @@ class ElasticNodes:
         except es_node.ToolMissing as exc:
             pytest.skip(f"no real Elasticsearch {major}.x: {exc}")
 
+    def cluster(self):
+        """The session's three-node 8.x cluster (tests/es_node.py Cluster), started on first use."""
+        from tests import es_node
+
+        if "cluster" in self._failed:
+            pytest.fail(self._failed["cluster"])
+        if self._cluster is None:
+            try:
+                self._cluster = es_node.start_cluster("8", nodes=3, settings=CLUSTER_SETTINGS)
+            except es_node.ToolMissing as exc:
+                pytest.skip(f"no real Elasticsearch 8.x: {exc}")
+            except es_node.NodeUnavailable as exc:
+                self._failed["cluster"] = f"the Elasticsearch 8.x cluster did not start: {exc}"
+                pytest.fail(self._failed["cluster"])
+        return self._cluster
+
     def stop(self) -> None:
         import shutil
 
         for node in self._nodes.values():
             node.stop()
         shutil.rmtree(self.repo_root, ignore_errors=True)
+        if self._cluster is not None:
+            self._cluster.close()
 
 
 @pytest.fixture(scope="session")

@@ -77,8 +77,14 @@ def test_markdown_table_is_readmes():
      "LOOKALIKE_PRECISION='half' is not valid: use one of auto, float32, bfloat16, int8"),
     ({"LOOKALIKE_ES_INDEX_TYPE": "flat"},
      "LOOKALIKE_ES_INDEX_TYPE='flat' is not valid: use one of hnsw, int8_hnsw, int4_hnsw, bbq_hnsw"),
-    ({"LOOKALIKE_STORE": "ftp://x"}, "LOOKALIKE_STORE='ftp://x' is not valid: use 'embedded' or an "
-                                     "Elasticsearch URL such as http://localhost:9200"),
+    ({"LOOKALIKE_STORE": "ftp://x"}, "LOOKALIKE_STORE='ftp://x' is not valid: use 'embedded' or Elasticsearch "
+                                     "URLs such as http://localhost:9200 (several nodes separated by commas)"),
+    ({"LOOKALIKE_STORE": "http://a:9200,,http://b:9200"},
+     "LOOKALIKE_STORE='http://a:9200,,http://b:9200' is not valid: use 'embedded' or Elasticsearch "
+     "URLs such as http://localhost:9200 (several nodes separated by commas)"),
+    ({"LOOKALIKE_ES_REPLICAS": "one"}, "LOOKALIKE_ES_REPLICAS='one' is not valid: expected a whole number of "
+     "replicas (such as 1) or a range that follows the number of nodes (such as 0-1 or 0-all)"),
+    ({"LOOKALIKE_ES_SHARDS": "0"}, "LOOKALIKE_ES_SHARDS='0' is not valid: expected a positive int"),
 ])
 def test_bad_values_are_refused_with_one_line_naming_the_variable(env, message):
     with pytest.raises(ConfigError) as caught:
@@ -93,6 +99,16 @@ def test_values_are_parsed_and_blank_means_the_default():
     assert s.data_dir == Path("~/pictures-index").expanduser() and s.square is True and s.es_wait == 2.5
     assert s.api_key is None and s.pooling == "gem" and s.cors_origins == ("http://a.example", "*")
     assert s.uses_elasticsearch and isinstance(s.image_size, int) and isinstance(s.es_timeout, float)
+    assert s.es_urls == ["https://es:9200"] and s.es_shards == 1 and s.es_replicas == "0-1"
+
+
+def test_several_elasticsearch_nodes_are_one_store():
+    s = Settings.from_env({"LOOKALIKE_STORE": "http://a:9200, http://b:9200 ,https://u:p@c:9200",
+                           "LOOKALIKE_ES_SHARDS": "3", "LOOKALIKE_ES_REPLICAS": "2"})
+    assert s.es_urls == ["http://a:9200", "http://b:9200", "https://u:p@c:9200"] and s.uses_elasticsearch
+    assert (s.es_shards, s.es_replicas) == (3, "2")
+    assert Settings.from_env({"LOOKALIKE_ES_REPLICAS": "0-all"}).es_replicas == "0-all"
+    assert Settings.from_env({}).es_urls == []
 
 
 def test_server_settings_parse_whole_numbers_and_their_fallbacks():

@@ -24,7 +24,11 @@ def ready():
     if all(checks.values()):
         # Informational, not a check: a worker serves every request while its model warms up
         # (architecture.md, "Memory"); "warm" says whether this worker has run every input shape yet.
-        return {"status": "ready", "checks": checks, "warm": ctx.service.extractor.warmed_up}
+        body = {"status": "ready", "checks": checks, "warm": ctx.service.extractor.warmed_up}
+        degraded = ctx.store.degraded()
+        if degraded:
+            body["degraded"] = degraded     # ready all the same: every search still answers
+        return body
     problems = []
     if not checks["model"]:
         error = ctx.service.model_error

@@ -454,7 +454,10 @@ PATHS = {
                           "properties": {"status": {"const": "ready"}, "checks": _ref("Checks"),
                                          "warm": {"type": "boolean", "description":
                                                   "this worker has run its model once at every input shape "
-                                                  "(a background warm-up after start; not needed to serve)"}}},
+                                                  "(a background warm-up after start; not needed to serve)"},
+                                         "degraded": {"type": "string", "description":
+                                                      "present when the store answers at less than full "
+                                                      "strength (an Elasticsearch replica lost)"}}},
                          "Ready."),
             "503": _json({"allOf": [_ref("Error"), {"type": "object", "required": ["checks"],
                                                     "properties": {"checks": _ref("Checks")}}]},

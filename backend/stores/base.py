@@ -285,6 +285,10 @@ class Store(ABC):
     def ping(self) -> bool:
         """True when the backend answers; never raises."""
 
+    def degraded(self) -> str | None:
+        """Why a store that answers is not at full strength (a replica lost, say), or None; never raises."""
+        return None
+
     def stats(self) -> dict:
         return {"backend": self.backend, "count": self.count(), "descriptor": self.descriptor(),
                 "location": self.location()}

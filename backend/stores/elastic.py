@@ -32,7 +32,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -67,10 +67,11 @@ _UNAVAILABLE = (429, 502, 503, 504)
 # -- request bodies (pure) -------------------------------------------------------------------------
 
 def index_name(alias: str, descriptor: str, index_type: str = "hnsw", m: int = 16,
-               ef_construction: int = 100) -> str:
+               ef_construction: int = 100, shards: int = 1) -> str:
     """The physical index for one descriptor and one set of vector index options: a rebuild after
-    changing LOOKALIKE_ES_INDEX_TYPE (or m, ef_construction) fills a new index beside the live one."""
-    key = f"{descriptor}|{index_type}|{m}|{ef_construction}"
+    changing LOOKALIKE_ES_INDEX_TYPE (or m, ef_construction, or the number of shards, which an index cannot
+    change) fills a new index beside the live one."""
+    key = f"{descriptor}|{index_type}|{m}|{ef_construction}" + (f"|{shards}" if shards != 1 else "")
     return f"{alias}-v{SCHEMA}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
@@ -133,6 +134,18 @@ ADDED_PROPERTIES: dict[str, dict[str, Any]] = {
 LABEL_MAPPING = {"labels": {"type": "nested", "properties": {"name": {"type": "keyword"},
                                                              "confidence": {"type": "float"}}}}
 SOURCE_EXCLUDES = [VECTOR, "signature"]
+
+
+def replica_settings(replicas: str) -> dict:
+    """LOOKALIKE_ES_REPLICAS as index settings: a fixed number, or a range that follows the cluster's size."""
+    if "-" in replicas:
+        return {"auto_expand_replicas": replicas}
+    return {"auto_expand_replicas": "false", "number_of_replicas": int(replicas)}
+
+
+def shard_settings(shards: int, replicas: str) -> dict:
+    """The settings a new index is created with (LOOKALIKE_ES_SHARDS, LOOKALIKE_ES_REPLICAS)."""
+    return {"number_of_shards": shards, **replica_settings(replicas)}
 
 
 def document_source(doc: Document) -> dict:
@@ -354,6 +367,12 @@ def links_body(min_score: float, touching: Sequence[str] | None) -> dict:
     return {"query": query, "_source": ["near", "content_hash"]}
 
 
+def _failed_shards(answer: dict) -> int:
+    """Shards that did not answer a search, count or each search of an _msearch (0: a whole answer)."""
+    answers = answer.get("responses") or [answer]
+    return sum(int((one.get("_shards") or {}).get("failed") or 0) for one in answers if isinstance(one, dict))
+
+
 def _error_type(exc: ApiError) -> str | None:
     error = exc.body.get("error") if isinstance(exc.body, dict) else None
     return error.get("type") if isinstance(error, dict) else None
@@ -379,13 +398,14 @@ class ElasticStore(Store):
 
     def __init__(self, client: Elasticsearch, url: str, alias: str = "lookalike", *, num_candidates: int = 200,
                  index_type: str = "hnsw", m: int = 16, ef_construction: int = 100, wait: float | None = 60.0,
-                 timeout: float = 30.0):
+                 timeout: float = 30.0, shards: int = 1, replicas: str = "0-1"):
         if not _INDEX_NAME.match(alias):
             raise StoreError(f"LOOKALIKE_ES_INDEX={alias!r} is not a valid index name: use lower-case "
                              "letters, digits, '.', '_' and '-', starting with a letter or digit")
         self._client = client
-        self.url = public_url(url)
+        self.url = ",".join(public_url(one) for one in url.split(","))
         self.alias = alias
+        self.shards, self.replicas = shards, replicas
         self.num_candidates = num_candidates
         self.index_options: dict[str, Any] = {"index_type": index_type, "m": m, "ef_construction": ef_construction}
         self.timeout = timeout
@@ -397,19 +417,26 @@ class ElasticStore(Store):
 
     @classmethod
     def from_settings(cls, settings) -> "ElasticStore":
+        urls = settings.es_urls
         try:
+            # The transport keeps a pool of the given nodes and sends each request to the next one round
+            # the pool. A node that refuses the connection, drops it, answers 502/503/504 or (with several
+            # nodes) does not answer within the timeout is marked dead for a back-off period and the
+            # request goes again to another node; with one node a timeout is final, so a stalled cluster
+            # costs one timeout, not four. No sniffing: the nodes' publish addresses are often not
+            # reachable from here (containers, NAT), so the pool is exactly the URLs given.
+            # Bulk writes add their own retries with backoff (upsert).
             client = Elasticsearch(
-                settings.store, request_timeout=settings.es_timeout, api_key=settings.es_api_key,
-                ca_certs=settings.es_ca_certs, serializer=OrjsonSerializer(),
-                # Immediate retries for a node that answered "unavailable" or dropped the connection;
-                # bulk writes add their own retries with backoff (upsert).
-                max_retries=3, retry_on_status=(502, 503, 504), retry_on_timeout=False)
+                urls, request_timeout=settings.es_timeout, api_key=settings.es_api_key,
+                ca_certs=settings.es_ca_certs, serializer=OrjsonSerializer(), max_retries=max(3, len(urls)),
+                retry_on_status=(502, 503, 504), retry_on_timeout=len(urls) > 1)
         except (ValueError, TypeError) as exc:
-            raise StoreError(f"LOOKALIKE_STORE={public_url(settings.store)!r} cannot be used: {exc}") from None
+            shown = ",".join(public_url(url) for url in urls)
+            raise StoreError(f"LOOKALIKE_STORE={shown!r} cannot be used: {exc}") from None
         return cls(client, settings.store, settings.es_index, num_candidates=settings.es_num_candidates,
                    index_type=settings.es_index_type, m=settings.es_hnsw_m,
                    ef_construction=settings.es_hnsw_ef_construction, wait=settings.es_wait,
-                   timeout=settings.es_timeout)
+                   timeout=settings.es_timeout, shards=settings.es_shards, replicas=settings.es_replicas)
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -465,6 +492,21 @@ class ElasticStore(Store):
             return self._probe(5.0) is None
         except Exception:  # noqa: BLE001 -- ping never raises, whatever went wrong
             return False
+
+    def degraded(self) -> str | None:
+        """Our index's health when it is not green. Searches still answer while it is yellow (every shard
+        has a copy somewhere): a replica is missing, e.g. a node is down or one node holds a replica setting
+        meant for a cluster. Needs the `monitor` cluster privilege; without it, nothing is said."""
+        try:
+            health = self._client.options(request_timeout=5.0, max_retries=0).cluster.health(index=self.alias)
+        except (ApiError, TransportError):
+            return None
+        status = health.get("status")
+        if status in (None, "green"):
+            return None
+        unassigned = health.get("unassigned_shards", 0)
+        return (f"Elasticsearch index {self.alias} is {status}: {unassigned} shard copies unassigned, "
+                f"{health.get('number_of_data_nodes')} data nodes; searches answer from the copies left")
 
     def location(self) -> str:
         return f"{self.url} index {self.alias}"
@@ -522,7 +564,7 @@ class ElasticStore(Store):
 
     def index_for(self, descriptor: str) -> str:
         """The name of the physical index this store creates for `descriptor` with its index options."""
-        return index_name(self.alias, descriptor, **self.index_options)
+        return index_name(self.alias, descriptor, **self.index_options, shards=self.shards)
 
     def _read_index(self) -> str:
         """The name searches use: the alias (so a rebuild promoted elsewhere is seen at once) or the staged index."""
@@ -537,8 +579,10 @@ class ElasticStore(Store):
     def _create(self, descriptor: str, dims: int) -> str:
         name = self.index_for(descriptor)
         with self._call(f"create index {name} ({self.index_options['index_type']}, {dims} dimensions)"):
+            body = index_body(descriptor, dims, **self.index_options)
+            body.setdefault("settings", {}).update(shard_settings(self.shards, self.replicas))
             try:
-                self._client.indices.create(index=name, **index_body(descriptor, dims, **self.index_options))
+                self._client.indices.create(index=name, **body)
             except ApiError as exc:
                 if _error_type(exc) != "resource_already_exists_exception":
                     raise
@@ -575,6 +619,9 @@ class ElasticStore(Store):
         name = self.index_for(self._staged)
         if not self._indices(name):
             raise StoreError(f"{name} does not exist yet: index some files with the new descriptor first")
+        with self._call(f"set the replicas of {name}"):
+            # the replicas, unlike the shards, can change on a live index: a rebuild applies them
+            self._client.indices.put_settings(index=name, settings=replica_settings(self.replicas))
         old = list(self._indices(self.alias))
         self._point_alias(name, old)
         self._staged, self._known = None, None
@@ -676,14 +723,31 @@ class ElasticStore(Store):
 
     # -- reading ---------------------------------------------------------------------------------
 
+    def _whole(self, what: str, send: Callable[[], dict], tries: int = 4) -> dict:
+        """send() until its answer comes from every shard. A node lost between a search's query and fetch
+        phases (or all copies of a shard briefly unreachable) gives a 200 with only what the other shards
+        had: a page silently short. Asked again a moment later, the cluster has routed around that node;
+        if every try is partial, StoreUnavailable, never a short page."""
+        for attempt in range(tries):
+            with self._call(what):
+                result = send()
+            failed = _failed_shards(result)
+            if not failed:
+                return result
+            if attempt + 1 < tries:
+                time.sleep(0.25 * (attempt + 1))
+        raise StoreUnavailable(f"Elasticsearch at {self.url} could not {what}: {failed} shards did not answer "
+                               f"({tries} tries)")
+
     def _search(self, what: str, **body) -> dict:
-        """A search of our index; {} hits when it does not exist yet."""
-        with self._call(what):
+        """A search of our index, answered by every shard; {} hits when the index does not exist yet."""
+        def send() -> dict:
             try:
-                result = self._client.search(index=self._read_index(), **body).body
+                return self._client.search(index=self._read_index(), **body).body
             except NotFoundError:
                 self._known = None
                 return {"hits": {"hits": [], "total": {"value": 0}}, "aggregations": {}}
+        result = self._whole(what, send)
         self._check_source(result["hits"]["hits"])
         return result
 
@@ -730,8 +794,8 @@ class ElasticStore(Store):
                             min_score=min_score)
             body["_source"] = {"excludes": [VECTOR]}     # the candidates' signatures are compared (duplicates)
             searches += [{"index": self._read_index()}, body]
-        with self._call("search by vectors"):
-            responses = self._client.msearch(searches=searches)["responses"]
+        responses = self._whole("search by vectors",
+                                lambda: self._client.msearch(searches=searches).body)["responses"]
         out: list[list[Hit]] = []
         for response in responses:
             error = response.get("error")
@@ -783,11 +847,12 @@ class ElasticStore(Store):
         return self._count("count documents")
 
     def _count(self, what: str, query: dict | None = None) -> int:
-        with self._call(what):
+        def send() -> dict:
             try:
-                return int(self._client.count(index=self._read_index(), query=query)["count"])
+                return self._client.count(index=self._read_index(), query=query).body
             except NotFoundError:
-                return 0
+                return {"count": 0}
+        return int(self._whole(what, send)["count"])
 
     def entries(self) -> Iterator[Entry]:
         if self._target(fresh=True) is None:

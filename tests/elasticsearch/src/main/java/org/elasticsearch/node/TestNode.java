@@ -24,7 +24,9 @@ import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 
 /**
- * A real single-node Elasticsearch in this JVM, HTTP on 127.0.0.1, for tests and development.
+ * A real Elasticsearch node in this JVM, HTTP on 127.0.0.1, for tests and development: a single-node cluster,
+ * or one node of several when discovery.seed_hosts is given (-Ediscovery.seed_hosts=...,
+ * -Ecluster.initial_master_nodes=..., -Enode.name=..., -Etransport.port=...; tests/es_node.py start_cluster).
  *
  * <pre>java -Xmx512m -cp CLASSPATH org.elasticsearch.node.TestNode [--port N] [--home DIR] [--owner PID] [-Ename=value ...]</pre>
  *
@@ -70,18 +72,22 @@ public final class TestNode extends Node {
         boolean temporary = home == null;
         Path folder = temporary ? Files.createTempDirectory("lookalike-es-") : Files.createDirectories(home);
 
-        Settings settings = Settings.builder()
+        Settings given = extra.build();
+        Settings.Builder defaults = Settings.builder()
             .put("path.home", folder.toString())
             .put("cluster.name", "lookalike-test")
-            .put("node.name", "lookalike-test")
-            .put("discovery.type", "single-node")
+            .put("node.name", "lookalike-test");
+        if (!given.hasValue("discovery.seed_hosts")) {
+            defaults.put("discovery.type", "single-node");   // no seed hosts: a cluster of its own
+        }
+        Settings settings = defaults
             .put("network.host", "127.0.0.1")
             .put("http.port", port)
             .put("transport.port", "0")
             // a nearly full shared disk must not turn the test cluster read-only
             .put("cluster.routing.allocation.disk.threshold_enabled", false)
             .put("logger.level", "WARN")
-            .put(extra.build())
+            .put(given)
             .build();
         LogConfigurator.configureESLogging();
         LogConfigurator.configureWithoutConfig(settings);
@@ -105,9 +111,9 @@ public final class TestNode extends Node {
 
         node.start();
         ClusterHealthResponse health = node.client().admin().cluster()
-            .prepareHealth(TimeValue.timeValueSeconds(60)).setWaitForYellowStatus().setTimeout(TimeValue.timeValueSeconds(60)).get();
+            .prepareHealth(TimeValue.timeValueSeconds(180)).setWaitForYellowStatus().setTimeout(TimeValue.timeValueSeconds(180)).get();
         if (health.isTimedOut()) {
-            System.err.println("elasticsearch test node: cluster not yellow after 60 s (" + health.getStatus() + ")");
+            System.err.println("elasticsearch test node: cluster not yellow after 180 s (" + health.getStatus() + ")");
             System.exit(1);
         }
         TransportAddress address = node.injector().getInstance(HttpServerTransport.class).boundAddress().publishAddress();
