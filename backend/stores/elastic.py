@@ -297,10 +297,13 @@ def hash_body(content_hashes: Sequence[str]) -> dict:
             "size": len(content_hashes), "_source": ["content_hash"], "fields": [VECTOR]}
 
 
+EXACT_BUCKETS = 50_000       # shared contents one answer may list (under search.max_buckets, 65,536)
+
+
 def exact_hashes_body(partition: int, partitions: int) -> dict:
     """Content hashes held by two or more documents, one partition of them."""
     return {"size": 0, "aggs": {"hashes": {"terms": {
-        "field": "content_hash", "min_doc_count": 2, "size": 50_000,
+        "field": "content_hash", "min_doc_count": 2, "size": EXACT_BUCKETS,
         "include": {"partition": partition, "num_partitions": partitions}}}}}
 
 
@@ -876,17 +879,22 @@ class ElasticStore(Store):
         return out
 
     def exact_groups(self, content_hashes: Sequence[str] | None = None) -> list[list[str]]:
-        """Content hashes held by two or more documents (a terms aggregation, in partitions so that no answer
-        holds too many buckets), then their ids."""
-        total = self.count()
-        if total < 2:
-            return []
+        """Content hashes held by two or more documents (one terms aggregation; in partitions only when one
+        answer would hold more buckets than it may), then their ids."""
         hashes: list[str] = list(dict.fromkeys(content_hashes or ()))
-        if content_hashes is None:
-            partitions = max(1, -(-total // 50_000))
+        partitions = 1
+        while content_hashes is None:
+            found: list[str] = []
+            complete = True
             for partition in range(partitions):
                 result = self._search("group identical files", **exact_hashes_body(partition, partitions))
-                hashes += [b["key"] for b in (result.get("aggregations") or {}).get("hashes", {}).get("buckets", [])]
+                buckets = (result.get("aggregations") or {}).get("hashes", {}).get("buckets", [])
+                found += [b["key"] for b in buckets]
+                complete = complete and len(buckets) < EXACT_BUCKETS
+            if complete:
+                hashes = found
+                break
+            partitions *= 8          # more shared contents than one answer holds: split them
         groups: dict[str, list[str]] = {}
         for start in range(0, len(hashes), 1000):
             for hit in self._scan("list identical files", {"terms": {"content_hash": hashes[start:start + 1000]}},
