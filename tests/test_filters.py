@@ -134,7 +134,8 @@ def test_facets_count_what_the_filters_leave(store):
     narrowed = store.facets(Filters.of(cameras=["canon"]), limit=1)
     assert narrowed["camera"] == [("Canon EOS 5D", 4)]
     assert len(narrowed["folder"]) == 1
-    assert store.facets(Filters.of(cameras=["leica"])) == {"tags": [], "camera": [], "folder": [], "year": []}
+    assert store.facets(Filters.of(cameras=["leica"])) == {"tags": [], "camera": [], "folder": [], "year": [],
+                                                             "labels": []}
 
 
 def test_documents_written_before_metadata_have_none_and_match_no_metadata_filter(store):

@@ -15,6 +15,7 @@ import pytest
 
 from backend.stores import DescriptorMismatch, Document, StoreError, StoreUnavailable
 from backend.stores.base import Label
+from backend.stores.filters import Filters
 
 
 DESC = "test-descriptor-16d"
@@ -218,6 +219,12 @@ def test_labels_round_trip_and_mark_unlabelled_entries(store):
     assert {e.id: e.labelled for e in store.entries()} == {"id000": True, "id001": True, "id002": False}
     assert store.get("id000").metadata()["labels"] == [{"label": "golden retriever", "confidence": 0.75},
                                                        {"label": "tennis ball", "confidence": 0.125}]
+    # facets count the pictures that carry each label, within the filters
+    also = doc(3, tags=["other"])
+    also.labels = [Label("tennis ball", 0.5)]
+    store.upsert([also])
+    assert store.facets()["labels"] == [("tennis ball", 2), ("golden retriever", 1)]
+    assert store.facets(Filters.of(tags=["other"]))["labels"] == [("tennis ball", 1)]
 
 
 def test_keyword_finds_labels_and_broader_words_after_names_and_tags(store):

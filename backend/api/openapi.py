@@ -478,10 +478,12 @@ PATHS = {
 _COUNTS = {"type": "array", "items": {"type": "object", "required": ["value", "count"],
                                       "properties": {"value": {"type": "string"},
                                                      "count": {"type": "integer", "minimum": 1}}}}
-SCHEMAS["Facets"] = {"type": "object", "required": ["filters", "tags", "camera", "folder", "year"],
+SCHEMAS["Facets"] = {"type": "object", "required": ["filters", "tags", "camera", "folder", "year", "labels"],
                      "properties": {"filters": {"type": "object", "description": "The filters as understood."},
                                     "tags": _COUNTS, "camera": _COUNTS, "folder": _COUNTS,
-                                    "year": {**_COUNTS, "description": "Years taken (YYYY)."}}}
+                                    "year": {**_COUNTS, "description": "Years taken (YYYY)."},
+                                    "labels": {**_COUNTS, "description": "Content labels (the pictures that "
+                                                                         "carry each)."}}}
 SCHEMAS["Checks"] = {"type": "object", "required": ["model", "store"],
                      "properties": {"model": {"type": "boolean"}, "store": {"type": "boolean"}}}
 

@@ -161,7 +161,7 @@ class Document:
 
 # browse orders: newest taken first (undated last, then newest indexed), newest indexed first, by file name
 SORTS = ("taken", "indexed", "name")
-FACETS = ("tags", "camera", "folder", "year")
+FACETS = ("tags", "camera", "folder", "year", "labels")
 
 
 @dataclass

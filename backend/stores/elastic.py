@@ -259,9 +259,12 @@ _FACET_FIELDS = {"tags": "tags", "camera": "camera", "folder": "folder", "year":
 
 def facets_body(filters: Filters | None, limit: int) -> dict:
     order = [{"_count": "desc"}, {"_key": "asc"}]
-    return {"size": 0, "query": {"bool": {"filter": filter_clauses(filters or NONE)}},
-            "aggs": {name: {"terms": {"field": _FACET_FIELDS[name], "size": limit, "order": order}}
-                     for name in FACETS}}
+    aggs: dict = {name: {"terms": {"field": _FACET_FIELDS[name], "size": limit, "order": order}}
+                  for name in FACETS if name != "labels"}
+    # content labels are nested objects (one per label): counted inside them, each document once per label
+    aggs["labels"] = {"nested": {"path": "labels"},
+                      "aggs": {"names": {"terms": {"field": "labels.name", "size": limit, "order": order}}}}
+    return {"size": 0, "query": {"bool": {"filter": filter_clauses(filters or NONE)}}, "aggs": aggs}
 
 
 def label_body(text: str, *, filters: Filters | None = None, offset: int = 0, limit: int = 10) -> dict | None:
@@ -843,6 +846,7 @@ class ElasticStore(Store):
 
     def facets(self, filters=None, limit=50) -> dict[str, list[tuple[str, int]]]:
         aggregations = self._search("count facets", **facets_body(filters, limit)).get("aggregations") or {}
+        aggregations["labels"] = (aggregations.get("labels") or {}).get("names") or {}
         return {name: [(str(b["key"]), b["doc_count"]) for b in (aggregations.get(name) or {}).get("buckets", [])]
                 for name in FACETS}
 

@@ -689,6 +689,8 @@ class EmbeddedStore(Store):
                       "GROUP BY d.folder",
             "year": f"SELECT substr(d.taken, 1, 4), count(*) AS n FROM docs d WHERE {where} AND d.taken IS NOT NULL "
                     "GROUP BY 1",
+            "labels": f"SELECT l.label, count(*) AS n FROM doc_labels l JOIN docs d ON d.rowid = l.rowid "
+                      f"WHERE {where} GROUP BY l.label",
         }
         out = {}
         with self._lock:
