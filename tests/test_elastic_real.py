@@ -14,7 +14,7 @@ from elasticsearch import Elasticsearch
 
 from backend.config import Settings
 from backend.stores import Document, StoreError, StoreUnavailable, open_store, search_words
-from backend.stores.elastic import ElasticStore
+from backend.stores.elastic import REVISION, ElasticStore
 
 from .conftest import delete_indices
 
@@ -93,7 +93,7 @@ def test_the_stored_mapping_meta_and_analysis(new_store):
     store.upsert(docs(unit_vectors(1, 8), descriptor="vgg16-test"))
     client, name = store._client, store.index_for("vgg16-test")
     mapping = client.indices.get_mapping(index=name)[name]["mappings"]
-    assert mapping["_meta"] == {"descriptor": "vgg16-test", "dims": 8, "schema": 2}
+    assert mapping["_meta"] == {"descriptor": "vgg16-test", "dims": 8, "schema": 2, "revision": REVISION}
     assert mapping["dynamic"] == "strict"
     assert list(client.indices.get_alias(name=store.alias)) == [name]
 

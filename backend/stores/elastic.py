@@ -502,10 +502,13 @@ class ElasticStore(Store):
     def degraded(self) -> str | None:
         """Our index's health when it is not green. Searches still answer while it is yellow (every shard
         has a copy somewhere): a replica is missing, e.g. a node is down or one node holds a replica setting
-        meant for a cluster. Needs the `monitor` cluster privilege; without it, nothing is said."""
+        meant for a cluster. Needs the `monitor` cluster privilege; without it, nothing is said. Before the
+        index exists nothing is asked: the health of a missing index waits for it to appear (30 s)."""
         try:
+            if self._target() is None:
+                return None
             health = self._client.options(request_timeout=5.0, max_retries=0).cluster.health(index=self.alias)
-        except (ApiError, TransportError):
+        except (ApiError, TransportError, StoreError):
             return None
         status = health.get("status")
         if status in (None, "green"):
