@@ -55,7 +55,7 @@ def near_score(a: Document, b: Document, cosine: float) -> float:
     if a.content_hash == b.content_hash:
         return 1.0
     if a.signature is not None and b.signature is not None:
-        return near_duplicates.pair_score(cosine, a.signature, b.signature)
+        return near_duplicates.similarity(a.signature, b.signature)   # the cosine only proposed the pair
     return min(1.0, cosine)
 
 

@@ -71,12 +71,6 @@ def _windows(sig: bytes) -> np.ndarray:
     return out
 
 
-def pair_score(cosine: float, a: bytes, b: bytes) -> float:
-    """The near score of two candidate pictures (their vectors' cosine at least duplicates.CANDIDATE_FLOOR):
-    their signatures' similarity. The cosine only proposes: other views of one object reach 0.99 on it."""
-    return similarity(a, b)
-
-
 def similarity(a: bytes, b: bytes) -> float:
     """How alike two signatures are, in [-1, 1]: the best correlation of either one's centre window with
     the other's shifted windows."""

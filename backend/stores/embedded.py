@@ -572,11 +572,7 @@ class EmbeddedStore(Store):
             kept[vectors.positions(self._matching_rowids(filters))] = True
             eligible &= kept
         if exclude:
-            with self._lock:
-                marks = ",".join("?" * len(exclude))
-                excluded = [r for (r,) in self._db.execute(f"SELECT rowid FROM docs WHERE id IN ({marks})",
-                                                           list(exclude))]
-            eligible[vectors.positions(excluded)] = False
+            eligible[vectors.positions(self._rowids_of(exclude))] = False
         if min_score is not None:
             eligible &= scores >= min_score
         total = int(eligible.sum())
@@ -598,6 +594,12 @@ class EmbeddedStore(Store):
         with self._lock:
             return [r for (r,) in self._db.execute(f"SELECT d.rowid FROM docs d WHERE {where}", params)]
 
+    def _rowids_of(self, doc_ids: Sequence[str]) -> list[int]:
+        """The rows of these documents (ids with none are left out)."""
+        with self._lock:
+            marks = ",".join("?" * len(doc_ids))
+            return [r for (r,) in self._db.execute(f"SELECT rowid FROM docs WHERE id IN ({marks})", list(doc_ids))]
+
     @_translated
     def knn_many(self, vectors, *, descriptor, limit, min_score, exclude=()) -> list[list[Hit]]:
         """One matrix product for the whole batch: at 100,000 vectors a query reads 200 MB, so reading them
@@ -612,11 +614,7 @@ class EmbeddedStore(Store):
         scores = current.scores_many(queries)
         eligible = current.live.copy()
         if exclude:
-            with self._lock:
-                marks = ",".join("?" * len(exclude))
-                excluded = [r for (r,) in self._db.execute(f"SELECT rowid FROM docs WHERE id IN ({marks})",
-                                                           list(exclude))]
-            eligible[current.positions(excluded)] = False
+            eligible[current.positions(self._rowids_of(exclude))] = False
         picked: list[np.ndarray] = []
         for column in range(len(queries)):
             candidates = np.flatnonzero(eligible & (scores[:, column] >= min_score))
