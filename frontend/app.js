@@ -12,8 +12,8 @@ import {IMAGE_TYPES} from "./messages.js";
 import {PAGE, hasFilters, keepSnapshot, nameQuery, navigate, noFilters, noMarks, refineQuery, restore, setMarks,
         start, state, toggledMarks} from "./state.js";
 import {blobOf, has, keep, tinyPreview} from "./uploads.js";
-import {describe, renderChips, renderChipsSelection, renderFacets, renderMarksBar, renderQuery, renderTrail,
-        setStatus} from "./view.js";
+import {describe, renderChips, renderChipsSelection, renderDates, renderFacets, renderMarksBar, renderQuery,
+        renderTrail, setStatus} from "./view.js";
 
 const beginSearch = oneAtATime();
 const beginFacets = oneAtATime();
@@ -43,6 +43,7 @@ function show() {
   showLabels(query.kind === "similar" ? query.id : null);
   renderTrail(state.trail, query, go);
   renderChipsSelection(query.tags);
+  renderDates(query);
   showFacets(query);
   search();
 }
@@ -83,7 +84,9 @@ async function search(offset = 0) {
 
   if (offset === 0) clearResults();
   el.more.disabled = true;
-  setStatus(query.kind === "image" ? "Looking at your picture…" : "Searching…", "loading");
+  // This search's answer replaces only its own "Searching…" line, never a message said since (a dropped file
+  // that isn't a picture, say).
+  const ours = setStatus(query.kind === "image" ? "Looking at your picture…" : "Searching…", "loading");
   if (query.kind === "similar" && !query.name) nameSimilar(query);
 
   let body;
@@ -92,14 +95,14 @@ async function search(offset = 0) {
   } catch (err) {
     if (!request.current()) return;   // aborted or overtaken by a newer search
     el.more.disabled = false;
-    setStatus(err.message, "error", () => search(offset));
+    if (ours()) setStatus(err.message, "error", () => search(offset));
     return;
   }
   if (!request.current()) return;
   state.total = body.total;
   showResults(body.results, query, focusFirst);
   state.results = state.results.concat(body.results);
-  summarise(query, body.took_ms, body.results.length < PAGE);
+  summarise(query, body.took_ms, body.results.length < PAGE, ours());
   if (query.key) keepSnapshot();
 }
 
@@ -117,8 +120,8 @@ async function nameSimilar(query) {
   } catch { /* the search itself reports a missing picture */ }
 }
 
-// last: the page just shown was the last one.
-function summarise(query, tookMs, last = false) {
+// last: the page just shown was the last one; say: the status line is still this search's to fill.
+function summarise(query, tookMs, last, say) {
   // Pictures shown, counting the near copies folded into the results (total counts every matching picture).
   const count = state.results.reduce((n, hit) => n + 1 + (hit.copies ? hit.copies.length : 0), 0);
   const folded = count > state.results.length;
@@ -126,6 +129,7 @@ function summarise(query, tookMs, last = false) {
   el.more.hidden = count >= total || count === 0 || last;
   el.more.disabled = false;
   el.more.textContent = `Load more (${(total - count).toLocaleString()} left)`;
+  if (!say) return;
   if (query.kind === "none") {
     browsed(count, total, query);
     return;

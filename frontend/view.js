@@ -191,6 +191,12 @@ export function renderFacets(facets, query, setFilters) {
     groups.push(group);
   }
   el.facets.replaceChildren(...groups);
+}
+
+// The date range's fields show the query's dates. Drawn with the query, not when its facets arrive: by then
+// a person may be typing new dates.
+export function renderDates(query) {
+  const f = query.filters || noFilters();
   el.takenFrom.value = f.taken_from;
   el.takenTo.value = f.taken_to;
 }

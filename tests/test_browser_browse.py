@@ -19,7 +19,7 @@ from indexer.scan import scan
 
 from .conftest import FAST_ENV
 from . import test_browser
-from .test_browser import expect, scene, serve_app, shot
+from .test_browser import drop, expect, scene, serve_app, shot
 
 browser, page = test_browser.browser, test_browser.page   # its fixtures: Chromium, and a desktop page on `site`
 
@@ -141,3 +141,28 @@ def test_every_card_keeps_its_buttons_name_and_score_at_every_width(browser, exi
         shot(page, f"browse-similar-tall-{width}")
     finally:
         context.close()
+
+
+def test_what_arrives_late_never_overwrites_what_a_person_did_since(page, exif_site):
+    """The collection and its facets load while a person already acts: a dropped file that isn't a picture keeps
+    its message when the grid arrives, and dates typed before the chips arrive stay typed. Each answer is held
+    back here until the person has acted, so the order that once lost their input happens every time."""
+    held = []
+    page.route(re.compile(r"/api/(images|facets)\?"), lambda route: held.append(route))
+    page.goto(f"{exif_site}/?camera=Canon+EOS+5D")
+    expect(page.locator("#status")).to_contain_text("Searching")
+    for _ in range(500):                                   # both requests reach the route (at most 10 s)
+        if len(held) == 2:
+            break
+        page.wait_for_timeout(20)
+    assert len(held) == 2, [route.request.url for route in held]
+
+    drop(page, b"just some notes\n", "notes.txt", "text/plain")
+    page.locator("#taken-from").fill("2019-03-01")
+    for route in held:
+        route.continue_()
+    expect(page.locator("#grid .card")).not_to_have_count(0)
+    expect(page.locator('.chip[data-facet="camera"]').first).to_be_visible()
+    expect(page.locator("#status")).to_contain_text("“notes.txt” isn't a picture")
+    expect(page.locator("#taken-from")).to_have_value("2019-03-01")
+    expect(page.locator("#taken-to")).to_have_value("")
