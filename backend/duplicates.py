@@ -6,11 +6,11 @@ Two levels, one meaning each:
   the pair's near score is at least `min_score` (default NEAR_MIN_SCORE, chosen by measurement:
   docs/benchmarks.md, "Duplicates"). Identical bytes are near duplicates too.
 
-The near score of two pictures (`near_score`): 1 for the same bytes; else the similarity of their layout
+The near score of two pictures (`near_score`): 1 for the same bytes; else the geometric check of their
 signatures (near_duplicates.py), for pictures whose search vectors are close enough to be candidates
-(cosine >= CANDIDATE_FLOOR). The search vector finds the candidates, the signature decides: the cosine
-alone cannot tell an edited copy from another photo of the same scene. (A document without a signature
-is compared by the cosine of the vectors instead.)
+(cosine >= CANDIDATE_FLOOR). The search vector finds the candidates, the signatures decide: the cosine
+alone cannot tell an edited copy from another photo of the same scene. (A document without a signature, its
+file unreadable when it was linked, is scored by the cosine of the vectors on the same scale, `cosine_score`.)
 
 Why links: comparing every picture with every other is quadratic (100,000 pictures are 5e9 pairs). Instead,
 each picture is compared once, when it is written, with its best candidates among the pictures already
@@ -44,19 +44,36 @@ LINKS_PER_PICTURE = 20      # the candidates a new picture is compared with, and
                             # still join: each links to earlier ones)
 # Pairs scoring under this are not kept, so no report can ask for a lower min_score: well below the default,
 # so a user can loosen the report.
-LINK_FLOOR = 0.8
-NEAR_MIN_SCORE = 0.96       # the default: the loosest that reported no two views of one UKBench object
-                            # (docs/benchmarks.md, "Near duplicates")
+LINK_FLOOR = 0.6
+NEAR_MIN_SCORE = 0.8        # the default: no two views of one UKBench object and no two Corel photos of a class
+                            # from 0.72 up; recall 0.94 (docs/benchmarks.md, "Near duplicates")
+UNSIGNED_SLOPE = 40         # cosine_score: cosine 0.995, where the cosine alone reported no false pair in the
+                            # benchmark, scores the default 0.8
 
 
 def near_score(a: Document, b: Document, cosine: float) -> float:
-    """How surely two candidate pictures are the same picture: 1 for the same bytes, else the similarity of
-    their signatures, else (a document without one) the cosine of their vectors."""
-    if a.content_hash == b.content_hash:
-        return 1.0
-    if a.signature is not None and b.signature is not None:
-        return near_duplicates.similarity(a.signature, b.signature)   # the cosine only proposed the pair
-    return min(1.0, cosine)
+    """How surely two candidate pictures are the same picture: 1 for the same bytes, else the geometric check
+    of their signatures, else (a document without one) `cosine_score` of their vectors."""
+    return near_scores(a, [(b, cosine)])[0]
+
+
+def near_scores(doc: Document, candidates: Sequence[tuple[Document, float]]) -> list[float]:
+    """`near_score` of a document with each (candidate, cosine): the signatures checked in one call, which
+    prepares the document's own once."""
+    scores = [1.0 if other.content_hash == doc.content_hash else cosine_score(cosine) for other, cosine in candidates]
+    if near_duplicates.is_current(doc.signature):
+        checked = [(k, other.signature) for k, (other, _) in enumerate(candidates)
+                   if other.content_hash != doc.content_hash and near_duplicates.is_current(other.signature)]
+        found = near_duplicates.similarities(doc.signature, [sig for _, sig in checked])
+        for (k, _), score in zip(checked, found):
+            scores[k] = score        # the cosine only proposed the pair
+    return scores
+
+
+def cosine_score(cosine: float) -> float:
+    """A pair's near score from its vectors' cosine alone, for a document without a (current) signature: only
+    vectors this close are surely one picture, since other shots of a scene reach cosine 0.99."""
+    return max(0.0, min(1.0, 1.0 - UNSIGNED_SLOPE * (1.0 - cosine)))
 
 
 # -- links, made when pictures are written ---------------------------------------------------------
@@ -79,10 +96,9 @@ def link(store: Store, docs: Sequence[Document]) -> None:
         candidates += [(docs[j], float(within[i, j])) for j in range(i)
                        if within[i, j] >= CANDIDATE_FLOOR and docs[j].id != doc.id]
         links: dict[str, NearLink] = {}
-        for other, cosine in candidates:
-            score = round(near_score(doc, other, cosine), 6)
-            if score >= LINK_FLOOR:
-                links[other.id] = NearLink(other.id, other.content_hash, score)
+        for (other, _), score in zip(candidates, near_scores(doc, candidates)):
+            if round(score, 6) >= LINK_FLOOR:
+                links[other.id] = NearLink(other.id, other.content_hash, round(score, 6))
         doc.near = sorted(links.values(), key=lambda x: (-x.score, x.id))[:LINKS_PER_PICTURE]
 
 
@@ -188,7 +204,7 @@ def _group(store: Store, docs: list[Document], level: str) -> Group:
     if level == EXACT:
         scores = {doc.id: 1.0 for doc in docs}
     else:
-        unsigned = [doc.id for doc in docs if doc.signature is None]
+        unsigned = [doc.id for doc in docs if not near_duplicates.is_current(doc.signature)]
         vectors = store.vectors(unsigned + [keeper.id]) if unsigned else {}
         base = vectors.get(keeper.id)
         scores = {doc.id: round(near_score(keeper, doc, float(vectors[doc.id] @ base) if base is not None

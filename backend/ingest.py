@@ -202,7 +202,8 @@ class Indexer:
     def _retag(self, pairs: list[tuple[FileToIndex, Entry]], summary: Summary) -> None:
         """Files whose bytes are unchanged but whose tags differ, or whose documents were written before the
         current metadata: rewrite the document, keep the vector and the near-duplicate links (the file is read
-        for its metadata, its pixels are not decoded)."""
+        for its metadata; its pixels are decoded only for a signature of an older version, whose links are made
+        again)."""
         for start in range(0, len(pairs), 500):
             docs = []
             for item, entry in pairs[start:start + 500]:
@@ -211,6 +212,8 @@ class Indexer:
                     doc.tags = list(item.tags)
                     if entry.meta_version < METADATA_VERSION:
                         self._refresh_metadata(doc, item)
+                    if not near_duplicates.is_current(doc.signature):   # written by an older version: its links
+                        doc.signature, doc.near = self._signature(item.path), None   # are made again below
                     docs.append(doc)
             duplicates.link(self.store, [doc for doc in docs if doc.near is None])
             self.store.upsert(docs)
@@ -225,7 +228,7 @@ class Indexer:
             docs = [doc for doc in (self.store.get(i, with_vector=True) for i in doc_ids[start:start + self.batch_size])
                     if doc is not None and doc.near is None]
             for doc in docs:
-                if doc.signature is None:
+                if not near_duplicates.is_current(doc.signature):
                     doc.signature = self._signature(Path(doc.path))
             duplicates.link(self.store, docs)
             linked += self.store.upsert(docs)

@@ -1,28 +1,48 @@
-"""Is this the same picture? A small signature of each picture's layout, and the similarity of two of them.
+"""Is this the same picture? A small grey copy of each picture, and a geometric check of two of them.
 
 The search descriptor (VGG16, pooled over the whole picture) finds a picture's edited copies among its
 nearest neighbours, but its cosine alone cannot tell an edited copy from another photo of the same scene:
 a border, a grey version or a thumbnail of a picture can score lower than another shot of the same object
-(benchmarks.md, "Duplicates"). So the descriptor only proposes candidates, and this second signal decides:
+(benchmarks.md, "Near duplicates"). So the descriptor only proposes candidates, and this check decides:
 
 - `signature(picture)`: the picture in grey (colour edits drop out), its uniform borders trimmed (padding
   drops out), boxed down to SIDE x SIDE (size, compression and thumbnails drop out): SIDE² bytes.
-- `similarity(a, b)`: the normalised correlation of the two layouts (brightness and contrast drop out),
-  the best over small shifts of the centre window (crops of a few percent and small rotations move the
-  content a little), in [-1, 1]. Another view of an object, or another photo of a scene, moves things by
-  much more than that, and scores low.
+- `similarity(a, b)`: is b the same frame as a, moved by one transform? Blocks of a are found in b at
+  COARSE pixels and one similarity transform is fitted to them (RANSAC: a crop, a small rotation or a
+  watermark leaves the other blocks to agree); b is warped onto a and the two compared by normalised
+  correlation (brightness and contrast drop out). Then each block is found again at SIDE pixels to a tenth
+  of a pixel: in an edited copy they all sit where the one transform puts them; another shot of the scene
+  (a burst, another view of an object) moves near and far things differently (parallax), so many blocks
+  miss it by most of a pixel even when the whole frame correlates well. The score is the correlation times
+  the share of blocks that agree, in [0, 1]; 0 for frames that correlate less than CORRELATION_FLOOR once
+  aligned.
 """
 from __future__ import annotations
 
 import functools
+from typing import TypeGuard
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageOps
 
-SIDE = 40                   # the signature's side (bytes: SIDE²)
-WINDOW = 32                 # the compared centre window's side
-SHIFT = 2                   # how far (in signature pixels) the window may move, each way
-_MARGIN = (SIDE - WINDOW) // 2
+SIDE = 128                  # the signature's side (bytes: SIDE²); the fine check's resolution
+COARSE = 64                 # the resolution the transform is searched at (SIDE / 2)
+BLOCK = 16                  # the side of a compared block, at either resolution
+SEARCH = 10                 # how far (coarse pixels) a block may have moved: 15 % of the frame
+REFINE = 3                  # how far (fine pixels) a block may sit from where the coarse transform puts it
+AGREE = 0.75                # fine pixels within which a block agrees with the fitted transform
+EDGE = 6                    # coarse pixels along each side left out of the correlation: where a rotated copy's
+                            # filled corners lie
+MIN_OVERLAP = 0.5           # share of the frame the two pictures must share once aligned
+TINY = 8                    # the side of the thumbnail compared first
+TINY_FLOOR = 0.45           # its correlation under which a pair is not checked further (edited copies: 0.48 and
+                            # up for 99.5 % of them; it rules out about 80 % of the candidates)
+CORRELATION_FLOOR = 0.92    # aligned frames that correlate less are not one picture (edited copies: 0.93 and
+                            # up for 99 % of them, docs/benchmarks.md); the fine check is not run for them
+_COARSE_CENTRES = np.arange(10, COARSE - 9, 11)            # 5 x 5 blocks, centres 10 to 54
+_FINE_CENTRES = np.arange(BLOCK, SIDE - BLOCK + 1, BLOCK)  # 7 x 7 blocks, centres 16 to 112
+_MIN_CONTRAST = 20.0        # a block flatter than this (norm of its zero-mean grey levels) cannot be placed
 _BORDER_TOLERANCE = 12      # grey levels a border line may differ from the border colour
 _BORDER_SHARE = 0.97        # share of a line within the tolerance for it to count as border
 
@@ -56,24 +76,223 @@ def signature(picture: Image.Image) -> bytes:
     return np.asarray(small, dtype=np.uint8).tobytes()
 
 
-@functools.lru_cache(maxsize=4096)
-def _windows(sig: bytes) -> np.ndarray:
-    """(shifts, WINDOW²): every shifted window, centred and unit length. Kept for the signatures met last:
-    a new picture is compared with 20 candidates, and a batch's candidates are often the same."""
-    grid = np.frombuffer(sig, dtype=np.uint8).reshape(SIDE, SIDE).astype(np.float32)
-    span = WINDOW + 2 * SHIFT
-    views = np.lib.stride_tricks.sliding_window_view(grid[_MARGIN - SHIFT:_MARGIN - SHIFT + span,
-                                                          _MARGIN - SHIFT:_MARGIN - SHIFT + span], (WINDOW, WINDOW))
-    out = views.reshape(-1, WINDOW * WINDOW).copy()
-    out -= out.mean(axis=1, keepdims=True)
-    out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-6
-    out.flags.writeable = False
-    return out
+def is_current(sig: bytes | None) -> TypeGuard[bytes]:
+    """Whether a stored signature is of this version (older ones were smaller): others are computed again."""
+    return sig is not None and len(sig) == SIDE * SIDE
+
+
+class _Picture:
+    """A signature ready to compare: its pixels at both resolutions, its blocks as unit templates, and a tiny
+    thumbnail that rules out most candidates at once."""
+
+    def __init__(self, sig: bytes):
+        self.fine = np.frombuffer(sig, dtype=np.uint8).reshape(SIDE, SIDE).astype(np.float32)
+        self.coarse = self.fine.reshape(COARSE, 2, COARSE, 2).mean(axis=(1, 3))
+        tiny = self.coarse.reshape(TINY, COARSE // TINY, TINY, COARSE // TINY).mean(axis=(1, 3)).ravel()
+        self.tiny, _ = _unit(tiny)
+        self.coarse_blocks, self.coarse_contrast = _blocks(self.coarse, _COARSE_CENTRES)
+        self.fine_blocks, self.fine_contrast = _blocks(self.fine, _FINE_CENTRES)
+
+
+def _unit(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row (or the array) around its mean, of unit length; and its length before (its contrast)."""
+    centred = values - values.mean(axis=-1, keepdims=True)
+    norm = np.linalg.norm(centred, axis=-1, keepdims=True)
+    return centred / (norm + 1e-3), norm[..., 0]
+
+
+def _blocks(picture: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The BLOCK x BLOCK blocks around a grid of centres, row by row, as unit templates; and their contrasts."""
+    half = BLOCK // 2
+    blocks = np.stack([picture[cy - half:cy + half, cx - half:cx + half].ravel() for cy in centres for cx in centres])
+    return _unit(blocks)
+
+
+class _Searched:
+    """The picture the others' blocks are looked for in: every BLOCK x BLOCK window of its coarse pixels (edges
+    repeated SEARCH pixels out), and each window's norm around its mean. Made once per new picture."""
+
+    def __init__(self, picture: _Picture):
+        padded = np.pad(picture.coarse, SEARCH, mode="edge")
+        self.windows = np.ascontiguousarray(sliding_window_view(padded, (BLOCK, BLOCK))).reshape(
+            padded.shape[0] - BLOCK + 1, padded.shape[1] - BLOCK + 1, BLOCK * BLOCK)
+        sums = self.windows.sum(axis=2)
+        squares = np.einsum("yxk,yxk->yx", self.windows, self.windows)
+        self.norms = np.sqrt(np.maximum(squares - sums ** 2 / BLOCK ** 2, 0.0)) + 1e-3
+
+
+@functools.lru_cache(maxsize=1024)
+def _prepared(sig: bytes) -> _Picture:
+    """Kept for the signatures met last: a batch's candidates are often the same pictures."""
+    return _Picture(sig)
+
+
+def _coarse_matches(a: _Picture, b: _Searched) -> tuple[np.ndarray, np.ndarray]:
+    """(where, found): a's block centres and where each one's best match in b lies (coarse pixels), for the
+    blocks with enough contrast whose best match correlates at 0.5 or more."""
+    half, span, count = BLOCK // 2, 2 * SEARCH + 1, len(_COARSE_CENTRES)
+    where, found = [], []
+    for k in np.flatnonzero(a.coarse_contrast >= _MIN_CONTRAST):
+        cy, cx = _COARSE_CENTRES[k // count], _COARSE_CENTRES[k % count]
+        # window (y, x) of b starts at b's pixel (y - SEARCH, x - SEARCH): offsets -SEARCH..SEARCH
+        top, left = cy - half, cx - half
+        scores = (b.windows[top:top + span, left:left + span] @ a.coarse_blocks[k]) / \
+            b.norms[top:top + span, left:left + span]
+        dy, dx = np.unravel_index(int(np.argmax(scores)), scores.shape)
+        if scores[dy, dx] >= 0.5:
+            where.append((cx, cy))
+            found.append((cx + dx - SEARCH, cy + dy - SEARCH))
+    return np.array(where, dtype=np.float64).reshape(-1, 2), np.array(found, dtype=np.float64).reshape(-1, 2)
+
+
+def _fit_transform(where: np.ndarray, found: np.ndarray) -> np.ndarray | None:
+    """The 3 x 2 affine map (x, y, 1) @ M of a's coarse pixels to b's: RANSAC over every pair of matches for
+    one similarity transform (1.5 pixels' tolerance), then least squares over the matches that agree."""
+    if len(where) < 3:
+        return None
+    za, zb = where[:, 0] + 1j * where[:, 1], found[:, 0] + 1j * found[:, 1]
+    i, j = np.triu_indices(len(za), 1)
+    scale = (zb[j] - zb[i]) / (za[j] - za[i])         # rotation and scale, as one complex number (centres differ)
+    shift = zb[i] - scale * za[i]
+    agree = np.abs(scale[:, None] * za[None, :] + shift[:, None] - zb[None, :]) < 1.5
+    inliers = agree[int(np.argmax(agree.sum(axis=1)))]
+    if inliers.sum() < 3:
+        return None
+    ones = np.ones((int(inliers.sum()), 1))
+    transform, *_ = np.linalg.lstsq(np.hstack([where[inliers], ones]), found[inliers], rcond=None)
+    return transform
+
+
+def _inverse(transform: np.ndarray) -> np.ndarray | None:
+    """The 3 x 2 affine map back, or None for one that folds the plane."""
+    full = np.hstack([transform, [[0.0], [0.0], [1.0]]])
+    if abs(np.linalg.det(full)) < 1e-6:
+        return None
+    return np.linalg.inv(full)[:, :2]
+
+
+@functools.lru_cache(maxsize=4)
+def _grid(n: int) -> np.ndarray:
+    """(n², 3): every pixel (x, y, 1) of an n x n picture, row by row."""
+    ys, xs = np.mgrid[0:n, 0:n]
+    grid = np.stack([xs.ravel(), ys.ravel(), np.ones(n * n)], axis=1)
+    grid.flags.writeable = False
+    return grid
+
+
+def _warp(picture: np.ndarray, transform: np.ndarray, edge: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """picture sampled (bilinear) where `transform` sends each pixel of a same-sized grid, and where that
+    lies inside both frames, `edge` pixels in from their sides."""
+    n = picture.shape[0]
+    grid = _grid(n)
+    points = grid @ transform
+    x, y = points[:, 0], points[:, 1]
+    low, high = edge, n - 1 - edge
+    inside = (x >= low) & (x <= high) & (y >= low) & (y <= high) & \
+        (grid[:, 0] >= low) & (grid[:, 0] <= high) & (grid[:, 1] >= low) & (grid[:, 1] <= high)
+    x, y = np.clip(x, 0, n - 1.001), np.clip(y, 0, n - 1.001)
+    x0, y0 = x.astype(np.int64), y.astype(np.int64)
+    fx, fy = x - x0, y - y0
+    values = (picture[y0, x0] * (1 - fx) * (1 - fy) + picture[y0, x0 + 1] * fx * (1 - fy)
+              + picture[y0 + 1, x0] * (1 - fx) * fy + picture[y0 + 1, x0 + 1] * fx * fy)
+    return values.reshape(n, n), inside.reshape(n, n)
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-6))
+
+
+def _window_sums(stack: np.ndarray) -> np.ndarray:
+    """The sum of every BLOCK x BLOCK window of each picture of a stack (n, h, w), from its running sums."""
+    running = np.zeros((stack.shape[0], stack.shape[1] + 1, stack.shape[2] + 1))
+    running[:, 1:, 1:] = stack.cumsum(axis=1).cumsum(axis=2)
+    return (running[:, BLOCK:, BLOCK:] - running[:, :-BLOCK, BLOCK:] - running[:, BLOCK:, :-BLOCK]
+            + running[:, :-BLOCK, :-BLOCK])
+
+
+def _agreement(a: _Picture, b: _Picture, coarse: np.ndarray) -> float:
+    """The share of a's fine blocks that b holds within AGREE pixels of one affine transform, each found to
+    a tenth of a pixel near where the coarse transform puts it; 0 when too few can be found. (Measured on b
+    as it is: warping it first would blur it, and other shots of a scene would agree more.)"""
+    half, span, size = BLOCK // 2, 2 * REFINE + 1, BLOCK + 2 * REFINE
+    centres = np.stack(np.meshgrid(_FINE_CENTRES, _FINE_CENTRES), axis=-1).reshape(-1, 2).astype(np.float64)
+    # where the coarse transform puts each block (a fine pixel x is coarse pixel x / 2 - 0.25)
+    predicted = 2 * (np.hstack([centres / 2 - 0.25, np.ones((len(centres), 1))]) @ coarse) + 0.5
+    tops = np.rint(predicted[:, 1]).astype(np.int64) - half - REFINE
+    lefts = np.rint(predicted[:, 0]).astype(np.int64) - half - REFINE
+    # blocks with contrast that b holds (not cropped away)
+    use = (a.fine_contrast >= 2 * _MIN_CONTRAST) & (tops >= 0) & (lefts >= 0) & (tops + size <= SIDE) & \
+        (lefts + size <= SIDE)
+    if use.sum() < 6:
+        return 0.0
+    rows = tops[use, None, None] + np.arange(size)[None, :, None]
+    cols = lefts[use, None, None] + np.arange(size)[None, None, :]
+    regions = b.fine[rows, cols]                                        # (blocks, size, size)
+    windows = sliding_window_view(regions, (BLOCK, BLOCK), axis=(1, 2))   # (blocks, span, span, B, B)
+    templates = a.fine_blocks[use].reshape(-1, BLOCK, BLOCK)
+    dots = np.einsum("nyxij,nij->nyx", windows, templates)            # templates sum to 0: no mean needed
+    sums, squares = _window_sums(regions), _window_sums(regions ** 2)
+    scores = dots / (np.sqrt(np.maximum(squares - sums ** 2 / BLOCK ** 2, 0.0)) + 1e-3)
+    best = scores.reshape(len(scores), -1).argmax(axis=1)
+    dy, dx = best // span, best % span
+    n = np.arange(len(scores))
+    located = (scores[n, dy, dx] >= 0.7) & (dy > 0) & (dy < span - 1) & (dx > 0) & (dx < span - 1)
+    if located.sum() < 6:
+        return 0.0
+    n, dy, dx = n[located], dy[located], dx[located]
+    peak = scores[n, dy, dx]
+
+    def offset(below: np.ndarray, above: np.ndarray) -> np.ndarray:
+        """The sub-pixel offset of each peak from its neighbours along one axis (a parabola's top)."""
+        curve = below - 2 * peak + above
+        return np.where(curve < 0, 0.5 * (below - above) / np.where(curve < 0, curve, -1.0), 0.0)
+
+    found = np.stack([lefts[use][n] + half + dx + offset(scores[n, dy, dx - 1], scores[n, dy, dx + 1]),
+                      tops[use][n] + half + dy + offset(scores[n, dy - 1, dx], scores[n, dy + 1, dx])], axis=1)
+    design = np.hstack([centres[use][n], np.ones((len(n), 1))])
+    transform, *_ = np.linalg.lstsq(design, found, rcond=None)
+    misses = np.linalg.norm(design @ transform - found, axis=1)
+    if (misses < 1.5).sum() >= 6:                     # refit without the blocks a watermark or a crop moved
+        keep = misses < 1.5
+        transform, *_ = np.linalg.lstsq(design[keep], found[keep], rcond=None)
+        misses = np.linalg.norm(design @ transform - found, axis=1)
+    return float(np.mean(misses < AGREE))
+
+
+def _checked(a: _Picture, b: _Picture, transform: np.ndarray) -> float:
+    """How surely b is a moved and edited copy of a's frame, given the transform of a's pixels into b's."""
+    warped, inside = _warp(b.coarse, transform, EDGE)
+    if inside.mean() < MIN_OVERLAP:
+        return 0.0
+    correlation = _correlation(a.coarse[inside], warped[inside])
+    if correlation < CORRELATION_FLOOR:
+        return 0.0
+    return correlation * _agreement(a, b, transform)
+
+
+def similarities(sig: bytes, others: list[bytes]) -> list[float]:
+    """How surely each of `others` is one picture with `sig`, in [0, 1]. The blocks of each other picture are
+    looked for in this one (its windows made once), and the transform found is checked both ways: the side
+    that was cropped less holds all of the other's blocks."""
+    new = _prepared(sig)
+    searched: _Searched | None = None
+    scores = []
+    for other in others:
+        old = _prepared(other)
+        if float(new.tiny @ old.tiny) < TINY_FLOOR:  # the frames' coarse layouts disagree: not one picture
+            scores.append(0.0)
+            continue
+        searched = searched or _Searched(new)
+        forward = _fit_transform(*_coarse_matches(old, searched))   # old's pixels into new's
+        backward = None if forward is None else _inverse(forward)
+        if forward is None or backward is None:
+            scores.append(0.0)
+            continue
+        scores.append(min(1.0, max(_checked(old, new, forward), _checked(new, old, backward))))
+    return scores
 
 
 def similarity(a: bytes, b: bytes) -> float:
-    """How alike two signatures are, in [-1, 1]: the best correlation of either one's centre window with
-    the other's shifted windows."""
-    wa, wb = _windows(a), _windows(b)
-    centre = (2 * SHIFT + 1) ** 2 // 2
-    return min(1.0, float(max((wa @ wb[centre]).max(), (wb @ wa[centre]).max())))
+    """How surely two signatures are of one picture, in [0, 1] (`similarities` of one pair)."""
+    return similarities(a, [b])[0]

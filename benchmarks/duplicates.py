@@ -39,7 +39,7 @@ import numpy as np
 from .datasets import read_labels
 
 SWEEP = [round(0.80 + 0.005 * i, 3) for i in range(40)]        # 0.800 ... 0.995
-FINDER_SWEEP = sorted({round(0.80 + 0.01 * i, 3) for i in range(20)} | {0.935, 0.955, 0.965, 0.975, 0.985, 0.995})
+FINDER_SWEEP = [round(0.60 + 0.02 * i, 3) for i in range(20)] + [0.99]   # 0.60 ... 0.98, 0.99
 DISTANCES = list(range(0, 17))
 REPORTED_DISTANCES = range(4, 13)
 DEFAULT_THRESHOLD = 0.93
@@ -130,10 +130,11 @@ def signatures(pictures: list[Picture]) -> list[bytes]:
 def finder_pairs(vectors: np.ndarray, sigs: list[bytes], pictures: list[Picture]) -> tuple[np.ndarray, ...]:
     """The pairs the product's finder links, scored as it scores them, best first: each picture's best
     LINKS_PER_PICTURE neighbours of cosine >= CANDIDATE_FLOOR (backend.duplicates), scored by
-    duplicates.near_score's rule (1 for the same bytes, else the signatures' similarity) and kept from
-    LINK_FLOOR. A cut at min_score then joins what a report at that min_score joins."""
+    duplicates.near_score's rule (1 for the same bytes, else the signatures' check, the later picture's
+    against the earlier ones as the indexer does) and kept from LINK_FLOOR. A cut at min_score then joins
+    what a report at that min_score joins."""
     from backend.duplicates import CANDIDATE_FLOOR, LINK_FLOOR, LINKS_PER_PICTURE
-    from backend.near_duplicates import similarity
+    from backend.near_duplicates import similarities
 
     n, k = len(vectors), min(LINKS_PER_PICTURE, len(vectors) - 1)
     found: set[tuple[int, int]] = set()
@@ -145,13 +146,18 @@ def finder_pairs(vectors: np.ndarray, sigs: list[bytes], pictures: list[Picture]
             for col in columns[sims[row, columns] >= CANDIDATE_FLOOR].tolist():
                 found.add((min(start + row, col), max(start + row, col)))
     digests = [hashlib.sha256(Path(p.path).read_bytes()).digest() for p in pictures]
-    i, j, score = [], [], []
+    earlier: dict[int, list[int]] = {}             # as the indexer links: each picture with those before it
     for a, b in sorted(found):
-        value = 1.0 if digests[a] == digests[b] else similarity(sigs[a], sigs[b])
-        if value >= LINK_FLOOR:
-            i.append(a)
-            j.append(b)
-            score.append(value)
+        earlier.setdefault(b, []).append(a)
+    i, j, score = [], [], []
+    for b, firsts in sorted(earlier.items()):
+        checked = similarities(sigs[b], [sigs[a] for a in firsts])
+        for a, value in zip(firsts, checked):
+            value = 1.0 if digests[a] == digests[b] else value
+            if value >= LINK_FLOOR:
+                i.append(a)
+                j.append(b)
+                score.append(value)
     return _sorted(np.array(i, dtype=np.int64), np.array(j, dtype=np.int64), np.array(score), descending=True)
 
 
@@ -384,6 +390,40 @@ def run(dataset: Path, data_dir: Path | None, threshold: float, plot: Path | Non
     return result
 
 
+def score_report(dataset: Path, report: Path) -> dict:
+    """How a duplicate report (`lookalike duplicates --json` saved to a file, its last line a JSON object)
+    scores against the set's labels: pairwise precision, recall and F1 over the whole set, reported pairs of
+    other UKBench views and same-class Corel photos, and the table per edit. Paths are matched resolved."""
+    pictures = read_set(dataset)
+    labels = Labels(pictures)
+    index = {p.path: k for k, p in enumerate(pictures)}
+    lines = [line for line in report.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{report} is empty: expected the output of `lookalike duplicates --json`")
+    try:
+        body = json.loads(lines[-1])
+        groups = [[str(Path(m["path"]).resolve()) for m in g["members"]] for g in body["groups"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{report} does not end with a duplicate report's JSON object ({exc})") from None
+    outside = sum(path not in index for g in groups for path in g)
+    members = [[index[path] for path in g if path in index] for g in groups]
+    counts = Counts()
+    for group in members:
+        for a in range(len(group)):
+            for b in range(a + 1, len(group)):
+                x, y = group[a], group[b]
+                same_group = bool(labels.group[x] == labels.group[y])
+                counts.reported += 1
+                counts.true += same_group
+                if not same_group and labels.scene[x] == labels.scene[y]:
+                    counts.other_views += bool(labels.ukbench[x])
+                    counts.same_class += not bool(labels.ukbench[x])
+    return {"dataset": str(dataset), "report": str(report), "pictures": len(pictures),
+            "positive_pairs": labels.positives, "groups": len(groups), "not_in_set": outside,
+            "min_score": body.get("min_score"), **counts.scores(labels.positives),
+            "per_edit": per_edit(labels, [g for g in members if len(g) > 1])}
+
+
 def choices(rows: list[dict]) -> dict:
     """The threshold of best F1, and the loosest one whose groups meet the precision target with no pair
     of different UKBench views."""
@@ -451,7 +491,25 @@ def main(argv=None) -> int:
                         help=f"the product's cosine for the per-edit table (default {DEFAULT_THRESHOLD})")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="draw precision against recall")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--report", type=Path, metavar="FILE",
+                        help="only score this saved `lookalike duplicates --json` output against the labels")
     args = parser.parse_args(argv)
+    if args.report:
+        try:
+            scored = score_report(args.dataset, args.report)
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps(scored))
+            return 0
+        print(f"{scored['report']} against {scored['dataset']}: {scored['groups']} groups, "
+              f"{scored['pictures']} pictures, {scored['positive_pairs']} duplicate pairs "
+              f"({scored['not_in_set']} reported pictures not in the set)")
+        print(_line("  report", scored))
+        for edit, r in scored["per_edit"].items():
+            print(f"  {edit:<11} {r['pairs']:>5}  P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f}")
+        return 0
     try:
         result = run(args.dataset, args.index, args.threshold, args.plot)
     except (ValueError, OSError) as exc:

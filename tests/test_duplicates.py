@@ -25,8 +25,14 @@ def base_vector(seed: int) -> np.ndarray:
     return unit(np.random.default_rng(seed).standard_normal(DIMS))
 
 
-def edited(vector: np.ndarray, cosine: float, seed: int) -> np.ndarray:
-    """A unit vector at exactly `cosine` from `vector` (an edited copy of the same picture)."""
+def made_cosine(score: float) -> float:
+    """The vectors' cosine that duplicates.cosine_score turns into `score` (these documents have no signature)."""
+    return 1.0 - (1.0 - score) / duplicates.UNSIGNED_SLOPE
+
+
+def edited(vector: np.ndarray, score: float, seed: int) -> np.ndarray:
+    """A unit vector whose near score with `vector` is exactly `score` (an edited copy of the same picture)."""
+    cosine = made_cosine(score)
     noise = np.random.default_rng(seed).standard_normal(DIMS).astype(np.float32)
     noise -= (noise @ vector) * vector
     noise = unit(noise)
@@ -53,7 +59,7 @@ def names(group) -> list[str]:
 
 def report_names(store, **options) -> list[list[str]]:
     """The groups' names; near at 0.9 unless asked otherwise (these synthetic documents have no signature, so
-    their near score is their vectors' cosine, which the collection below is built around)."""
+    their near score comes from their vectors' cosine, which the collection below is built around)."""
     if options.get("level", NEAR) == NEAR:
         options.setdefault("min_score", 0.9)
     return [names(g) for g in find_groups(store, **options).groups]
@@ -94,7 +100,7 @@ def test_min_score_overrides_the_default_and_the_floor_is_kept(collection):
     assert report_names(collection, level=NEAR, min_score=0.94) == [["a-copy", "a", "a-small"], ["b", "b-jpeg"]]
     assert report_names(collection, level=NEAR, min_score=0.82) == [["a-copy", "a", "a-small", "a-crop", "a-scene"],
                                                                       ["b", "b-jpeg"]]
-    with pytest.raises(BadRequest, match="from 0.8 to 1"):
+    with pytest.raises(BadRequest, match="from 0.6 to 1"):
         find_groups(collection, level=NEAR, min_score=0.3)
     with pytest.raises(BadRequest, match="level must be one of"):
         find_groups(collection, level="similar")
@@ -265,7 +271,8 @@ def api(tmp_path, fast_extractor):
     return app.test_client()
 
 
-def edited512(vector: np.ndarray, cosine: float, seed: int) -> np.ndarray:
+def edited512(vector: np.ndarray, score: float, seed: int) -> np.ndarray:
+    cosine = made_cosine(score)
     noise = np.random.default_rng(seed).standard_normal(len(vector)).astype(np.float32)
     noise = unit(noise - (noise @ vector) * vector)
     return unit(cosine * vector + np.sqrt(1 - cosine ** 2) * noise)
@@ -289,7 +296,7 @@ def test_api_reports_groups_largest_first_with_the_keeper_first(api):
 
 
 @pytest.mark.parametrize("query, message", [
-    ("min_score=0.3", "from 0.8 to 1"), ("level=similar", "level must be"), ("level=exact&min_score=0.9", "near only"),
+    ("min_score=0.3", "from 0.6 to 1"), ("level=similar", "level must be"), ("level=exact&min_score=0.9", "near only"),
     ("limit=0", "limit"), ("sort=size", "unknown query parameter"), ("min_score=x", "min_score")])
 def test_api_refuses_what_it_cannot_answer(api, query, message):
     response = api.get(f"/api/duplicates?{query}")

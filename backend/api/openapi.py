@@ -116,7 +116,7 @@ LEVEL = {"name": "level", "in": "query",
                         "cropped a little, brighter, watermarked, ...).",
          "schema": {"enum": list(LEVELS), "default": NEAR}}
 DUPLICATE_SCORE = {"name": "min_score", "in": "query",
-                   "description": f"near: how similar two pictures must be (cosine of their vectors), from "
+                   "description": f"near: how surely two pictures are one picture (their near score), from "
                                   f"{LINK_FLOOR} to 1; default {NEAR_MIN_SCORE}. Not with level=exact.",
                    "schema": {"type": "number", "minimum": LINK_FLOOR, "maximum": 1}}
 TAGS_FIELD = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 20}],

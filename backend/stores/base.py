@@ -21,9 +21,10 @@ if TYPE_CHECKING:
     from .filters import Filters
 
 
-# The version of the metadata a document holds (backend/metadata.py); documents indexed with an older one get
-# theirs on the next index run, keeping their vectors.
-METADATA_VERSION = 1
+# The version of what a document holds beside its vector: its metadata (backend/metadata.py) and its duplicate
+# signature (backend/near_duplicates.py; 2: the 128 x 128 one). Documents indexed with an older one get the
+# current ones on the next index run, keeping their vectors.
+METADATA_VERSION = 2
 
 # The backends, as Store.backend names them (and /api/stats reports them).
 EMBEDDED, ELASTICSEARCH = "embedded", "elasticsearch"
