@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from backend import duplicates
+from backend import duplicates, near_duplicates
 from backend.duplicates import EXACT, NEAR, BadRequest, find_groups, group_of, move_aside
 from backend.stores.base import Document, document_id
 
@@ -205,6 +205,16 @@ def test_the_indexer_links_new_pictures_and_documents_indexed_before_links(tmp_p
         assert (summary.linked, summary.indexed, summary.skipped) == (3, 0, 3)
         assert report_names(store, level=NEAR, min_score=0.99) == [["one", "copy"]]
         assert indexer.run(scan([root])).linked == 0
+
+        # as a store written by the version with 40 x 40 signatures: the next run reads the files again for
+        # the current signature and links them again (keeping their vectors)
+        store.upsert([Document(**{**vars(d), "signature": bytes(1600), "meta_version": 1}) for d in
+                      (store.get(e.id, with_vector=True) for e in store.entries())])
+        summary = indexer.run(scan([root]))
+        assert (summary.indexed, summary.reused) == (3, 3)
+        docs = store.documents([e.id for e in store.entries()])
+        assert all(near_duplicates.is_current(d.signature) and d.near is not None for d in docs.values())
+        assert report_names(store, level=NEAR, min_score=0.99) == [["one", "copy"]]
 
 
 def test_the_command_line_reports_and_moves_the_other_copies_aside(tmp_path, fast_env):
