@@ -446,7 +446,7 @@ def draw(result: dict, path: Path) -> None:
             label="lookalike descriptor cosine, links only")
     finder = result.get("finder", [])
     ax.plot([r["recall"] for r in finder], [r["precision"] for r in finder], "-^", ms=3, color="C3",
-            label="lookalike finder: candidates by cosine, layout signature score")
+            label="lookalike finder: candidates by cosine, geometric check")
     for r in finder:
         if r["min_score"] in (0.8, 0.9, result.get("finder_default"), 0.99):
             ax.annotate(f"{r['min_score']:g}", (r["recall"], r["precision"]), textcoords="offset points",
@@ -524,7 +524,7 @@ def main(argv=None) -> int:
     for r in result["product"]:
         print(_line(f"  T {r['threshold']:.3f} groups", r))
         print(_line("            links", r["links"]))
-    print(f"\nlookalike finder (candidates by cosine, scored by the layout signature; default "
+    print(f"\nlookalike finder (candidates by cosine, scored by the geometric check; default "
           f"{result['finder_default']}), min_score S:")
     for r in result["finder"]:
         print(_line(f"  S {r['min_score']:.3f} groups", r))

@@ -2,7 +2,7 @@
 against running the model on them, and what an all-pairs comparison would cost instead, in one run.
 
     python -m benchmarks.duplicates_scale [--documents 100000] [--new 1000] [--store embedded | --url URL]
-        [--version 8] [--repeat 5] [--weights W] [--data DIR] [--model-pictures 48] [--json]
+        [--version 8] [--repeat 5] [--weights W] [--data DIR] [--model-pictures 48] [--real DATA_DIR]... [--json]
 
 The collection: N synthetic 512-d unit vectors (seeded). Unrelated random vectors in 512 dimensions have
 cosines of about 0 +- 0.05, so the only pairs above the link floor are the ones made on purpose: 3% of the
@@ -19,6 +19,12 @@ Then, timed:
   linking adds to indexing;
 - all pairs by brute force (a block of rows of the N x N similarity matrix, scaled to the whole), what a
   finder without links (perceptual-hash tools, imagededup) must do.
+
+The synthetic vectors have no real neighbours, so linking them checks one candidate a picture. What the
+check costs among real candidates is timed on real stores (--real DATA_DIR, repeatable: a data folder that
+`lookalike index` filled): `duplicates.link` for up to --new of its documents, in batches of 16 as the
+indexer links them, read only (their best 20 candidates of cosine >= 0.5 are real photos with real
+signatures), against the model's time in the same run.
 """
 from __future__ import annotations
 
@@ -137,6 +143,20 @@ def all_pairs_seconds(vectors: np.ndarray, rows: int = 4096) -> float:
     return (time.perf_counter() - started) * len(vectors) / rows / 2      # the matrix is symmetric
 
 
+def real_link_seconds(data_dir: Path, most: int) -> float:
+    """`duplicates.link` per picture for up to `most` documents of a real embedded store, as the indexer links
+    a batch (16) of new pictures: their candidates are the store's other pictures. Nothing is written."""
+    from backend.stores.embedded import EmbeddedStore
+
+    with EmbeddedStore(data_dir / "index.sqlite3") as store:
+        ids = sorted(entry.id for entry in store.entries())[:most]
+        docs = [doc for doc in (store.get(i, with_vector=True) for i in ids) if doc is not None]
+        started = time.perf_counter()
+        for start in range(0, len(docs), 16):
+            duplicates.link(store, docs[start:start + 16])
+        return (time.perf_counter() - started) / max(1, len(docs))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.duplicates_scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=Settings.from_env().vgg16_weights)
     parser.add_argument("--data", type=Path, default=Path(__import__("os").environ.get("LOOKALIKE_SAMPLE_DATA", "")))
     parser.add_argument("--model-pictures", type=int, default=48)
+    parser.add_argument("--real", type=Path, action="append", default=[], metavar="DATA_DIR",
+                        help="also time linking the pictures of this embedded store (repeatable)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -202,12 +224,17 @@ def main(argv: list[str] | None = None) -> int:
                         client.indices.delete(index=name)
             store.close()
     out["all_pairs_s"] = round(all_pairs_seconds(vectors[: args.documents]), 1)
+    for data_dir in args.real:
+        out[f"real_link_ms_per_picture {data_dir}"] = round(1000 * real_link_seconds(data_dir, args.new), 2)
     if args.data and (args.data / "corel1k").is_dir() and Path(args.weights).is_file():
         model, sign = model_seconds_per_picture(args.weights, args.data, args.model_pictures)
         out["model_ms_per_picture"] = round(1000 * model, 1)
         out["signature_ms_per_picture"] = round(1000 * sign, 2)
         # what duplicates add to indexing a picture: its signature and its links, against the rest
         out["duplicates_share_of_indexing"] = round((out["link_ms_per_picture"] + 1000 * sign) / (1000 * model), 4)
+        for data_dir in args.real:
+            linked = out[f"real_link_ms_per_picture {data_dir}"]
+            out[f"duplicates_share_of_indexing {data_dir}"] = round((linked + 1000 * sign) / (1000 * model), 4)
     print(json.dumps(out) if args.json else "\n".join(f"{k:>28}: {v}" for k, v in out.items()))
     return 0
 
