@@ -502,12 +502,23 @@ def test_bad_files_and_failures_are_explained(page, site):
     expect(page.locator("#status")).to_have_text("No pictures found for “zebra”. Try other or fewer words.")
 
 
+PHONE_WIDTH = 375
+
+
+@contextmanager
+def phone_page(browser):
+    """A page in a phone's context (narrow, touch, twice the pixels), closed afterwards."""
+    context = browser.new_context(viewport={"width": PHONE_WIDTH, "height": 800}, device_scale_factor=2,
+                                  is_mobile=True, has_touch=True)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
 def test_phone_width(browser, site):
     base, images = site
-    context = browser.new_context(viewport={"width": 375, "height": 800}, device_scale_factor=2, is_mobile=True,
-                                  has_touch=True)
-    page = context.new_page()
-    try:
+    with phone_page(browser) as page:
         page.goto(base + "/")
         expect(page.locator("#tag-chips .chip")).to_have_count(len(PALETTES))
         expect(page.locator("#drop-title")).to_have_text("Tap to choose a picture")  # no drag or paste key here
@@ -517,14 +528,12 @@ def test_phone_width(browser, site):
         page.locator("#grid .card").nth(1).click()
         wait_for_results(page, 24)
         # Nothing sticks out sideways, and the results fill justified rows.
-        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE_WIDTH
         assert_justified(page)
         # marking works with a tap too
         page.locator("#grid .card").nth(2).locator(".mark-pos").tap()
         expect(page.locator("#refine")).to_have_text("Refine (1)")
         shot(page, "phone-refined")
-    finally:
-        context.close()
 
 
 def assert_justified(page) -> None:

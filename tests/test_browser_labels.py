@@ -25,7 +25,7 @@ from indexer.scan import scan
 
 from . import test_browser
 from .conftest import FAST_ENV, NO_DATA, sample_data
-from .test_browser import expect, serve_app, shot, wait_for_results
+from .test_browser import PHONE_WIDTH, expect, phone_page, serve_app, shot, wait_for_results
 
 pytestmark = pytest.mark.browser
 
@@ -215,17 +215,12 @@ def test_without_a_key_on_the_server_the_page_says_writes_are_off(page, site):
 @pytest.mark.parametrize("site", ["keyed"], indirect=True)
 def test_labels_at_phone_width(browser, site):
     base, _ = site
-    context = browser.new_context(viewport={"width": 375, "height": 800}, device_scale_factor=2, is_mobile=True,
-                                  has_touch=True)
-    page = context.new_page()
-    try:
+    with phone_page(browser) as page:
         doc = open_picture(page, base, 502)
         expect(label_items(page)).to_have_count(len(doc["labels"]))
         # the labels wrap inside the page: nothing sticks out sideways, every button is on screen
-        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE_WIDTH
         for button in page.locator("#labels-list button.add-tag").all():
             box = button.bounding_box()
-            assert box["x"] >= 0 and box["x"] + box["width"] <= 375
+            assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE_WIDTH
         shot(page, "labels-phone")
-    finally:
-        context.close()
