@@ -90,8 +90,15 @@ class _Picture:
         self.coarse = self.fine.reshape(COARSE, 2, COARSE, 2).mean(axis=(1, 3))
         tiny = self.coarse.reshape(TINY, COARSE // TINY, TINY, COARSE // TINY).mean(axis=(1, 3)).ravel()
         self.tiny, _ = _unit(tiny)
-        self.coarse_blocks, self.coarse_contrast = _blocks(self.coarse, _COARSE_CENTRES)
-        self.fine_blocks, self.fine_contrast = _blocks(self.fine, _FINE_CENTRES)
+
+    # made when first needed: most candidates stop at the thumbnail, most of the rest at the correlation
+    @functools.cached_property
+    def coarse_blocks(self) -> tuple[np.ndarray, np.ndarray]:
+        return _blocks(self.coarse, _COARSE_CENTRES)
+
+    @functools.cached_property
+    def fine_blocks(self) -> tuple[np.ndarray, np.ndarray]:
+        return _blocks(self.fine, _FINE_CENTRES)
 
 
 def _unit(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,11 +139,12 @@ def _coarse_matches(a: _Picture, b: _Searched) -> tuple[np.ndarray, np.ndarray]:
     blocks with enough contrast whose best match correlates at 0.5 or more."""
     half, span, count = BLOCK // 2, 2 * SEARCH + 1, len(_COARSE_CENTRES)
     where, found = [], []
-    for k in np.flatnonzero(a.coarse_contrast >= _MIN_CONTRAST):
+    blocks, contrast = a.coarse_blocks
+    for k in np.flatnonzero(contrast >= _MIN_CONTRAST):
         cy, cx = _COARSE_CENTRES[k // count], _COARSE_CENTRES[k % count]
         # window (y, x) of b starts at b's pixel (y - SEARCH, x - SEARCH): offsets -SEARCH..SEARCH
         top, left = cy - half, cx - half
-        scores = (b.windows[top:top + span, left:left + span] @ a.coarse_blocks[k]) / \
+        scores = (b.windows[top:top + span, left:left + span] @ blocks[k]) / \
             b.norms[top:top + span, left:left + span]
         dy, dx = np.unravel_index(int(np.argmax(scores)), scores.shape)
         if scores[dy, dx] >= 0.5:
@@ -222,7 +230,8 @@ def _agreement(a: _Picture, b: _Picture, coarse: np.ndarray) -> float:
     tops = np.rint(predicted[:, 1]).astype(np.int64) - half - REFINE
     lefts = np.rint(predicted[:, 0]).astype(np.int64) - half - REFINE
     # blocks with contrast that b holds (not cropped away)
-    use = (a.fine_contrast >= 2 * _MIN_CONTRAST) & (tops >= 0) & (lefts >= 0) & (tops + size <= SIDE) & \
+    blocks, contrast = a.fine_blocks
+    use = (contrast >= 2 * _MIN_CONTRAST) & (tops >= 0) & (lefts >= 0) & (tops + size <= SIDE) & \
         (lefts + size <= SIDE)
     if use.sum() < 6:
         return 0.0
@@ -231,7 +240,7 @@ def _agreement(a: _Picture, b: _Picture, coarse: np.ndarray) -> float:
     regions = b.fine[rows, cols]                                        # (blocks, size, size)
     # every window of each region, one row each (a copy: a matrix product is far faster than a strided sum)
     windows = sliding_window_view(regions, (BLOCK, BLOCK), axis=(1, 2)).reshape(len(regions), span * span, -1)
-    templates = a.fine_blocks[use]
+    templates = blocks[use]
     dots = np.matmul(windows, templates[:, :, None]).reshape(-1, span, span)   # templates sum to 0: no mean
     sums, squares = _window_sums(regions), _window_sums(regions ** 2)
     scores = dots / (np.sqrt(np.maximum(squares - sums ** 2 / BLOCK ** 2, 0.0)) + 1e-3)

@@ -79,14 +79,36 @@ def collection(n: int) -> tuple[np.ndarray, list[str], list[list[int]]]:
     return _unit(vectors), hashes, groups
 
 
-def document(i: int, vector: np.ndarray, content: str, near: list[NearLink]) -> Document:
+def document(i: int, vector: np.ndarray, content: str, near: list[NearLink],
+             signature: bytes | None = None) -> Document:
     return Document(id=f"{i:020x}", vector=vector, filename=f"img{i}.jpg", path=f"/synthetic/img{i}.jpg",
                     tags=[], width=640, height=480, bytes=100_000 + i, content_hash=content, descriptor=DESCRIPTOR,
-                    indexed_at=0.0, modified_at=float(i), near=near)
+                    indexed_at=0.0, modified_at=float(i), near=near, signature=signature)
 
 
-def fill(store, vectors: np.ndarray, hashes: list[str], groups: list[list[int]], batch: int = 1000) -> float:
-    """Write the collection with its links (each member linked to the earlier members of its group)."""
+def picture(seed: int):
+    """A seeded picture with a layout to check (smooth shapes and some texture), 320 x 240."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    shapes = Image.fromarray(rng.integers(0, 256, (9, 12, 3), dtype=np.uint8)).resize((320, 240),
+                                                                                      Image.Resampling.BICUBIC)
+    grain = rng.integers(-25, 26, (240, 320, 3))
+    return Image.fromarray(np.clip(np.asarray(shapes, dtype=np.int64) + grain, 0, 255).astype(np.uint8))
+
+
+def copy_of(seed: int):
+    """An edited copy of picture(seed): 4 % cropped off two sides, brighter, smaller."""
+    from PIL import ImageEnhance
+
+    edited = picture(seed).crop((13, 10, 320, 240))
+    return ImageEnhance.Brightness(edited).enhance(1.2).resize((230, 172))
+
+
+def fill(store, vectors: np.ndarray, hashes: list[str], groups: list[list[int]], signatures: dict[int, bytes],
+         batch: int = 1000) -> float:
+    """Write the collection with its links (each member linked to the earlier members of its group), and
+    the signatures of the pictures given one."""
     links: dict[int, list[NearLink]] = {}
     for group in groups:
         for k, later in enumerate(group):
@@ -94,8 +116,8 @@ def fill(store, vectors: np.ndarray, hashes: list[str], groups: list[list[int]],
                                      float(min(1.0, vectors[later] @ vectors[earlier]))) for earlier in group[:k]]
     started = time.perf_counter()
     for start in range(0, len(vectors), batch):
-        store.upsert([document(i, vectors[i], hashes[i], links.get(i, [])) for i in range(start, min(start + batch,
-                                                                                                    len(vectors)))])
+        store.upsert([document(i, vectors[i], hashes[i], links.get(i, []), signatures.get(i))
+                      for i in range(start, min(start + batch, len(vectors)))])
     return time.perf_counter() - started
 
 
@@ -184,8 +206,13 @@ def main(argv: list[str] | None = None) -> int:
             settings = Settings(data_dir=Path(tmp))
         out["store"] = "elasticsearch" if args.url else "embedded"
         store = open_store(settings)
+        # the originals of the new pictures below carry a real signature (of a made picture), as their copies do
+        from backend.near_duplicates import signature
+        rng = np.random.default_rng(SEED + 1)
+        originals = rng.choice(args.documents, args.new, replace=False)
         try:
-            out["fill_s"] = round(fill(store, stored, hashes, stored_groups), 1)
+            out["fill_s"] = round(fill(store, stored, hashes, stored_groups,
+                                       {int(i): signature(picture(int(i))) for i in originals}), 1)
             store.warm_up()
             for level in (duplicates.NEAR, duplicates.EXACT):
                 p50, report = timed(lambda: duplicates.find_groups(store, level=level, limit=24), args.repeat)
@@ -194,15 +221,13 @@ def main(argv: list[str] | None = None) -> int:
                 p50, _ = timed(lambda: duplicates.find_groups(store, level=level), args.repeat)
                 out[f"{level}_all_p50_s"] = round(p50, 3)
             # new pictures, each a near copy of a stored original, linked through the store's own kNN
-            rng = np.random.default_rng(SEED + 1)
-            originals = rng.choice(args.documents, args.new, replace=False)
             fresh = []
             for k, i in enumerate(originals):
                 noise = rng.standard_normal(DIMS).astype(np.float32)
                 noise -= (noise @ stored[i]) * stored[i]
                 mixed = 0.96 * stored[i] + np.sqrt(1 - 0.96 ** 2) * noise / np.linalg.norm(noise)
                 fresh.append(document(args.documents + k, (mixed / np.linalg.norm(mixed)).astype(np.float32),
-                                      f"new{k:061x}", []))
+                                      f"new{k:061x}", [], signature(copy_of(int(i)))))
             started = time.perf_counter()
             for start in range(0, len(fresh), 16):      # the indexer's batch size
                 duplicates.link(store, fresh[start:start + 16])
