@@ -198,20 +198,25 @@ def keeper_order(doc: Document) -> tuple:
     return (-doc.width * doc.height, -doc.bytes, doc.modified_at, doc.path)
 
 
-def _group(store: Store, docs: list[Document], level: str) -> Group:
-    docs = sorted(docs, key=keeper_order)
-    keeper = docs[0]
-    if level == EXACT:
-        scores = {doc.id: 1.0 for doc in docs}
-    else:
-        unsigned = [doc.id for doc in docs if not near_duplicates.is_current(doc.signature)]
-        vectors = store.vectors(unsigned + [keeper.id]) if unsigned else {}
+def _groups(store: Store, members: list[list[Document]], level: str) -> list[Group]:
+    """Each list of documents as a Group: the keeper first, the others by their near score with it. The
+    vectors that documents without a signature are scored by are read in one call for all the groups."""
+    ordered = [sorted(docs, key=keeper_order) for docs in members]
+    vectors: dict[str, np.ndarray] = {}
+    if level == NEAR:
+        unsigned = {doc.id for docs in ordered for doc in docs if not near_duplicates.is_current(doc.signature)}
+        wanted = unsigned | {docs[0].id for docs in ordered if unsigned.intersection(d.id for d in docs)}
+        vectors = store.vectors(sorted(wanted)) if wanted else {}
+    groups = []
+    for docs in ordered:
+        keeper = docs[0]
         base = vectors.get(keeper.id)
-        scores = {doc.id: round(near_score(keeper, doc, float(vectors[doc.id] @ base) if base is not None
-                                           and doc.id in vectors else 1.0), 6) for doc in docs}
-    members = [Member(keeper, 1.0)] + sorted((Member(doc, scores[doc.id]) for doc in docs[1:]),
-                                             key=lambda m: (-m.score, keeper_order(m.document)))
-    return Group(members)
+        scores = {doc.id: 1.0 if level == EXACT else round(near_score(
+            keeper, doc, float(vectors[doc.id] @ base) if base is not None and doc.id in vectors else 1.0), 6)
+            for doc in docs}
+        groups.append(Group([Member(keeper, 1.0)] + sorted((Member(doc, scores[doc.id]) for doc in docs[1:]),
+                                                           key=lambda m: (-m.score, keeper_order(m.document)))))
+    return groups
 
 
 def find_groups(store: Store, *, level: str = NEAR, min_score: float | None = None, tags: Sequence[str] = (),
@@ -233,11 +238,8 @@ def find_groups(store: Store, *, level: str = NEAR, min_score: float | None = No
     page = components[offset:None if limit is None else offset + limit]
     missing = [i for ids in page for i in ids if i not in known]
     known.update(store.documents(missing))
-    groups = []
-    for ids in page:
-        docs = [known[i] for i in ids if i in known]       # one removed meanwhile is left out
-        if len(docs) > 1:
-            groups.append(_group(store, docs, level))
+    present = [[known[i] for i in ids if i in known] for ids in page]    # one removed meanwhile is left out
+    groups = _groups(store, [docs for docs in present if len(docs) > 1], level)
     return Report(level, min_score, groups, len(components), sum(len(ids) for ids in components))
 
 
@@ -261,7 +263,7 @@ def group_of(store: Store, doc_id: str, *, level: str = NEAR, min_score: float |
     if len(members) < 2:
         return None
     docs = list(store.documents(sorted(members)).values())
-    return _group(store, docs, level) if len(docs) > 1 else None
+    return _groups(store, [docs], level)[0] if len(docs) > 1 else None
 
 
 # -- folding search results ---------------------------------------------------------------------------
