@@ -494,29 +494,22 @@ def main(argv=None) -> int:
     parser.add_argument("--report", type=Path, metavar="FILE",
                         help="only score this saved `lookalike duplicates --json` output against the labels")
     args = parser.parse_args(argv)
-    if args.report:
-        try:
-            scored = score_report(args.dataset, args.report)
-        except (ValueError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        if args.json:
-            print(json.dumps(scored))
-            return 0
-        print(f"{scored['report']} against {scored['dataset']}: {scored['groups']} groups, "
-              f"{scored['pictures']} pictures, {scored['positive_pairs']} duplicate pairs "
-              f"({scored['not_in_set']} reported pictures not in the set)")
-        print(_line("  report", scored))
-        for edit, r in scored["per_edit"].items():
-            print(f"  {edit:<11} {r['pairs']:>5}  P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f}")
-        return 0
     try:
-        result = run(args.dataset, args.index, args.threshold, args.plot)
+        result = score_report(args.dataset, args.report) if args.report else \
+            run(args.dataset, args.index, args.threshold, args.plot)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result))
+        return 0
+    if args.report:
+        print(f"{result['report']} against {result['dataset']}: {result['groups']} groups, "
+              f"{result['pictures']} pictures, {result['positive_pairs']} duplicate pairs "
+              f"({result['not_in_set']} reported pictures not in the set)")
+        print(_line("  report", result))
+        for edit, r in result["per_edit"].items():
+            print(f"  {edit:<11} {r['pairs']:>5}  P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f}")
         return 0
     print(f"{result['dataset']}: {result['pictures']} pictures, {result['groups']} groups, "
           f"{result['positive_pairs']} duplicate pairs; descriptor {result['descriptor']}")

@@ -142,3 +142,23 @@ def test_duplicates_command_on_the_fast_descriptor(tmp_path, fast_env):
         assert row["recall"] >= 6 / 18 and 0 <= row["precision"] <= 1
     assert out["phash"][0]["distance"] == 0 and out["phash"][0]["recall"] >= 6 / 18
     assert [r["distance"] for r in out["dhash"]] == list(range(17))
+
+    # the documented check of a report: the set indexed and reported by the product's commands, then scored
+    from .test_indexer import cli
+    assert cli(fast_env, "index", str(folder)).returncode == 0
+    report = tmp_path / "report.txt"
+    listed = cli(fast_env, "duplicates", "--json")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    report.write_text(listed.stdout)
+    scored = subprocess.run([sys.executable, "-m", "benchmarks.duplicates", str(folder), "--report", str(report),
+                             "--json"], env=fast_env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    score = json.loads(scored.stdout)
+    assert (score["pictures"], score["positive_pairs"], score["not_in_set"]) == (18, 18, 0)
+    assert score["precision"] == 1.0 and score["recall"] >= 6 / 18          # every same-bytes pair at least
+    assert score["reported"] == sum(len(g["members"]) * (len(g["members"]) - 1) // 2
+                                    for g in json.loads(listed.stdout.strip().splitlines()[-1])["groups"])
+    report.write_text("not a report\n")
+    refused = subprocess.run([sys.executable, "-m", "benchmarks.duplicates", str(folder), "--report", str(report)],
+                             env=fast_env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
