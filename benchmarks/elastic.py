@@ -362,6 +362,8 @@ def run_type(url: str, client: Elasticsearch, index_type: str, data: DataSet, em
             factors = args.oversample if index_type != "hnsw" else [0.0]
             for candidates in (args.candidates if state in args.states else ()):
                 for oversample in factors:
+                    if state == "written":     # background merges go on after the writes: count them now
+                        segments = index_stats(client, index)["segments"]
                     emit({**head, "row": "knn", "state": state, "segments": segments,
                           **measure(store, embedded, data, truth, candidates, oversample),
                           "loadavg": round(os.getloadavg()[0], 1)})
