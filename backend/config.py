@@ -86,6 +86,17 @@ def replica_count(name: str, value: str) -> str:
     return value
 
 
+def oversample_factor(name: str, value: str) -> float:
+    """0 (off) or a factor from 1 to 10, the range Elasticsearch accepts for `rescore_vector.oversample`."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number != 0 and not 1 <= number <= 10:
+        raise ConfigError(f"{name}={value!r} is not valid: expected 0 (off) or a number from 1 to 10")
+    return number
+
+
 def origins(name: str, value: str) -> tuple[str, ...]:
     return tuple(o.strip() for o in value.split(",") if o.strip())
 
@@ -289,6 +300,11 @@ class Settings:
     es_replicas: str = setting(
         "LOOKALIKE_ES_REPLICAS", "Elasticsearch: replicas of each shard, a number or a range that follows the "
         "cluster's size (`0-1`: none on one node, one from two nodes on)", parse=replica_count, default="0-1")
+    es_rescore_oversample: float = setting(
+        "LOOKALIKE_ES_RESCORE_OVERSAMPLE", "Elasticsearch: on a quantized index (`int8_hnsw`, `int4_hnsw`, "
+        "`bbq_hnsw`), each shard gathers this many times `k` hits and ranks them again by the float vectors "
+        "(`rescore_vector`; exact scores); 0: off (docs/elasticsearch.md, \"Vectors\")", parse=oversample_factor,
+        default=3.0)
 
     @property
     def uses_elasticsearch(self) -> bool:

@@ -2,6 +2,7 @@
 
     python -m benchmarks.elastic [--data DIR] [--datasets corel1k ukbench-600] [--store NAME=PATH]...
         [--synthetic 100000] [--queries 500] [--types hnsw int8_hnsw bbq_hnsw] [--candidates 100 200 500]
+        [--oversample 3]
         [--batch 500] [--states written merged] [--url URL | --version 8 --heap 1g] [--weights W]
         [--cache DIR] [--json] [--table FILE]
 
@@ -16,7 +17,8 @@ Each set is written into an embedded store (the exact baseline: its brute-force 
 the true neighbours) and, per index type, into Elasticsearch through the product's ElasticStore.upsert
 (batches of --batch, refresh=wait_for). Then, for every num_candidates (`store.num_candidates`), each
 query goes through ElasticStore.knn with limit 100 (recall@100) and limit 10 (recall@10, timed, each
-one beside the embedded store's exact kNN for the same query, so both see the same load). That is done
+one beside the embedded store's exact kNN for the same query, so both see the same load); on the quantized
+types also for every --oversample (the store's `rescore_vector`, 0: none sent). That is done
 on the index as written and again after a force-merge to one segment (`--states`).
 
 recall@k: the share of Elasticsearch's top k whose true cosine reaches the k-th exact score (less 1e-5,
@@ -210,9 +212,10 @@ def percentile_ms(seconds: list[float], q: float) -> float:
 
 
 def measure(store: ElasticStore, embedded: EmbeddedStore | None, data: DataSet,
-            truth: tuple[np.ndarray, np.ndarray], candidates: int) -> dict:
-    """recall@100 and recall@10 of store.knn at this num_candidates; limit-10 latency of both stores."""
-    store.num_candidates = candidates
+            truth: tuple[np.ndarray, np.ndarray], candidates: int, oversample: float = 0.0) -> dict:
+    """recall@100 and recall@10 of store.knn at this num_candidates (and rescoring oversample); limit-10
+    latency of both stores."""
+    store.num_candidates, store.oversample = candidates, oversample
     rows, scores = truth
     recall = {DEEP: [], SHALLOW: []}
     errors: list[float] = []
@@ -242,7 +245,7 @@ def measure(store: ElasticStore, embedded: EmbeddedStore | None, data: DataSet,
     exact50 = percentile_ms(exact_seconds, 50) if exact_seconds else None
     by_set = {f"recall@10 {name}": round(float(np.mean(recall[SHALLOW][part])), 4)
               for name, part in (data.groups or {}).items()}
-    return {"num_candidates": candidates, "queries": len(data.queries), **by_set,
+    return {"num_candidates": candidates, "oversample": oversample, "queries": len(data.queries), **by_set,
             "recall@10": round(float(np.mean(recall[SHALLOW])), 4),
             "recall@100": round(float(np.mean(recall[DEEP])), 4),
             "min_recall@10": round(float(np.min(recall[SHALLOW])), 2),
@@ -355,12 +358,19 @@ def run_type(url: str, client: Elasticsearch, index_type: str, data: DataSet, em
                       "merged": merged, "page_cache_mib": page_cache_mib(merged["files_mib"], index_type),
                       **heap_mib(client), "nodes": per_node(client)})
                 segments = merged["segments"]
+            # hnsw keeps float vectors: nothing to rescore
+            factors = args.oversample if index_type != "hnsw" else [0.0]
             for candidates in (args.candidates if state in args.states else ()):
-                emit({**head, "row": "knn", "state": state, "segments": segments,
-                      **measure(store, embedded, data, truth, candidates), "loadavg": round(os.getloadavg()[0], 1)})
-                for clients in args.clients:
-                    emit({**head, "row": "clients", "state": state, "num_candidates": candidates,
-                          **concurrent_latency(store, data, clients), "loadavg": round(os.getloadavg()[0], 1)})
+                for oversample in factors:
+                    if state == "written":     # background merges go on after the writes: count them now
+                        segments = index_stats(client, index)["segments"]
+                    emit({**head, "row": "knn", "state": state, "segments": segments,
+                          **measure(store, embedded, data, truth, candidates, oversample),
+                          "loadavg": round(os.getloadavg()[0], 1)})
+                    for clients in args.clients:
+                        emit({**head, "row": "clients", "state": state, "num_candidates": candidates,
+                              "oversample": oversample, **concurrent_latency(store, data, clients),
+                              "loadavg": round(os.getloadavg()[0], 1)})
         emit({**head, "row": "heap", **heap_mib(client), "nodes": per_node(client)})
     finally:
         store.close()
@@ -378,10 +388,11 @@ def cluster_cpu_seconds(client: Elasticsearch) -> float:
 def tables(rows: list[dict]) -> str:
     """Markdown tables of the run's rows."""
     knn = [r for r in rows if r["row"] == "knn"]
-    out = ["| set | type | index | num_candidates | recall@10 | recall@100 | min recall@10 | ES p50 / p95 ms | "
-           "exact p50 / p95 ms | p50 ratio | max score error |", "|" + " --- |" * 11]
+    out = ["| set | type | index | num_candidates | oversample | recall@10 | recall@100 | min recall@10 | "
+           "ES p50 / p95 ms | exact p50 / p95 ms | p50 ratio | max score error |", "|" + " --- |" * 12]
     for r in knn:
         out.append(f"| {r['set']} | {r['type']} | {r['state']} ({r['segments']} seg.) | {r['num_candidates']} | "
+                   f"{r['oversample'] or '-'} | "
                    f"{r['recall@10']:.4f} | {r['recall@100']:.4f} | {r['min_recall@10']:.1f} | "
                    f"{r['es_p50_ms']} / {r['es_p95_ms']} | {r['exact_p50_ms']} / {r['exact_p95_ms']} | "
                    f"{r['p50_ratio']} | {r['max_score_error']:.2g} |")
@@ -413,6 +424,9 @@ def main(argv=None) -> int:
     parser.add_argument("--queries", type=int, default=500, help="held-out synthetic queries")
     parser.add_argument("--types", nargs="+", default=["hnsw", "int8_hnsw", "bbq_hnsw"])
     parser.add_argument("--candidates", type=int, nargs="+", default=[100, 200, 500])
+    parser.add_argument("--oversample", type=float, nargs="+", default=[Settings().es_rescore_oversample],
+                        help="on int8_hnsw, int4_hnsw and bbq_hnsw: rescore oversample x k hits by the float "
+                             "vectors (the store's rescore_vector; 0: none sent; default: the store's default)")
     parser.add_argument("--batch", type=int, default=5000,
                         help="documents per upsert (the store sends them in bulk requests of 500, 4 at a time)")
     parser.add_argument("--mix", action="store_true",

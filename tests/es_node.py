@@ -225,6 +225,7 @@ class ClusterNode:
     heap: str
     log: Path
     node: Node | None = None
+    jvm_options: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -242,7 +243,7 @@ class ClusterNode:
         if self.running:
             raise NodeUnavailable(f"{self.name} is already running")
         return _spawn(self.version, port=self.http_port, home=self.home, settings=self.settings, heap=self.heap,
-                      log=self.log, jvm_options=())
+                      log=self.log, jvm_options=self.jvm_options)
 
     def _ready(self, spawned: tuple, timeout: float) -> None:
         self.node = _await_ready(self.version, *spawned, home=self.home, timeout=timeout)
@@ -355,13 +356,14 @@ class Cluster:
 
 
 def start_cluster(version: str = "8", nodes: int = 3, *, port: int = 0, home: Path | None = None,
-                  settings: dict | None = None, heap: str = HEAP, timeout: float = 300) -> Cluster:
+                  settings: dict | None = None, heap: str = HEAP, timeout: float = 300,
+                  jvm_options: tuple[str, ...] = ()) -> Cluster:
     """Start `nodes` nodes as one cluster and return once all have joined and it is green.
 
     HTTP on `port`, `port + 1`, ... (0: free ports), transport on free ports; every node master-eligible
     and data, joined by discovery.seed_hosts and cluster.initial_master_nodes. Each node's data lives in
     `home`/node-I (kept), or in a temporary folder removed by close(): either way it survives kill() and
-    start(), so a killed node comes back on its data. `settings` go to every node."""
+    start(), so a killed node comes back on its data. `settings` and `jvm_options` go to every node."""
     version = full_version(version)
     build(version)                  # once, before any node starts: errors come out here
     temporary = home is None
@@ -375,7 +377,7 @@ def start_cluster(version: str = "8", nodes: int = 3, *, port: int = 0, home: Pa
               "cluster.initial_master_nodes": ",".join(names), **(settings or {})}
     members = [ClusterNode(name, version, http[i], root / name,
                            {**common, "node.name": name, "transport.port": transport[i]}, heap,
-                           root / f"{name}.log") for i, name in enumerate(names)]
+                           root / f"{name}.log", jvm_options=jvm_options) for i, name in enumerate(names)]
     cluster = Cluster(members, root, temporary)
     spawned: list[tuple] = []
     try:

@@ -105,6 +105,18 @@ def test_knn_body_filters_inside_knn():
                 "num_candidates": 500},
         "size": 500, "_source": {"excludes": ["vector", "signature"]}}
     assert knn_body(vector, k=10_000, num_candidates=20_000)["knn"]["num_candidates"] == 10_000
+    # rescoring of quantized vectors: oversample x k gathered, ranked again by the float vectors
+    assert knn_body(vector, k=10, num_candidates=200, oversample=3)["knn"]["rescore_vector"] == {"oversample": 3.0}
+    assert "rescore_vector" not in knn_body(vector, k=10, num_candidates=200, oversample=0)["knn"]
+
+
+def test_rescore_oversample_setting():
+    assert Settings.from_env({}).es_rescore_oversample == 3.0
+    assert Settings.from_env({"LOOKALIKE_ES_RESCORE_OVERSAMPLE": "0"}).es_rescore_oversample == 0
+    assert Settings.from_env({"LOOKALIKE_ES_RESCORE_OVERSAMPLE": "1.5"}).es_rescore_oversample == 1.5
+    for bad in ("0.5", "11", "many", "-1"):
+        with pytest.raises(ConfigError, match="LOOKALIKE_ES_RESCORE_OVERSAMPLE"):
+            Settings.from_env({"LOOKALIKE_ES_RESCORE_OVERSAMPLE": bad})
 
 
 def test_keyword_body_every_word_as_word_or_prefix():

@@ -50,16 +50,17 @@ def new_store(es_url):
 
 # -- index types, mapping, scores ---------------------------------------------------------------------
 
-# How far a returned score may be from the true cosine: exact for float HNSW; int8 and int4 score with
-# their quantized vectors. Measured on 8.19.21, 200 random 512-d vectors, 20 queries x top 10: largest
-# error 0 (hnsw), 0.021 (int8_hnsw), 0.052 (int4_hnsw), 0 (bbq_hnsw: 8.19 rescores it with the float
-# vectors). The tolerances leave about twice that.
+# How far a returned score may be from the true cosine without rescoring in the query
+# (LOOKALIKE_ES_RESCORE_OVERSAMPLE=0): exact for float HNSW; int8 and int4 score with their quantized
+# vectors. Measured on 8.19.21, 200 random 512-d vectors, 20 queries x top 10: largest error 0 (hnsw),
+# 0.021 (int8_hnsw), 0.052 (int4_hnsw), 0 (bbq_hnsw: 8.19's mapping rescores it with the float vectors by
+# default). The tolerances leave about twice that.
 SCORE_TOLERANCE = {"hnsw": 1e-5, "int8_hnsw": 0.05, "int4_hnsw": 0.1, "bbq_hnsw": 0.05}
 
 
 @pytest.mark.parametrize("index_type", list(SCORE_TOLERANCE))
 def test_every_index_type_at_512_dimensions(new_store, index_type):
-    store = new_store(es_index_type=index_type)
+    store = new_store(es_index_type=index_type, es_rescore_oversample=0)
     vectors = unit_vectors(200, 512, seed=1)
     assert store.upsert(docs(vectors)) == 200
     client = store._client
@@ -72,6 +73,27 @@ def test_every_index_type_at_512_dimensions(new_store, index_type):
     exact = vectors @ query
     errors = [abs(h.score - exact[int(h.document.id[1:])]) for h in page.hits]
     assert max(errors) <= SCORE_TOLERANCE[index_type], (index_type, max(errors))
+
+
+@pytest.mark.parametrize("index_type", ["int8_hnsw", "int4_hnsw", "bbq_hnsw"])
+def test_a_quantized_index_with_rescoring_returns_the_exact_cosines_of_the_top_hits(new_store, index_type):
+    store = new_store(es_index_type=index_type, es_rescore_oversample=3)
+    vectors = unit_vectors(300, 512, seed=5)
+    store.upsert(docs(vectors))
+    for query in (vectors[11], unit_vectors(1, 512, seed=77)[0]):
+        exact = vectors @ query
+        best = np.argsort(-exact, kind="stable")[:10]
+        page = store.knn(query, descriptor="d", limit=10)
+        found = [int(h.document.id[1:]) for h in page.hits]
+        assert found == best.tolist(), index_type        # the exact top 10, in the exact order
+        np.testing.assert_allclose([h.score for h in page.hits], exact[best], atol=1e-5)
+        [many] = store.knn_many([query], descriptor="d", limit=10, min_score=None)   # the indexer's path
+        np.testing.assert_allclose([h.score for h in many], exact[best], atol=1e-5)
+    if index_type != "bbq_hnsw":       # 8.19 rescores bbq by its mapping's default even without the query's
+        store.oversample = 0
+        page = store.knn(query, descriptor="d", limit=10)
+        errors = [abs(h.score - exact[int(h.document.id[1:])]) for h in page.hits]
+        assert max(errors) > 1e-4, "without rescore_vector the scores are the quantized ones"
 
 
 @pytest.mark.parametrize("index_type, dims", [("bbq_hnsw", 16), ("int4_hnsw", 15)])

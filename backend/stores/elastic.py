@@ -198,11 +198,15 @@ def _any(clauses: list[dict]) -> dict:
 
 
 def knn_body(vector, *, k: int, num_candidates: int, tags: Sequence[str] = (), exclude: Sequence[str] = (),
-             min_score: float | None = None, filters: Filters | None = None) -> dict:
+             min_score: float | None = None, filters: Filters | None = None, oversample: float = 0.0) -> dict:
     """The k nearest documents, best first. Filters and excluded ids are a filter *inside* knn, so they are
-    applied during the graph search (k matching documents come back), not after it."""
+    applied during the graph search (k matching documents come back), not after it. `oversample` (> 0, on
+    a quantized index): each shard gathers oversample x k hits on the quantized vectors and ranks and scores
+    them again by the float vectors (`rescore_vector`), so the scores are exact cosines."""
     knn: dict = {"field": VECTOR, "query_vector": np.asarray(vector, dtype=np.float32).tolist(), "k": k,
                  "num_candidates": min(MAX_WINDOW, max(num_candidates, k))}
+    if oversample > 0:
+        knn["rescore_vector"] = {"oversample": float(oversample)}
     conditions: dict = {}
     clauses = filter_clauses(combined(filters, tags))
     if clauses:
@@ -404,7 +408,7 @@ class ElasticStore(Store):
 
     def __init__(self, client: Elasticsearch, url: str, alias: str = "lookalike", *, num_candidates: int = 200,
                  index_type: str = "hnsw", m: int = 16, ef_construction: int = 100, wait: float | None = 60.0,
-                 timeout: float = 30.0, shards: int = 1, replicas: str = "0-1"):
+                 timeout: float = 30.0, shards: int = 1, replicas: str = "0-1", oversample: float = 0.0):
         if not _INDEX_NAME.match(alias):
             raise StoreError(f"LOOKALIKE_ES_INDEX={alias!r} is not a valid index name: use lower-case "
                              "letters, digits, '.', '_' and '-', starting with a letter or digit")
@@ -414,6 +418,7 @@ class ElasticStore(Store):
         self.shards, self.replicas = shards, replicas
         self.num_candidates = num_candidates
         self.index_options: dict[str, Any] = {"index_type": index_type, "m": m, "ef_construction": ef_construction}
+        self.oversample = oversample
         self.timeout = timeout
         self._staged: str | None = None
         self._known: tuple[str, str] | None = None   # (physical index, descriptor) last read from the mapping
@@ -442,7 +447,8 @@ class ElasticStore(Store):
         return cls(client, settings.store, settings.es_index, num_candidates=settings.es_num_candidates,
                    index_type=settings.es_index_type, m=settings.es_hnsw_m,
                    ef_construction=settings.es_hnsw_ef_construction, wait=settings.es_wait,
-                   timeout=settings.es_timeout, shards=settings.es_shards, replicas=settings.es_replicas)
+                   timeout=settings.es_timeout, shards=settings.es_shards, replicas=settings.es_replicas,
+                   oversample=settings.es_rescore_oversample)
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -764,6 +770,10 @@ class ElasticStore(Store):
         hits = self._search("read a document", **ids_body([doc_id], with_vector))["hits"]["hits"]
         return _hit_document(hits[0], vector=with_vector) if hits else None
 
+    def _rescoring(self) -> float:
+        """The oversample factor of the kNN query: only quantized vectors are rescored (hnsw keeps floats)."""
+        return self.oversample if self.index_options["index_type"] != "hnsw" else 0.0
+
     def knn(self, vector, *, descriptor, tags=(), offset=0, limit=10, exclude=(), min_score=None,
             filters=None) -> Page:
         # kNN has no offset: ask for the best offset + limit and keep the last `limit` of them.
@@ -777,7 +787,7 @@ class ElasticStore(Store):
             if descriptor != target[1]:
                 raise DescriptorMismatch(f"the query is a {descriptor} vector; this index holds {target[1]} vectors")
             body = knn_body(vector, k=k, num_candidates=self.num_candidates, tags=tags, exclude=exclude,
-                            min_score=min_score, filters=filters)
+                            min_score=min_score, filters=filters, oversample=self._rescoring())
             result = self._search("search by vector", **body)["hits"]
             if self._known == target:       # the answer came from the index the query was checked against
                 break
@@ -800,7 +810,7 @@ class ElasticStore(Store):
         searches: list[dict] = []
         for vector in vectors:
             body = knn_body(vector, k=limit, num_candidates=self.num_candidates, exclude=exclude,
-                            min_score=min_score)
+                            min_score=min_score, oversample=self._rescoring())
             body["_source"] = {"excludes": [VECTOR]}     # the candidates' signatures are compared (duplicates)
             searches += [{"index": self._read_index()}, body]
         responses = self._whole("search by vectors",
