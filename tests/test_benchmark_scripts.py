@@ -97,17 +97,19 @@ def test_benchmark_commands_explain_bad_input_in_one_line(tmp_path, fast_env):
 
 def test_elastic_benchmark_small_synthetic_set(es_url, fast_env):
     rows = run_all(fast_env, "benchmarks.elastic", "--url", es_url, "--datasets", "--synthetic", "200",
-                   "--queries", "5", "--types", "hnsw", "--candidates", "100")
+                   "--queries", "5", "--types", "hnsw", "int8_hnsw", "--candidates", "100", "--oversample", "3")
     by_row = {}
     for row in rows:
         by_row.setdefault(row["row"], []).append(row)
     assert by_row["exact"][0]["documents"] == 200 and by_row["exact"][0]["upsert_docs_per_s"] > 0
     assert by_row["index"][0]["written"]["docs"] == 200 and by_row["merged"][0]["merged"]["segments"] == 1
-    assert [r["state"] for r in by_row["knn"]] == ["written", "merged"]
+    assert [(r["type"], r["state"], r["oversample"]) for r in by_row["knn"]] == [
+        ("hnsw", "written", 0), ("hnsw", "merged", 0), ("int8_hnsw", "written", 3), ("int8_hnsw", "merged", 3)]
     for knn in by_row["knn"]:
         assert knn["queries"] == 5 and 0.5 <= knn["recall@10"] <= 1 and 0.5 <= knn["recall@100"] <= 1
         assert 0 < knn["es_p50_ms"] <= knn["es_p95_ms"] and 0 < knn["exact_p50_ms"]
-        assert knn["max_score_error"] < 1e-5     # float hnsw reports the true cosine
+        # float hnsw reports the true cosine, and so does int8 rescored by the float vectors
+        assert knn["max_score_error"] < 1e-5
     # the benchmark removes what it created
     from elasticsearch import Elasticsearch
     with Elasticsearch(es_url) as client:
