@@ -7,15 +7,16 @@ a border, a grey version or a thumbnail of a picture can score lower than anothe
 
 - `signature(picture)`: the picture in grey (colour edits drop out), its uniform borders trimmed (padding
   drops out), boxed down to SIDE x SIDE (size, compression and thumbnails drop out): SIDE² bytes.
-- `similarity(a, b)`: is b the same frame as a, moved by one transform? Blocks of a are found in b at
-  COARSE pixels and one similarity transform is fitted to them (RANSAC: a crop, a small rotation or a
-  watermark leaves the other blocks to agree); b is warped onto a and the two compared by normalised
-  correlation (brightness and contrast drop out). Then each block is found again at SIDE pixels to a tenth
-  of a pixel: in an edited copy they all sit where the one transform puts them; another shot of the scene
-  (a burst, another view of an object) moves near and far things differently (parallax), so many blocks
-  miss it by most of a pixel even when the whole frame correlates well. The score is the correlation times
-  the share of blocks that agree, in [0, 1]; 0 for frames that correlate less than CORRELATION_FLOOR once
-  aligned.
+- `similarities(new, others)` (and `similarity(a, b)` for one pair): is each other picture the same frame,
+  moved by one transform? First their 8 x 8 thumbnails must agree roughly (most candidates stop here).
+  Then blocks of the other are found in the new one at COARSE pixels and one similarity transform is fitted
+  to them (RANSAC: a crop, a small rotation or a watermark leaves the other blocks to agree); each picture
+  is warped onto the other and the two compared by normalised correlation (brightness and contrast drop
+  out). Then each block is found again at SIDE pixels to a tenth of a pixel: in an edited copy they all sit
+  where the one transform puts them; another shot of the scene (a burst, another view of an object) moves
+  near and far things differently (parallax), so many blocks miss it by most of a pixel even when the
+  whole frame correlates well. The score is the correlation times the share of blocks that agree, in
+  [0, 1], the better of the two sides; 0 for frames that correlate less than CORRELATION_FLOOR once aligned.
 """
 from __future__ import annotations
 
