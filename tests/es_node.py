@@ -423,7 +423,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"  LOOKALIKE_STORE={','.join(urls)} .venv/bin/python -m indexer index PATH --tags-from-folders",
           flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: stop())
+    def terminated(*_) -> None:
+        # stop in `finally` below, not here: the handler runs inside wait(), which holds the process's wait lock,
+        # and stopping from here waited on that lock for ever (a launcher that a SIGTERM could not end)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
         wait()
     except KeyboardInterrupt:

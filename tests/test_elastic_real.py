@@ -370,3 +370,35 @@ def test_an_unrelated_red_index_does_not_make_us_unready(new_store, es_url):
             again.close()
         finally:
             client.indices.delete(index=red)
+
+
+def test_the_launcher_stops_its_node_on_sigterm(tmp_path, es_url):
+    """`python -m tests.es_node` (what `make es-cluster` runs) ends with its node when told to (SIGTERM), the
+    node's JVM included; it once waited for ever on the node it had just stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    launcher = subprocess.Popen([sys.executable, "-m", "tests.es_node", "--port", "0", "--home", str(tmp_path / "es")],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    try:
+        first = launcher.stdout.readline() if launcher.stdout else ""
+        assert first.startswith("Elasticsearch ") and " at http://127.0.0.1:" in first, first
+        jvms = subprocess.run(["pgrep", "-P", str(launcher.pid), "java"], capture_output=True, text=True).stdout.split()
+        assert jvms, "the node is a JVM the launcher started"
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) == 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") and
+                                                  "Z" not in open(f"/proc/{pid}/stat").read().split()[2]
+                                                  for pid in jvms):
+            time.sleep(0.5)
+        assert not any(os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().split()[2]
+                       for pid in jvms), "the node's JVM is still running"
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
