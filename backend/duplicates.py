@@ -97,8 +97,9 @@ def link(store: Store, docs: Sequence[Document]) -> None:
                        if within[i, j] >= CANDIDATE_FLOOR and docs[j].id != doc.id]
         links: dict[str, NearLink] = {}
         for (other, _), score in zip(candidates, near_scores(doc, candidates)):
-            if round(score, 6) >= LINK_FLOOR:
-                links[other.id] = NearLink(other.id, other.content_hash, round(score, 6))
+            score = round(score, 6)
+            if score >= LINK_FLOOR:
+                links[other.id] = NearLink(other.id, other.content_hash, score)
         doc.near = sorted(links.values(), key=lambda x: (-x.score, x.id))[:LINKS_PER_PICTURE]
 
 
@@ -209,13 +210,16 @@ def _groups(store: Store, members: list[list[Document]], level: str) -> list[Gro
         vectors = store.vectors(sorted(wanted)) if wanted else {}
     groups = []
     for docs in ordered:
-        keeper = docs[0]
-        base = vectors.get(keeper.id)
-        scores = {doc.id: 1.0 if level == EXACT else round(near_score(
-            keeper, doc, float(vectors[doc.id] @ base) if base is not None and doc.id in vectors else 1.0), 6)
-            for doc in docs}
-        groups.append(Group([Member(keeper, 1.0)] + sorted((Member(doc, scores[doc.id]) for doc in docs[1:]),
-                                                           key=lambda m: (-m.score, keeper_order(m.document)))))
+        keeper, others = docs[0], docs[1:]
+        if level == EXACT:
+            scores = [1.0] * len(others)
+        else:       # the keeper's signature checked against all the others' in one call
+            base = vectors.get(keeper.id)
+            scores = near_scores(keeper, [(doc, float(vectors[doc.id] @ base) if base is not None
+                                           and doc.id in vectors else 1.0) for doc in others])
+        groups.append(Group([Member(keeper, 1.0)] + sorted(
+            (Member(doc, round(score, 6)) for doc, score in zip(others, scores)),
+            key=lambda m: (-m.score, keeper_order(m.document)))))
     return groups
 
 

@@ -116,6 +116,20 @@ def _blocks(picture: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.nd
     return _unit(blocks)
 
 
+def _window_sums(stack: np.ndarray) -> np.ndarray:
+    """The sum of every BLOCK x BLOCK window of each picture of a stack (n, h, w), from its running sums."""
+    running = np.zeros((stack.shape[0], stack.shape[1] + 1, stack.shape[2] + 1))
+    running[:, 1:, 1:] = stack.cumsum(axis=1).cumsum(axis=2)
+    return (running[:, BLOCK:, BLOCK:] - running[:, :-BLOCK, BLOCK:] - running[:, BLOCK:, :-BLOCK]
+            + running[:, :-BLOCK, :-BLOCK])
+
+
+def _window_norms(stack: np.ndarray) -> np.ndarray:
+    """The norm around its mean of every BLOCK x BLOCK window of each picture of a stack (n, h, w)."""
+    sums, squares = _window_sums(stack), _window_sums(stack ** 2)
+    return np.sqrt(np.maximum(squares - sums ** 2 / BLOCK ** 2, 0.0)) + 1e-3
+
+
 class _Searched:
     """The picture the others' blocks are looked for in: every BLOCK x BLOCK window of its coarse pixels (edges
     repeated SEARCH pixels out), and each window's norm around its mean. Made once per new picture."""
@@ -124,9 +138,7 @@ class _Searched:
         padded = np.pad(picture.coarse, SEARCH, mode="edge")
         self.windows = np.ascontiguousarray(sliding_window_view(padded, (BLOCK, BLOCK))).reshape(
             padded.shape[0] - BLOCK + 1, padded.shape[1] - BLOCK + 1, BLOCK * BLOCK)
-        sums = self.windows.sum(axis=2)
-        squares = np.einsum("yxk,yxk->yx", self.windows, self.windows)
-        self.norms = np.sqrt(np.maximum(squares - sums ** 2 / BLOCK ** 2, 0.0)) + 1e-3
+        self.norms = _window_norms(padded[None])[0]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -189,14 +201,14 @@ def _grid(n: int) -> np.ndarray:
     return grid
 
 
-def _warp(picture: np.ndarray, transform: np.ndarray, edge: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _warp(picture: np.ndarray, transform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """picture sampled (bilinear) where `transform` sends each pixel of a same-sized grid, and where that
-    lies inside both frames, `edge` pixels in from their sides."""
+    lies inside both frames, EDGE pixels in from their sides."""
     n = picture.shape[0]
     grid = _grid(n)
     points = grid @ transform
     x, y = points[:, 0], points[:, 1]
-    low, high = edge, n - 1 - edge
+    low, high = EDGE, n - 1 - EDGE
     inside = (x >= low) & (x <= high) & (y >= low) & (y <= high) & \
         (grid[:, 0] >= low) & (grid[:, 0] <= high) & (grid[:, 1] >= low) & (grid[:, 1] <= high)
     x, y = np.clip(x, 0, n - 1.001), np.clip(y, 0, n - 1.001)
@@ -210,14 +222,6 @@ def _warp(picture: np.ndarray, transform: np.ndarray, edge: int = 0) -> tuple[np
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a - a.mean(), b - b.mean()
     return float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-6))
-
-
-def _window_sums(stack: np.ndarray) -> np.ndarray:
-    """The sum of every BLOCK x BLOCK window of each picture of a stack (n, h, w), from its running sums."""
-    running = np.zeros((stack.shape[0], stack.shape[1] + 1, stack.shape[2] + 1))
-    running[:, 1:, 1:] = stack.cumsum(axis=1).cumsum(axis=2)
-    return (running[:, BLOCK:, BLOCK:] - running[:, :-BLOCK, BLOCK:] - running[:, BLOCK:, :-BLOCK]
-            + running[:, :-BLOCK, :-BLOCK])
 
 
 def _agreement(a: _Picture, b: _Picture, coarse: np.ndarray) -> float:
@@ -243,8 +247,7 @@ def _agreement(a: _Picture, b: _Picture, coarse: np.ndarray) -> float:
     windows = sliding_window_view(regions, (BLOCK, BLOCK), axis=(1, 2)).reshape(len(regions), span * span, -1)
     templates = blocks[use]
     dots = np.matmul(windows, templates[:, :, None]).reshape(-1, span, span)   # templates sum to 0: no mean
-    sums, squares = _window_sums(regions), _window_sums(regions ** 2)
-    scores = dots / (np.sqrt(np.maximum(squares - sums ** 2 / BLOCK ** 2, 0.0)) + 1e-3)
+    scores = dots / _window_norms(regions)
     best = scores.reshape(len(scores), -1).argmax(axis=1)
     dy, dx = best // span, best % span
     n = np.arange(len(scores))
@@ -273,7 +276,7 @@ def _agreement(a: _Picture, b: _Picture, coarse: np.ndarray) -> float:
 
 def _checked(a: _Picture, b: _Picture, transform: np.ndarray) -> float:
     """How surely b is a moved and edited copy of a's frame, given the transform of a's pixels into b's."""
-    warped, inside = _warp(b.coarse, transform, EDGE)
+    warped, inside = _warp(b.coarse, transform)
     if inside.mean() < MIN_OVERLAP:
         return 0.0
     correlation = _correlation(a.coarse[inside], warped[inside])
