@@ -2,7 +2,8 @@
 against running the model on them, and what an all-pairs comparison would cost instead, in one run.
 
     python -m benchmarks.duplicates_scale [--documents 100000] [--new 1000] [--store embedded | --url URL]
-        [--version 8] [--repeat 5] [--weights W] [--data DIR] [--model-pictures 48] [--real DATA_DIR]... [--json]
+        [--version 8] [--repeat 5] [--weights W] [--data DIR] [--model-pictures 48] [--real DATA_DIR]...
+        [--indexing FOLDER]... [--pictures 480] [--json]
 
 The collection: N synthetic 512-d unit vectors (seeded). Unrelated random vectors in 512 dimensions have
 cosines of about 0 +- 0.05, so the only pairs above the link floor are the ones made on purpose: 3% of the
@@ -25,10 +26,17 @@ check costs among real candidates is timed on real stores (--real DATA_DIR, repe
 `lookalike index` filled): `duplicates.link` for up to --new of its documents, in batches of 16 as the
 indexer links them, read only (their best 20 candidates of cosine >= 0.5 are real photos with real
 signatures), against the model's time in the same run.
+
+What duplicates add to indexing, end to end (--indexing FOLDER, repeatable): the first --pictures pictures of
+FOLDER indexed by the product's indexer as a user runs it (the configured model and precision, labels on),
+into one store with everything duplicates need (each picture's signature, made in the decode threads, and
+its links, made as each batch is written) and into another without them (the baseline: the indexer as it
+was before duplicates), in chunks of 32 that run both ways in alternating order (benchmarks/alternating.py).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -36,6 +44,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
+from unittest import mock
 
 import numpy as np
 
@@ -179,6 +189,48 @@ def real_link_seconds(data_dir: Path, most: int) -> float:
         return (time.perf_counter() - started) / max(1, len(docs))
 
 
+@contextlib.contextmanager
+def _without_duplicates() -> Iterator[None]:
+    """The indexer as it was before duplicates: no signature made, no links."""
+    from backend import ingest
+
+    with mock.patch.object(ingest.duplicates, "link", lambda store, docs: None), \
+            mock.patch.object(ingest.near_duplicates, "signature", lambda picture: None):
+        yield
+
+
+def indexing_share(folder: Path, pictures: int, chunk: int = 32) -> dict:
+    """Indexing the first `pictures` of `folder` with duplicates against without, alternating chunks."""
+    from backend.classifier import LABELS_NETWORK, LABELS_SIDE, Classifier
+    from backend.features import FeatureExtractor
+    from backend.imaging import Limits
+    from backend.ingest import Indexer
+    from indexer.scan import scan
+
+    from .alternating import index_alternating
+
+    settings = Settings.from_env()
+    limits = Limits(settings.max_image_bytes, settings.max_image_pixels)
+    extractor = FeatureExtractor.from_settings(settings)
+    classifier = (Classifier(LABELS_NETWORK, extractor.precision, settings.model_cache, LABELS_SIDE)
+                  if settings.labels else None)      # as the product's indexer has it (backend/factory.py)
+    files = list(scan([folder]))[:pictures]
+
+    def index(store, part):
+        return Indexer(store, extractor, limits, settings.batch_size, classifier=classifier).run(part)
+
+    def index_without(store, part):
+        with _without_duplicates():
+            return index(store, part)
+
+    timed = index_alternating({"duplicates": index, "without": index_without}, files, chunk, settings.batch_size)
+    seconds = timed["seconds"]
+    return {"folder": str(folder), "pictures": len(files), "precision": extractor.precision,
+            "labels": classifier is not None, "load_average": [round(x, 1) for x in timed["load_average"]],
+            "ms_per_picture": {k: round(1000 * v / len(files), 1) for k, v in seconds.items()},
+            "duplicates_add": round(seconds["duplicates"] / seconds["without"] - 1, 4)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.duplicates_scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -191,8 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-pictures", type=int, default=48)
     parser.add_argument("--real", type=Path, action="append", default=[], metavar="DATA_DIR",
                         help="also time linking the pictures of this embedded store (repeatable)")
+    parser.add_argument("--indexing", type=Path, action="append", default=[], metavar="FOLDER",
+                        help="index this folder's pictures with and without duplicates, end to end (repeatable)")
+    parser.add_argument("--pictures", type=int, default=480, help="--indexing: how many of the folder's pictures")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.indexing:    # end to end only
+        out = {"machine": machine(), "indexing": [indexing_share(folder, args.pictures) for folder in args.indexing]}
+        print(json.dumps(out) if args.json else "\n".join(json.dumps(row) for row in out["indexing"]))
+        return 0
 
     vectors, hashes, groups = collection(args.documents + args.new)
     stored = vectors[: args.documents]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from backend.labels import KEEP, THRESHOLD, matching_label, query_term, top_labe
 from backend.stores.embedded import EmbeddedStore
 from indexer.scan import scan
 
+from .alternating import index_alternating
 from .datasets import read_labels
 
 # The words and Corel-1k's folder for each.
@@ -108,31 +108,16 @@ def speed(dataset: Path, classes: dict[str, str], count: int, chunk: int) -> dic
     extractor = FeatureExtractor.from_settings(settings)
     classifier = Classifier(LABELS_NETWORK, extractor.precision, settings.model_cache, LABELS_SIDE)
     files = [f for f in scan([dataset]) if str(f.path) in classes][:count]
-    seconds = {"labels": 0.0, "no labels": 0.0}
-    loads = [os.getloadavg()[0]]
-    with tempfile.TemporaryDirectory() as tmp:
-        stores = {name: EmbeddedStore(Path(tmp) / name / "index.sqlite3") for name in seconds}
-        indexers = {"labels": Indexer(stores["labels"], extractor, limits, settings.batch_size, classifier=classifier),
-                    "no labels": Indexer(stores["no labels"], extractor, limits, settings.batch_size)}
-        warm = files[:settings.batch_size]
-        for name, indexer in indexers.items():   # models traced and warm, into a store of their own
-            with EmbeddedStore(Path(tmp) / f"warm-{name}" / "index.sqlite3") as scratch:
-                Indexer(scratch, extractor, limits, settings.batch_size,
-                        classifier=classifier if name == "labels" else None).run(warm)
-        for number, start in enumerate(range(0, len(files), chunk)):
-            order = list(indexers) if number % 2 == 0 else list(reversed(indexers))
-            for name in order:
-                summary = indexers[name].run(files[start:start + chunk])
-                assert summary.indexed == len(files[start:start + chunk]) and not summary.failures
-                seconds[name] += summary.seconds
-            loads.append(os.getloadavg()[0])
-        for store in stores.values():
-            store.close()
+
+    def way(labelled: Classifier | None):
+        return lambda store, part: Indexer(store, extractor, limits, settings.batch_size, classifier=labelled).run(part)
+    timed = index_alternating({"labels": way(classifier), "no labels": way(None)}, files, chunk, settings.batch_size)
+    seconds, loads = timed["seconds"], timed["load_average"]
     return {"images": len(files), "chunk": chunk, "precision": extractor.precision, "runtime": extractor.runtime,
             "classifier_runtime": classifier.runtime, "cpu": extractor.cpu.describe(),
             "seconds": seconds, "images_per_s": {k: len(files) / v for k, v in seconds.items()},
             "labels_over_no_labels": seconds["labels"] / seconds["no labels"],
-            "load_average": [min(loads), max(loads)]}
+            "load_average": loads}
 
 
 def main(argv=None) -> int:
