@@ -40,7 +40,7 @@ def test_index_body_is_pinned():
     assert index_body("vgg16-imagenet-conv5-gem-ar448-512d", 512) == {
         "mappings": {
             "dynamic": "strict",
-            "_meta": {"descriptor": "vgg16-imagenet-conv5-gem-ar448-512d", "dims": 512, "schema": 2, "revision": 3},
+            "_meta": {"descriptor": "vgg16-imagenet-conv5-gem-ar448-512d", "dims": 512, "schema": 2, "revision": 4},
             "properties": {
                 "vector": {"type": "dense_vector", "dims": 512, "index": True, "similarity": "dot_product",
                            "index_options": {"type": "hnsw", "m": 16, "ef_construction": 100}},
@@ -58,6 +58,7 @@ def test_index_body_is_pinned():
                 "modified_at": {"type": "double"},
                 "near": {"type": "object", "enabled": False},
                 "near_ids": {"type": "keyword"},
+                "near_links": {"type": "keyword", "index": False},
                 "linked": {"type": "boolean"},
                 "signature": {"type": "binary"},
                 "taken": {"type": "keyword"},

@@ -14,7 +14,8 @@ from elasticsearch import Elasticsearch
 
 from backend.config import Settings
 from backend.stores import Document, StoreError, StoreUnavailable, open_store, search_words
-from backend.stores.elastic import REVISION, ElasticStore
+from backend.stores.base import NearLink
+from backend.stores.elastic import REVISION, ElasticStore, document_source
 
 from .conftest import delete_indices
 
@@ -150,6 +151,37 @@ def test_vectors_read_back_and_hnsw_scores_are_the_cosine(new_store):
     exact = vectors @ query
     assert [h.document.id for h in page.hits] == [f"d{i:05d}" for i in np.argsort(-exact, kind="stable")]
     np.testing.assert_allclose([h.score for h in page.hits], np.sort(exact)[::-1], atol=1e-5)
+
+
+def test_links_written_before_they_were_kept_in_doc_values_are_still_reported(new_store, es_url):
+    """A report reads the links from doc values (near_links); documents written before that field existed
+    hold their links in _source only, and are read from there until they are written again."""
+    alias = f"lookalike-test-{uuid.uuid4().hex[:8]}"
+    store = new_store(alias)
+    written = docs(unit_vectors(4, 8, seed=5))
+    written[1].near = [NearLink("d00000", "h0", 0.93)]
+    written[2].near = [NearLink("d00001", "h1", 0.85), NearLink("d00000", "changed since", 0.99)]
+    store.upsert(written)
+    expected = [("d00001", "d00000", 0.93), ("d00002", "d00001", 0.85)]   # a link to other content does not stand
+    assert sorted(store.near_pairs(0.8)) == expected
+
+    def with_doc_values(client) -> set[str]:
+        hits = client.search(index=alias, query={"match_all": {}}, docvalue_fields=["near_links"], source=False,
+                             size=10)["hits"]["hits"]
+        return {hit["_id"] for hit in hits if "near_links" in hit.get("fields", {})}
+    with Elasticsearch(es_url) as client:
+        assert with_doc_values(client) == {"d00001", "d00002"}
+        for doc in written[1:3]:                          # as a version before doc values wrote them
+            source = {**document_source(doc), "vector": doc.vector.tolist()}
+            del source["near_links"]
+            client.index(index=alias, id=doc.id, document=source, refresh=True)
+        assert with_doc_values(client) == set()
+        assert sorted(store.near_pairs(0.8)) == expected
+        assert sorted(store.near_pairs(0.8, touching=["d00002"])) == expected[1:]
+        assert sorted(store.near_pairs(0.9)) == expected[:1]
+        store.upsert([written[2]])                       # written again by the indexer
+        assert with_doc_values(client) == {"d00002"}
+    assert sorted(store.near_pairs(0.8)) == expected
 
 
 # -- paging --------------------------------------------------------------------------------------

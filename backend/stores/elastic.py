@@ -49,8 +49,8 @@ from .filters import NONE, Filters, combined, normalise_camera
 SCHEMA = 2                        # bump when the mapping changes incompatibly: the index name carries it
 # Bump when fields are added to the mapping: an index of an older revision gets them (put mapping) when opened,
 # and its documents get values on the next indexing run. 1: near-duplicate links; 2: the picture's metadata
-# (ADDED_PROPERTIES); 3: content labels (LABEL_MAPPING).
-REVISION = 3
+# (ADDED_PROPERTIES); 3: content labels (LABEL_MAPPING); 4: the links in doc values (near_links).
+REVISION = 4
 VECTOR = "vector"
 WRITE_CHUNK = 500                 # documents per bulk request
 WRITERS = 4                       # bulk requests of one upsert in flight at once
@@ -100,9 +100,12 @@ def index_body(descriptor: str, dims: int, index_type: str = "hnsw", m: int = 16
                 "descriptor": {"type": "keyword"},
                 "indexed_at": {"type": "double"},
                 "modified_at": {"type": "double"},
-                # near-duplicate links: kept whole in _source, and the linked ids searchable (a picture's group)
+                # near-duplicate links: kept whole in _source, the linked ids searchable (a picture's group),
+                # and each link as one "id hash score" value in doc values, which a report reads without
+                # loading any document's _source (that holds its vector and signature: some 30 KB)
                 "near": {"type": "object", "enabled": False},
                 "near_ids": {"type": "keyword"},
+                "near_links": {"type": "keyword", "index": False},
                 "linked": {"type": "boolean"},
                 "signature": {"type": "binary"},       # near_duplicates.signature, base64 in _source
                 **ADDED_PROPERTIES,
@@ -162,6 +165,7 @@ def document_source(doc: Document) -> dict:
             "modified_at": float(doc.modified_at), "linked": doc.near is not None,
             "near": [{"id": link.id, "hash": link.content_hash, "score": float(link.score)} for link in doc.near or ()],
             "near_ids": [link.id for link in doc.near or ()],
+            "near_links": [f"{link.id} {link.content_hash} {float(link.score)!r}" for link in doc.near or ()],
             "signature": None if doc.signature is None else base64.b64encode(doc.signature).decode("ascii"),
             "taken": doc.taken, "taken_year": int(doc.taken[:4]) if doc.taken else None, "camera": camera,
             "camera_make": doc.camera_make, "camera_model": doc.camera_model,
@@ -367,14 +371,22 @@ def _labels(stored: list[dict] | None) -> list[Label] | None:
     return None if stored is None else [Label(label["name"], float(label["confidence"])) for label in stored]
 
 
-def links_body(min_score: float, touching: Sequence[str] | None) -> dict:
+def links_query(touching: Sequence[str] | None) -> dict:
     """The documents that hold links (or, with `touching`, links from or to those ids)."""
     if touching is None:
-        query: dict = {"exists": {"field": "near_ids"}}
-    else:
-        query = {"bool": {"should": [{"ids": {"values": list(touching)}}, {"terms": {"near_ids": list(touching)}}],
-                          "minimum_should_match": 1, "filter": [{"exists": {"field": "near_ids"}}]}}
-    return {"query": query, "_source": ["near", "content_hash"]}
+        return {"exists": {"field": "near_ids"}}
+    return {"bool": {"should": [{"ids": {"values": list(touching)}}, {"terms": {"near_ids": list(touching)}}],
+                     "minimum_should_match": 1, "filter": [{"exists": {"field": "near_ids"}}]}}
+
+
+def _link_values(values: list[str]) -> list[NearLink]:
+    """Links from their near_links doc values ("id hash score"; ids are hex, the score a float)."""
+    links = []
+    for value in values:
+        doc_id, rest = value.split(" ", 1)
+        content, score = rest.rsplit(" ", 1)
+        links.append(NearLink(doc_id, content, float(score)))
+    return links
 
 
 def _failed_shards(answer: dict) -> int:
@@ -916,19 +928,28 @@ class ElasticStore(Store):
         for start in range(0, len(hashes), 1000):
             for hit in self._scan("list identical files", {"terms": {"content_hash": hashes[start:start + 1000]}},
                                   ["content_hash"]):
-                groups.setdefault(hit["_source"]["content_hash"], []).append(hit["_id"])
+                groups.setdefault(hit["fields"]["content_hash"][0], []).append(hit["_id"])
         return [sorted(ids) for ids in groups.values() if len(ids) > 1]
 
     def near_pairs(self, min_score: float, touching: Sequence[str] | None = None) -> list[tuple[str, str, float]]:
         if self._target(fresh=True) is None:
             return []
-        body = links_body(min_score, touching)
         found: list[tuple[str, str, str, float]] = []       # (from, to, to's content when linked, score)
         holders: dict[str, str] = {}                         # content hash of every document read here
-        for hit in self._scan("read near-duplicate links", body["query"], body["_source"]):
-            holders[hit["_id"]] = hit["_source"]["content_hash"]
-            found += [(hit["_id"], link.id, link.content_hash, link.score) for link in _links(hit["_source"])
-                      if link.score >= min_score]
+        unconverted: list[str] = []                          # written before near_links: links in _source only
+        for hit in self._scan("read near-duplicate links", links_query(touching), ["near_links", "content_hash"]):
+            fields = hit.get("fields") or {}
+            holders[hit["_id"]] = fields["content_hash"][0]
+            if "near_links" not in fields:
+                unconverted.append(hit["_id"])
+            found += [(hit["_id"], link.id, link.content_hash, link.score)
+                      for link in _link_values(fields.get("near_links", ())) if link.score >= min_score]
+        for start in range(0, len(unconverted), 1000):
+            for hit in self._search("read near-duplicate links", **{
+                    "query": {"ids": {"values": unconverted[start:start + 1000]}}, "size": 1000,
+                    "_source": ["near"]})["hits"]["hits"]:
+                found += [(hit["_id"], link.id, link.content_hash, link.score) for link in _links(hit["_source"])
+                          if link.score >= min_score]
         if touching is not None:
             found = [f for f in found if f[0] in touching or f[1] in touching]
         # a link stands while its far end is there and holds the content it was linked with
@@ -936,14 +957,16 @@ class ElasticStore(Store):
         for start in range(0, len(unknown), 1000):
             for hit in self._search("read linked documents", **{
                     "query": {"ids": {"values": unknown[start:start + 1000]}}, "size": 1000,
-                    "_source": ["content_hash"]})["hits"]["hits"]:
-                holders[hit["_id"]] = hit["_source"]["content_hash"]
+                    "_source": False, "docvalue_fields": ["content_hash"]})["hits"]["hits"]:
+                holders[hit["_id"]] = hit["fields"]["content_hash"][0]
         return [(a, b, score) for a, b, content, score in found if holders.get(b) == content]
 
-    def _scan(self, what: str, query: dict, source: list[str]) -> Iterator[dict]:
+    def _scan(self, what: str, query: dict, fields: list[str]) -> Iterator[dict]:
+        """Every document matching the query, with these fields read from doc values (no _source)."""
         with self._call(what):
             yield from helpers.scan(self._client.options(request_timeout=self.timeout), index=self._read_index(),
-                                    query={"query": query}, _source=source, size=1000, scroll="2m")
+                                    query={"query": query, "docvalue_fields": fields}, _source=False, size=1000,
+                                    scroll="2m")
 
     def find_by_hash(self, content_hashes):
         return self._stored_vectors("look up content hashes", content_hashes, hash_body,
