@@ -128,3 +128,32 @@ def test_elastic_writes_benchmark_compares_both_paths_on_the_same_documents(es_u
     from elasticsearch import Elasticsearch
     with Elasticsearch(es_url) as client:
         assert not client.indices.get(index="eswrites-*", expand_wildcards="all")
+
+
+def test_duplicates_scale_report_links_and_end_to_end_indexing(tmp_path, fast_env):
+    out = run(fast_env, "benchmarks.duplicates_scale", "--documents", "3000", "--new", "32", "--repeat", "1")
+    assert out["store"] == "embedded" and out["documents"] == 3000
+    assert out["near_groups"] == out["groups"] == 45            # 30 originals with two copies, 15 identical pairs
+    # each new copy links to its original: a group of its own, or one more member of the original's
+    assert out["links_found"] == "32/32" and 45 < out["near_groups_after_new"] <= 45 + 32
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for i in range(12):
+        picture(i, size=(120, 90)).save(folder / f"p{i}.jpg", quality=90)
+    picture(0, size=(120, 90)).resize((100, 75)).save(folder / "p0-small.jpg", quality=80)
+    (row,) = run(fast_env, "benchmarks.duplicates_scale", "--indexing", str(folder), "--pictures", "13")["indexing"]
+    assert row["pictures"] == 13 and row["labels"] is False       # as configured (the fast environment has none)
+    assert set(row["ms_per_picture"]) == {"duplicates", "without"} and min(row["ms_per_picture"].values()) > 0
+
+
+def test_labels_cost_runs_both_ways_in_alternating_chunks(tmp_path, fast_env):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    rows = ["path,label"]
+    for i in range(8):
+        picture(i, size=(120, 90)).save(folder / f"p{i}.jpg", quality=90)
+        rows.append(f"p{i}.jpg,{i % 2}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = run(fast_env, "benchmarks.labels", str(folder), "--speed", "8", "--chunk", "4")["speed"]
+    assert out["images"] == 8 and out["chunk"] == 4 and set(out["seconds"]) == {"labels", "no labels"}
+    assert out["labels_over_no_labels"] == out["seconds"]["labels"] / out["seconds"]["no labels"] > 0
