@@ -403,16 +403,18 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: 9200)")
     parser.add_argument("--nodes", type=int, default=1, help="nodes in the cluster (default: 1)")
     parser.add_argument("--home", type=Path, help="keep the data in this folder (default: a temporary one)")
+    parser.add_argument("--heap", default=HEAP,
+                        help=f"each node's JVM heap, e.g. 1g as docker-compose.yml gives it (default: {HEAP})")
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
     try:
         if args.nodes == 1:
-            node = start(args.version, port=args.port, home=args.home, log=None)
+            node = start(args.version, port=args.port, home=args.home, heap=args.heap, log=None)
             urls, stop, wait = [node.url], node.stop, node.process.wait
             print(f"Elasticsearch {node.version} at {node.url} (log {node.log}); Ctrl-C stops it.")
         else:
-            cluster = start_cluster(args.version, args.nodes, port=args.port, home=args.home)
+            cluster = start_cluster(args.version, args.nodes, port=args.port, home=args.home, heap=args.heap)
             urls, stop, wait = cluster.urls, cluster.close, cluster.wait_all
             print(f"Elasticsearch {cluster.version}, {args.nodes} nodes (logs and data in {cluster.root}); "
                   "Ctrl-C stops them.")
