@@ -43,13 +43,15 @@ run: index serve
 # A real single-node Elasticsearch on 127.0.0.1:9200 in the foreground, no Docker (needs Java and Maven):
 # ES_VERSION=8 (the docker-compose.yml version) or 9.
 ES_VERSION ?= 8
+# Each node's heap: docker-compose.yml's 1g (the tests start theirs with 512m).
+ES_HEAP ?= 1g
 es: install
-	$(PY) -m tests.es_node --version $(ES_VERSION) --port 9200
+	$(PY) -m tests.es_node --version $(ES_VERSION) --port 9200 --heap $(ES_HEAP)
 
 # A real three-node cluster on 127.0.0.1:9200-9202 in the foreground (docs/elasticsearch.md, "Running a cluster").
 ES_NODES ?= 3
 es-cluster: install
-	$(PY) -m tests.es_node --version $(ES_VERSION) --port 9200 --nodes $(ES_NODES)
+	$(PY) -m tests.es_node --version $(ES_VERSION) --port 9200 --nodes $(ES_NODES) --heap $(ES_HEAP)
 
 # Lint and type checks first (seconds), then the tests.
 test: lint
