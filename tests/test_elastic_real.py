@@ -15,7 +15,7 @@ from elasticsearch import Elasticsearch
 from backend.config import Settings
 from backend.stores import Document, StoreError, StoreUnavailable, open_store, search_words
 from backend.stores.base import NearLink
-from backend.stores.elastic import REVISION, ElasticStore, document_source
+from backend.stores.elastic import REVISION, ElasticStore, document_source, index_body, index_name
 
 from .conftest import delete_indices
 
@@ -182,6 +182,37 @@ def test_links_written_before_they_were_kept_in_doc_values_are_still_reported(ne
         store.upsert([written[2]])                       # written again by the indexer
         assert with_doc_values(client) == {"d00002"}
     assert sorted(store.near_pairs(0.8)) == expected
+
+
+def test_an_index_of_an_older_mapping_revision_gains_the_new_fields_when_opened(es_url):
+    """An index made at revision 3 (before near_links) is opened by this version: the field is added (put
+    mapping, no rebuild), its documents still report their links, and documents written now use it."""
+    alias = f"lookalike-test-{uuid.uuid4().hex[:8]}"
+    body = index_body("d", 8)
+    del body["mappings"]["properties"]["near_links"]
+    body["mappings"]["_meta"]["revision"] = 3
+    name = index_name(alias, "d")
+    written = docs(unit_vectors(3, 8, seed=6))
+    written[1].near = [NearLink("d00000", "h0", 0.9)]
+    try:
+        with Elasticsearch(es_url) as client:
+            client.indices.create(index=name, **body, aliases={alias: {}})
+            for doc in written:                          # as revision 3 wrote them
+                source = {**document_source(doc), "vector": doc.vector.tolist()}
+                del source["near_links"]
+                client.index(index=name, id=doc.id, document=source, refresh=True)
+            store = open_store(Settings(store=es_url, es_index=alias))
+            try:
+                assert store.near_pairs(0.8) == [("d00001", "d00000", 0.9)]
+                mapping = client.indices.get_mapping(index=name)[name]["mappings"]
+                assert mapping["_meta"]["revision"] == REVISION and "near_links" in mapping["properties"]
+                written[2].near = [NearLink("d00001", "h1", 0.85)]
+                store.upsert([written[2]])
+                assert sorted(store.near_pairs(0.8)) == [("d00001", "d00000", 0.9), ("d00002", "d00001", 0.85)]
+            finally:
+                store.close()
+    finally:
+        delete_indices(es_url, alias)
 
 
 # -- paging --------------------------------------------------------------------------------------
