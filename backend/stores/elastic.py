@@ -900,12 +900,15 @@ class ElasticStore(Store):
                             src.get("meta_version") or 0, src.get("labels") is not None)
 
     def documents(self, doc_ids):
+        return {hit["_id"]: _hit_document(hit)
+                for hit in self._by_ids("read documents", doc_ids, _source={"excludes": [VECTOR]})}
+
+    def _by_ids(self, what: str, doc_ids: Iterable[str], **read) -> Iterator[dict]:
+        """The hits of the documents with these ids, 1,000 a request, read as `read` says (_source, fields)."""
         ids = list(dict.fromkeys(doc_ids))
-        out: dict[str, Document] = {}
         for start in range(0, len(ids), 1000):
-            for hit in self._search("read documents", **ids_body(ids[start:start + 1000], False))["hits"]["hits"]:
-                out[hit["_id"]] = _hit_document(hit)
-        return out
+            chunk = ids[start:start + 1000]
+            yield from self._search(what, query={"ids": {"values": chunk}}, size=len(chunk), **read)["hits"]["hits"]
 
     def exact_groups(self, content_hashes: Sequence[str] | None = None) -> list[list[str]]:
         """Content hashes held by two or more documents (one terms aggregation; in partitions only when one
@@ -934,31 +937,27 @@ class ElasticStore(Store):
     def near_pairs(self, min_score: float, touching: Sequence[str] | None = None) -> list[tuple[str, str, float]]:
         if self._target(fresh=True) is None:
             return []
-        found: list[tuple[str, str, str, float]] = []       # (from, to, to's content when linked, score)
         holders: dict[str, str] = {}                         # content hash of every document read here
+        links_of: dict[str, list[NearLink]] = {}
         unconverted: list[str] = []                          # written before near_links: links in _source only
         for hit in self._scan("read near-duplicate links", links_query(touching), ["near_links", "content_hash"]):
             fields = hit.get("fields") or {}
             holders[hit["_id"]] = fields["content_hash"][0]
-            if "near_links" not in fields:
+            if "near_links" in fields:
+                links_of[hit["_id"]] = _link_values(fields["near_links"])
+            else:
                 unconverted.append(hit["_id"])
-            found += [(hit["_id"], link.id, link.content_hash, link.score)
-                      for link in _link_values(fields.get("near_links", ())) if link.score >= min_score]
-        for start in range(0, len(unconverted), 1000):
-            for hit in self._search("read near-duplicate links", **{
-                    "query": {"ids": {"values": unconverted[start:start + 1000]}}, "size": 1000,
-                    "_source": ["near"]})["hits"]["hits"]:
-                found += [(hit["_id"], link.id, link.content_hash, link.score) for link in _links(hit["_source"])
-                          if link.score >= min_score]
+        for hit in self._by_ids("read near-duplicate links", unconverted, _source=["near"]):
+            links_of[hit["_id"]] = _links(hit["_source"])
+        # (from, to, to's content when linked, score)
+        found = [(a, link.id, link.content_hash, link.score)
+                 for a, links in links_of.items() for link in links if link.score >= min_score]
         if touching is not None:
             found = [f for f in found if f[0] in touching or f[1] in touching]
         # a link stands while its far end is there and holds the content it was linked with
         unknown = sorted({to for _, to, _, _ in found} - holders.keys())
-        for start in range(0, len(unknown), 1000):
-            for hit in self._search("read linked documents", **{
-                    "query": {"ids": {"values": unknown[start:start + 1000]}}, "size": 1000,
-                    "_source": False, "docvalue_fields": ["content_hash"]})["hits"]["hits"]:
-                holders[hit["_id"]] = hit["fields"]["content_hash"][0]
+        for hit in self._by_ids("read linked documents", unknown, _source=False, docvalue_fields=["content_hash"]):
+            holders[hit["_id"]] = hit["fields"]["content_hash"][0]
         return [(a, b, score) for a, b, content, score in found if holders.get(b) == content]
 
     def _scan(self, what: str, query: dict, fields: list[str]) -> Iterator[dict]:
