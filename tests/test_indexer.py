@@ -319,7 +319,7 @@ def test_cli_interrupted_run_resumes_without_duplicates(fast_env, tmp_path, how)
         signal.signal(signal.SIGINT, previous)
     db = Path(fast_env["LOOKALIKE_DATA_DIR"]) / "index.sqlite3"
     deadline, count = time.time() + 120, 0
-    while time.time() < deadline and count < 8:
+    while time.time() < deadline and count < 8 and proc.poll() is None:
         time.sleep(0.05)
         if db.exists():
             with EmbeddedStore(db) as store:
@@ -328,7 +328,7 @@ def test_cli_interrupted_run_resumes_without_duplicates(fast_env, tmp_path, how)
     _, stderr = proc.communicate(timeout=60)
     with EmbeddedStore(db) as store:
         interrupted = store.count()
-    assert 8 <= interrupted < 240, "the run should have been stopped part-way"
+    assert 8 <= interrupted < 240, f"the run should have been stopped part-way: {stderr[-2000:]}"
     if how == signal.SIGINT:
         assert proc.returncode == 130 and "run the same command again" in stderr and "Traceback" not in stderr
     resumed = cli(fast_env, "index", str(root), "--json")

@@ -420,6 +420,40 @@ def test_embedded_kill_9_mid_write_loses_nothing_committed(tmp_path):
     store.close()
 
 
+OPENER = """
+import sys, time
+from pathlib import Path
+from backend.stores.embedded import EmbeddedStore
+from tests.test_stores import doc
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.001)
+with EmbeddedStore(sys.argv[1]) as store:
+    store.upsert([doc(int(sys.argv[3]))])
+"""
+
+
+def test_embedded_processes_that_open_a_new_file_at_once_all_open_it(tmp_path):
+    """Gunicorn's workers, or an indexer and the server started together, open a file that does not exist
+    yet at the same moment: each must find it made once (its journal mode, its schema, its columns)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from backend.stores.embedded import EmbeddedStore
+    for round_ in range(5):
+        db, go = tmp_path / f"round{round_}" / "index.sqlite3", tmp_path / f"go{round_}"
+        procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(db), str(go), str(i)],
+                                  cwd=Path(__file__).parent.parent, stderr=subprocess.PIPE, text=True)
+                 for i in range(4)]
+        time.sleep(0.5)   # all four waiting (a late one still has to open the file made by the others)
+        go.touch()
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, "\n".join(errors)[-3000:]
+        with EmbeddedStore(db) as store:
+            assert store.count() == 4
+
+
 @pytest.mark.parametrize("snapshot_min_rows", [1000, 0])
 def test_embedded_concurrent_threads_read_while_writing(tmp_path, snapshot_min_rows):
     from concurrent.futures import ThreadPoolExecutor

@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..filelock import hold_shared
+from ..filelock import FileLock, hold_shared
 from ..labels import labels_for, matching_label, query_term
 from .base import (EMBEDDED, FACETS, SORTS, DescriptorMismatch, Document, Entry, Hit, Label, NearLink, Page, Store,
                    StoreUnavailable, check_vectors, normalise_tags, search_words)
@@ -113,6 +113,11 @@ log = logging.getLogger(__name__)
 def users_lock(db_path: Path) -> Path:
     """The file every process with the store open holds a shared lock on (a restore needs it alone)."""
     return db_path.with_name(db_path.name + ".lock")
+
+
+def setup_lock(db_path: Path) -> Path:
+    """The file a process holds an exclusive lock on while it opens the store (its journal mode, its schema)."""
+    return db_path.with_name(db_path.name + ".setup")
 
 
 def snapshot_folder(db_path: Path) -> Path:
@@ -289,18 +294,16 @@ class EmbeddedStore(Store):
         self._lock = threading.RLock()
         self._users = hold_shared(users_lock(self.path))   # released by close()
         try:
-            with _contract_errors(self.path):
+            # One process at a time sets a file up: SQLite answers a second process's switch to WAL with
+            # "database is locked" at once (no busy wait), and two that both find a new file empty would
+            # both add the columns of _MIGRATIONS.
+            with _contract_errors(self.path), FileLock(setup_lock(self.path)):
                 self._db = _connect(self.path, check_same_thread=False)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")  # durable against process crashes; see docs
                 self._shared = SharedVectors(VectorRows(self._db, self._lock, self.path),
                                              snapshot_folder(self.path), snapshot_min_rows, self._lock)
-                if not self._has_schema():
-                    with self._write():
-                        for statement in (_SCHEMA + _LABELS).split(";"):
-                            if statement.strip():
-                                self._db.execute(statement)
-                self._migrate()
+                self._create_or_migrate()
         except BaseException:
             if self._users is not None:
                 self._users.close()
@@ -311,16 +314,24 @@ class EmbeddedStore(Store):
     def _has_schema(self) -> bool:
         return self._db.execute("SELECT 1 FROM sqlite_master WHERE name='docs_fts'").fetchone() is not None
 
-    def _migrate(self) -> None:
-        """Bring a database made by an earlier version up to this schema (a write only when something is
-        missing, so a read-only copy of a current database opens as before)."""
-        missing = [script for probe, script in _MIGRATIONS if self._db.execute(probe).fetchone() is None]
-        if missing:
+    def _missing_migrations(self) -> list[str]:
+        return [script for probe, script in _MIGRATIONS if self._db.execute(probe).fetchone() is None]
+
+    def _create_or_migrate(self) -> None:
+        """Make or upgrade the schema, writing only when something is missing (so a read-only copy of a
+        current database opens as before)."""
+        if not self._has_schema():
+            with self._write():
+                self._run(_SCHEMA + _LABELS)
+        if missing := self._missing_migrations():
             with self._write():
                 for script in missing:
-                    for statement in script.split(";"):
-                        if statement.strip():
-                            self._db.execute(statement)
+                    self._run(script)
+
+    def _run(self, script: str) -> None:
+        for statement in script.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
 
     def _write(self):
         store = self
