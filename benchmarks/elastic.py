@@ -94,7 +94,8 @@ def mixed(sets: list[DataSet], real_queries: int | None = None) -> DataSet:
     return DataSet(name, DESCRIPTOR, np.concatenate(vectors), np.concatenate(queries), query_docs, groups)
 
 
-def synthetic(n: int, queries: int, dims: int = DIMS, seed: int = 0, mean_cluster: int = 50) -> DataSet:
+def synthetic(n: int, queries: int, dims: int = DIMS, seed: int = 0, mean_cluster: int = 50,
+              like: np.ndarray | None = None) -> DataSet:
     """n documents and `queries` held-out queries drawn from one Gaussian mixture shaped like CNN descriptors
     of a photo collection, then L2-normalised:
     - a shared direction (pooled ReLU maps are all positive, so any two photos have a positive cosine);
@@ -103,7 +104,12 @@ def synthetic(n: int, queries: int, dims: int = DIMS, seed: int = 0, mean_cluste
       steep spectrum with a few dozen effective dimensions, as descriptors have; isotropic noise in 512-d
       would make every pair nearly orthogonal and the nearest neighbours hardly nearer than the rest).
     The weights (shared 0.45, centre 0.25, point 0.30 of the squared length) put random pairs near cosine
-    0.45 and same-cluster pairs near 0.7, as on Corel-1k (the script prints both sets' figures)."""
+    0.45 and same-cluster pairs near 0.7, as on Corel-1k (the script prints both sets' figures).
+    `like`: real descriptors to mix in (--mix). The mixture then lies in their space: the shared direction
+    is their mean, the axes of the spread their principal axes, steepest first. With a random shared
+    direction every photo is at cosine 0.0 (at most 0.23) to every synthetic vector, a region of its own
+    that a graph search has to find from outside, unlike any collection of photos, whose pooled ReLU
+    descriptors all lie in one cone."""
     rng = np.random.default_rng(seed)
     total = n + queries
     clusters = max(1, total // mean_cluster)
@@ -117,6 +123,11 @@ def synthetic(n: int, queries: int, dims: int = DIMS, seed: int = 0, mean_cluste
         return (rng.standard_normal((count, dims), dtype=np.float32) * spread) @ basis.T
 
     shared = rng.standard_normal(dims).astype(np.float32)
+    if like is not None:
+        shared = like.mean(axis=0)
+        axes = np.linalg.svd(like - shared, full_matrices=False)[2]      # rows, steepest first
+        # completed to a basis by QR (its first columns span the axes in order: spread 1/i goes to them)
+        basis = np.linalg.qr(np.concatenate([axes.T, basis], axis=1))[0][:, :dims].astype(np.float32)
     shared /= np.linalg.norm(shared)
     centres = np.sqrt(0.45) * shared + np.sqrt(0.25) * spread_points(clusters)
     points = np.empty((total, dims), np.float32)
@@ -467,7 +478,8 @@ def main(argv=None) -> int:
     if args.synthetic:
         # mixed in: the photos count towards the N documents
         real_docs = sum(len(d.vectors) for d in sets) if args.mix else 0
-        sets.append(synthetic(args.synthetic - real_docs, args.queries))
+        like = np.concatenate([d.vectors for d in sets]) if args.mix and sets else None
+        sets.append(synthetic(args.synthetic - real_docs, args.queries, like=like))
     if args.mix:
         sets = [mixed(sets, args.real_queries)]
     node = None

@@ -116,6 +116,22 @@ def test_elastic_benchmark_small_synthetic_set(es_url, fast_env):
         assert not client.indices.get(index="esbench-*", expand_wildcards="all")
 
 
+def test_the_synthetic_mixture_lies_among_the_photos_mixed_into_it():
+    """--mix: the synthetic vectors share the photos' space, so the photos are not a region of their own
+    that a graph search has to find from outside (random pairs of photos are at cosine ~0.3)."""
+    import numpy as np
+
+    from benchmarks.elastic import synthetic
+    rng = np.random.default_rng(1)
+    photos = np.abs(rng.standard_normal((600, 512))).astype(np.float32) ** 3    # all positive, as pooled ReLU maps
+    photos /= np.linalg.norm(photos, axis=1, keepdims=True)
+    mixture = synthetic(1500, 0, like=photos).vectors
+    apart, among = synthetic(1500, 0).vectors @ photos.T, mixture @ photos.T
+    assert abs(apart.mean()) < 0.05 and among.mean() > 0.2
+    assert among.max(axis=0).mean() > apart.max(axis=0).mean() + 0.15       # each photo's nearest is nearer
+    assert 0.35 < (mixture[:500] @ mixture[500:].T).mean() < 0.55   # the mixture's own shape (random pairs ~0.45)
+
+
 def test_elastic_writes_benchmark_compares_both_paths_on_the_same_documents(es_url, fast_env):
     rows = run_all(fast_env, "benchmarks.elastic_writes", "--url", es_url, "--documents", "1200", "--round", "600",
                    "--batch", "1200", "--replicas", "0")
