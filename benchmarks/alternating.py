@@ -6,28 +6,39 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import uuid
+from contextlib import suppress
 from pathlib import Path
 from typing import Callable
 
+from backend.config import Settings
 from backend.ingest import Summary
-from backend.stores.embedded import EmbeddedStore
+from backend.stores import Store, open_store
 from indexer.scan import FileToIndex
 
 # A way of indexing: the product's indexer, set up one way, run on some files into a store.
-Way = Callable[[EmbeddedStore, list[FileToIndex]], Summary]
+Way = Callable[[Store, list[FileToIndex]], Summary]
 
 
-def index_alternating(ways: dict[str, Way], files: list[FileToIndex], chunk: int, warm: int) -> dict:
+def index_alternating(ways: dict[str, Way], files: list[FileToIndex], chunk: int, warm: int,
+                      url: str | None = None) -> dict:
     """Each way indexes `files` into an empty store of its own, `chunk` files at a time, after indexing the
-    first `warm` of them into a scratch store (models built, traced and warm before timing). Returns
-    {"seconds": {way: total}, "load_average": [lowest, highest]}; every file must be indexed."""
+    first `warm` of them into a scratch store (models built, traced and warm before timing). The stores are
+    embedded ones in a temporary folder, or indices of the Elasticsearch at `url` (deleted at the end).
+    Returns {"seconds": {way: total}, "load_average": [lowest, highest]}; every file must be indexed."""
     seconds = dict.fromkeys(ways, 0.0)
     loads = [os.getloadavg()[0]]
+    run = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory() as tmp:
-        for name, way in ways.items():
-            with EmbeddedStore(Path(tmp) / f"warm-{name}" / "index.sqlite3") as scratch:
+        def fresh_store(name: str) -> Store:
+            if url:
+                return open_store(Settings(store=url, es_index=f"lookalike-alternating-{run}-{name}"))
+            return open_store(Settings(data_dir=Path(tmp) / name))
+
+        for number, (name, way) in enumerate(ways.items()):
+            with fresh_store(f"warm{number}") as scratch:
                 way(scratch, files[:warm])
-        stores = {name: EmbeddedStore(Path(tmp) / name / "index.sqlite3") for name in ways}
+        stores = {name: fresh_store(f"way{number}") for number, name in enumerate(ways)}
         try:
             for number, start in enumerate(range(0, len(files), chunk)):
                 part = files[start:start + chunk]
@@ -41,4 +52,14 @@ def index_alternating(ways: dict[str, Way], files: list[FileToIndex], chunk: int
         finally:
             for store in stores.values():
                 store.close()
+            if url:
+                _delete_indices(url, f"lookalike-alternating-{run}-")
     return {"seconds": seconds, "load_average": [min(loads), max(loads)]}
+
+
+def _delete_indices(url: str, prefix: str) -> None:
+    """The run's indices, by name (a wildcard delete is refused by default)."""
+    from elasticsearch import Elasticsearch
+    with Elasticsearch(url) as client, suppress(Exception):
+        for name in client.indices.get(index=f"{prefix}*", expand_wildcards="all"):
+            client.indices.delete(index=name)

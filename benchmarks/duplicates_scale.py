@@ -3,7 +3,7 @@ against running the model on them, and what an all-pairs comparison would cost i
 
     python -m benchmarks.duplicates_scale [--documents 100000] [--new 1000] [--store embedded | --url URL]
         [--version 8] [--repeat 5] [--weights W] [--data DIR] [--model-pictures 48] [--real DATA_DIR]...
-        [--indexing FOLDER]... [--pictures 480] [--json]
+        [--indexing FOLDER]... [--pictures 480] [--json]    (--indexing with --url: into Elasticsearch)
 
 The collection: N synthetic 512-d unit vectors (seeded). Unrelated random vectors in 512 dimensions have
 cosines of about 0 +- 0.05, so the only pairs above the link floor are the ones made on purpose: 3% of the
@@ -206,8 +206,9 @@ def _without_duplicates() -> Iterator[None]:
         yield
 
 
-def indexing_share(folder: Path, pictures: int, chunk: int = 32) -> dict:
-    """Indexing the first `pictures` of `folder` with duplicates against without, alternating chunks."""
+def indexing_share(folder: Path, pictures: int, chunk: int = 32, url: str | None = None) -> dict:
+    """Indexing the first `pictures` of `folder` with duplicates against without, alternating chunks, into
+    embedded stores or into indices of the Elasticsearch at `url`."""
     from backend.classifier import LABELS_NETWORK, LABELS_SIDE, Classifier
     from backend.features import FeatureExtractor
     from backend.imaging import Limits
@@ -230,9 +231,11 @@ def indexing_share(folder: Path, pictures: int, chunk: int = 32) -> dict:
         with _without_duplicates():
             return index(store, part)
 
-    timed = index_alternating({"duplicates": index, "without": index_without}, files, chunk, settings.batch_size)
+    timed = index_alternating({"duplicates": index, "without": index_without}, files, chunk, settings.batch_size,
+                              url=url)
     seconds = timed["seconds"]
-    return {"folder": str(folder), "pictures": len(files), "precision": extractor.precision,
+    return {"folder": str(folder), "store": "elasticsearch" if url else "embedded", "pictures": len(files),
+            "precision": extractor.precision,
             "labels": classifier is not None, "load_average": [round(x, 1) for x in timed["load_average"]],
             "ms_per_picture": {k: round(1000 * v / len(files), 1) for k, v in seconds.items()},
             "duplicates_add": round(seconds["duplicates"] / seconds["without"] - 1, 4)}
@@ -256,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.indexing:    # end to end only
-        out = {"machine": machine(), "indexing": [indexing_share(folder, args.pictures) for folder in args.indexing]}
+        out = {"machine": machine(), "indexing": [indexing_share(folder, args.pictures, url=args.url)
+                                                for folder in args.indexing]}
         print(json.dumps(out) if args.json else "\n".join(json.dumps(row) for row in out["indexing"]))
         return 0
 

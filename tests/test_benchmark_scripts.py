@@ -146,7 +146,7 @@ def test_elastic_writes_benchmark_compares_both_paths_on_the_same_documents(es_u
         assert not client.indices.get(index="eswrites-*", expand_wildcards="all")
 
 
-def test_duplicates_scale_report_links_and_end_to_end_indexing(tmp_path, fast_env):
+def test_duplicates_scale_report_links_and_end_to_end_indexing(tmp_path, fast_env, es_url):
     out = run(fast_env, "benchmarks.duplicates_scale", "--documents", "3000", "--new", "32", "--repeat", "1")
     assert out["store"] == "embedded" and out["documents"] == 3000
     assert out["near_groups"] == out["groups"] == 45            # 30 originals with two copies, 15 identical pairs
@@ -160,6 +160,13 @@ def test_duplicates_scale_report_links_and_end_to_end_indexing(tmp_path, fast_en
     (row,) = run(fast_env, "benchmarks.duplicates_scale", "--indexing", str(folder), "--pictures", "13")["indexing"]
     assert row["pictures"] == 13 and row["labels"] is False       # as configured (the fast environment has none)
     assert set(row["ms_per_picture"]) == {"duplicates", "without"} and min(row["ms_per_picture"].values()) > 0
+    # the same into Elasticsearch: every picture indexed both ways (the run checks it), its indices removed after
+    (row,) = run(fast_env, "benchmarks.duplicates_scale", "--indexing", str(folder), "--pictures", "13",
+                 "--url", es_url)["indexing"]
+    assert (row["store"], row["pictures"]) == ("elasticsearch", 13) and min(row["ms_per_picture"].values()) > 0
+    from elasticsearch import Elasticsearch
+    with Elasticsearch(es_url) as client:
+        assert not client.indices.get(index="lookalike-alternating-*", expand_wildcards="all")
 
 
 def test_labels_cost_runs_both_ways_in_alternating_chunks(tmp_path, fast_env):

@@ -97,6 +97,22 @@ def test_a_quantized_index_with_rescoring_returns_the_exact_cosines_of_the_top_h
         assert max(errors) > 1e-4, "without rescore_vector the scores are the quantized ones"
 
 
+def test_rescoring_follows_the_searched_index_not_the_configured_type(new_store):
+    """A store configured for float HNSW searching an int8 index made before (LOOKALIKE_ES_INDEX_TYPE changed,
+    no rebuild yet) still rescores it: exact cosines; and the other way round a float index answers as ever."""
+    vectors = unit_vectors(300, 512, seed=6)
+    query = unit_vectors(1, 512, seed=78)[0]
+    exact = vectors @ query
+    best = np.argsort(-exact, kind="stable")[:10]
+    for made, configured in (("int8_hnsw", "hnsw"), ("hnsw", "int8_hnsw")):
+        writer = new_store(es_index_type=made, es_rescore_oversample=3)
+        writer.upsert(docs(vectors))
+        reader = new_store(writer.alias, es_index_type=configured, es_rescore_oversample=3)
+        page = reader.knn(query, descriptor="d", limit=10)
+        assert [int(h.document.id[1:]) for h in page.hits] == best.tolist(), (made, configured)
+        np.testing.assert_allclose([h.score for h in page.hits], exact[best], atol=1e-5)
+
+
 @pytest.mark.parametrize("index_type, dims", [("bbq_hnsw", 16), ("int4_hnsw", 15)])
 def test_a_type_the_server_refuses_is_one_clear_error_and_nothing_is_created(new_store, index_type, dims):
     store = new_store(es_index_type=index_type)

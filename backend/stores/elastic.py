@@ -60,6 +60,8 @@ META_FIELDS = ["filename", "path", "tags", "width", "height", "bytes", "content_
 ENTRY_FIELDS = ["path", "content_hash", "bytes", "modified_at", "tags", "linked", "meta_version", "labels"]
 WORD_FIELDS = ["filename_words^2", "tag_words"]
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+# Vector index types that keep the float vectors in the graph's scoring: nothing to rescore.
+FLOAT_INDEX_TYPES = ("hnsw", "flat")
 # Statuses that mean "the cluster cannot serve this now", as opposed to "this request is wrong".
 _UNAVAILABLE = (429, 502, 503, 504)
 
@@ -435,6 +437,7 @@ class ElasticStore(Store):
         self._staged: str | None = None
         self._known: tuple[str, str] | None = None   # (physical index, descriptor) last read from the mapping
         self.mapping_reads = 0                        # how often that was needed (benchmarks.elastic counts it)
+        self._vector_types: dict[str, str] = {}      # physical index: its vectors' index type, as read
         if wait is not None:   # None: do not wait (the caller knows the cluster is, or was, up)
             self.wait_until_ready(wait)
 
@@ -551,6 +554,9 @@ class ElasticStore(Store):
                 mappings = self._client.indices.get_mapping(index=name)
             except NotFoundError:
                 return {}
+        for index, body in mappings.items():
+            options = body.get("mappings", {}).get("properties", {}).get(VECTOR, {}).get("index_options") or {}
+            self._vector_types[index] = options.get("type", "")
         return {index: body.get("mappings", {}).get("_meta") or {} for index, body in mappings.items()}
 
     def _live(self) -> tuple[str, str] | None:
@@ -783,8 +789,12 @@ class ElasticStore(Store):
         return _hit_document(hits[0], vector=with_vector) if hits else None
 
     def _rescoring(self) -> float:
-        """The oversample factor of the kNN query: only quantized vectors are rescored (hnsw keeps floats)."""
-        return self.oversample if self.index_options["index_type"] != "hnsw" else 0.0
+        """The oversample factor of the kNN query: only quantized vectors are rescored (hnsw keeps floats).
+        The type is the searched index's own, which differs from the configured one until a rebuild after
+        LOOKALIKE_ES_INDEX_TYPE changed."""
+        known = self._known
+        index_type = (known and self._vector_types.get(known[0])) or self.index_options["index_type"]
+        return self.oversample if index_type not in FLOAT_INDEX_TYPES else 0.0
 
     def knn(self, vector, *, descriptor, tags=(), offset=0, limit=10, exclude=(), min_score=None,
             filters=None) -> Page:
