@@ -7,7 +7,6 @@ import os
 import tempfile
 import time
 import uuid
-from contextlib import suppress
 from pathlib import Path
 from typing import Callable
 
@@ -53,13 +52,13 @@ def index_alternating(ways: dict[str, Way], files: list[FileToIndex], chunk: int
             for store in stores.values():
                 store.close()
             if url:
-                _delete_indices(url, f"lookalike-alternating-{run}-")
+                delete_indices(url, f"lookalike-alternating-{run}-")
     return {"seconds": seconds, "load_average": [min(loads), max(loads)]}
 
 
-def _delete_indices(url: str, prefix: str) -> None:
-    """The run's indices, by name (a wildcard delete is refused by default)."""
+def delete_indices(url: str, prefix: str) -> None:
+    """A benchmark's indices on the Elasticsearch at `url`, by name (a wildcard delete is refused by default)."""
     from elasticsearch import Elasticsearch
-    with Elasticsearch(url) as client, suppress(Exception):
+    with Elasticsearch(url) as client:
         for name in client.indices.get(index=f"{prefix}*", expand_wildcards="all"):
             client.indices.delete(index=name)

@@ -317,11 +317,9 @@ def main(argv: list[str] | None = None) -> int:
             p50, report = timed(lambda: duplicates.find_groups(store, limit=24), args.repeat)
             out["near_page_p50_s_after_new"], out["near_groups_after_new"] = round(p50, 3), report.total
         finally:
-            if args.url:     # our indices by name (a wildcard delete is refused by default)
-                from elasticsearch import Elasticsearch
-                with Elasticsearch(args.url) as client:
-                    for name in client.indices.get(index=f"{settings.es_index}*", expand_wildcards="all"):
-                        client.indices.delete(index=name)
+            if args.url:
+                from .alternating import delete_indices
+                delete_indices(args.url, settings.es_index)
             store.close()
     out["all_pairs_s"] = round(all_pairs_seconds(vectors[: args.documents]), 1)
     for data_dir in args.real:
