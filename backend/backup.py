@@ -25,7 +25,8 @@ from .features import DescriptorSpec, planned_precision, weights_tag
 from .filelock import fsync, write_atomically
 from .stores import DescriptorMismatch
 from .stores.backups import Bar, BackupError, index_copy, no_bar
-from .stores.embedded_backup import file_sha256
+from .stores.base import ELASTICSEARCH, EMBEDDED
+from .stores.embedded_backup import backup_documents, check_file, file_sha256
 
 FORMAT = "lookalike-backup"
 FORMAT_VERSION = 1
@@ -139,26 +140,33 @@ def read_manifest(folder: Path) -> dict:
 
 def restore(settings, source: Path, *, force: bool = False, bar: Bar = no_bar) -> Summary:
     """Put the backup in `source` back as the configured store, verified; raises BackupError (and changes
-    nothing) when the backup is incomplete, damaged, of another descriptor or backend, or the store is in
-    use or not empty without `force`."""
+    nothing) when the backup is incomplete, damaged, of another descriptor, or the store is in use or not
+    empty without `force`. An embedded store's backup also restores into Elasticsearch (its documents are
+    written there as they are); an Elasticsearch backup restores into Elasticsearch only."""
     started = time.time()
     source = Path(source).expanduser().absolute()
     manifest = read_manifest(source)
     copier = index_copy(settings)
     try:
-        if manifest["backend"] != copier.backend:
+        moving = manifest["backend"] != copier.backend
+        if moving and (manifest["backend"], copier.backend) != (EMBEDDED, ELASTICSEARCH):
             raise BackupError(f"backup {source} is of an {manifest['backend']} store; LOOKALIKE_STORE names an "
-                              f"{copier.backend} one")
+                              f"{copier.backend} one (an embedded store's backup restores into either, an "
+                              "Elasticsearch one into Elasticsearch only)")
         wanted = configured_descriptor(settings)
         if manifest["descriptor"] != wanted:
             raise DescriptorMismatch(f"backup {source} holds {manifest['descriptor']} vectors; the settings make "
                                      f"{wanted} (restore with the settings it was made with)")
-        copier.check(source, manifest["index"])
+        (check_file if moving else copier.check)(source, manifest["index"])
         uploads = _checked_uploads(source, manifest)
         old = str(manifest["uploads"].get("folder") or "")
         new = str(settings.uploads_dir.absolute())
         move = (old.rstrip("/") + "/", new.rstrip("/") + "/") if old and old != new else None
-        figures = copier.restore(source, manifest, force=force, bar=bar, move_uploads=move)
+        if moving:   # an embedded store's documents into Elasticsearch, as they are
+            figures = copier.restore_documents(source, manifest, backup_documents(source, manifest, move_uploads=move),
+                                               force=force, bar=bar)
+        else:
+            figures = copier.restore(source, manifest, force=force, bar=bar, move_uploads=move)
     finally:
         copier.close()
     _restore_uploads(uploads, settings.uploads_dir)

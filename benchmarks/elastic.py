@@ -341,7 +341,8 @@ def create_index(client: Elasticsearch, store: ElasticStore, data: DataSet, shar
 def run_type(url: str, client: Elasticsearch, index_type: str, data: DataSet, embedded: EmbeddedStore | None,
              truth, args, emit) -> None:
     alias = f"esbench-{index_type}-{data.name}".lower().replace("+", "-")
-    settings = Settings(store=url, es_index=alias, es_index_type=index_type, es_timeout=600.0, es_wait=120.0)
+    settings = Settings(store=url, es_index=alias, es_index_type=index_type, es_timeout=600.0, es_wait=120.0,
+                        es_hnsw_m=args.m, es_hnsw_ef_construction=args.ef_construction)
     store = ElasticStore.from_settings(settings)
     try:
         if args.shards is not None or args.replicas is not None:
@@ -438,6 +439,10 @@ def main(argv=None) -> int:
     parser.add_argument("--oversample", type=float, nargs="+", default=[Settings().es_rescore_oversample],
                         help="on int8_hnsw, int4_hnsw and bbq_hnsw: rescore oversample x k hits by the float "
                              "vectors (the store's rescore_vector; 0: none sent; default: the store's default)")
+    parser.add_argument("--m", type=int, default=Settings().es_hnsw_m,
+                        help="HNSW neighbours per node (LOOKALIKE_ES_HNSW_M; default: the store's)")
+    parser.add_argument("--ef-construction", type=int, default=Settings().es_hnsw_ef_construction,
+                        help="HNSW candidates while building (LOOKALIKE_ES_HNSW_EF_CONSTRUCTION; default: the store's)")
     parser.add_argument("--batch", type=int, default=5000,
                         help="documents per upsert (the store sends them in bulk requests of 500, 4 at a time)")
     parser.add_argument("--mix", action="store_true",

@@ -3,6 +3,7 @@ path.repo): the promises of tests/test_backup.py, and a restore under running se
 alias moves at once from the old documents to the restored ones)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import signal
@@ -18,9 +19,12 @@ from elasticsearch import Elasticsearch, helpers
 
 from backend.backup import backup, configured_descriptor, restore
 from backend.config import Settings
+from backend.stores import Document, document_id
+from backend.stores.base import Label, NearLink
 from backend.stores.backups import BackupError, Checksum
 from backend.stores.elastic import VECTOR, ElasticStore
-from tests.conftest import FAST_ENV, ROOT, delete_indices
+from backend.stores.embedded import EmbeddedStore
+from tests.conftest import FAST_ENV, ROOT, delete_indices, picture
 from tests.test_backup import backups_while_indexing, indexing, queries, searching, synthetic, thousand_pictures
 
 
@@ -198,3 +202,85 @@ def test_a_restore_under_running_searches_is_safe(es):
             time.sleep(0.01)
     assert all(a in (current[0], backed_up[0]) for a in answers)
     assert answers[0] == current[0] and answers[-1] == backed_up[0]
+
+
+def with_everything(docs: list, signature: bytes) -> list:
+    """The synthetic documents given what an index run gives them: near links, content labels (or none
+    yet), photo metadata, a layout signature; one left unlinked (indexed before links were kept)."""
+    for i, doc in enumerate(docs):
+        doc.near = [NearLink(docs[i - 1].id, docs[i - 1].content_hash, 0.91 - i / 1000)] if i % 3 == 1 else []
+        doc.labels = [Label("tabby", 0.8), Label("tiger cat", 0.15)] if i % 2 else None
+        doc.taken, doc.camera_make, doc.camera_model = f"2021-05-{1 + i % 28:02d}T10:00:00", "Canon", f"EOS {i % 4}D"
+        doc.file_type, doc.folder, doc.meta_version, doc.signature = "jpeg", doc.tags[0], 3, signature
+    docs[5].near = None
+    return docs
+
+
+@pytest.mark.parametrize("major", ["8", "9"])
+def test_an_embedded_backup_moves_into_elasticsearch_as_it_is(elastic_nodes, tmp_path, major):
+    """Restore takes an embedded store's backup into Elasticsearch: every document as it was (vector, links,
+    labels, metadata, what the indexer's next run compares), uploads moved to the new data folder, verified
+    by count and checksum; no model runs. An Elasticsearch backup is refused by the embedded store."""
+    embedded = Settings.from_env({**FAST_ENV, "LOOKALIKE_DATA_DIR": str(tmp_path / "data")})
+    descriptor = configured_descriptor(embedded)
+    docs = with_everything(synthetic(300, 3, descriptor), bytes(range(256)) * 4)
+    embedded.uploads_dir.mkdir(parents=True)
+    upload = embedded.uploads_dir / "x.jpg"
+    picture(4).save(upload)
+    upload = upload.rename(upload.with_name(hashlib.sha256(upload.read_bytes()).hexdigest() + ".jpg"))
+    docs.append(Document(document_id(str(upload)), synthetic(1, 9, descriptor)[0].vector, "mine.jpg", str(upload),
+                         ["upload"], 96, 64, upload.stat().st_size, "e" * 64, descriptor, 2e9))
+    with EmbeddedStore(embedded.embedded_path) as store:
+        store.upsert(docs)
+        ids = [doc.id for doc in docs]
+        expected = (store.documents(ids), store.vectors(ids), sorted(store.entries(), key=lambda e: e.id),
+                    sorted(store.near_pairs(0.6)), store.tag_counts(), store.keyword("p7").total)
+    summary = backup(embedded, tmp_path / "b")
+
+    alias = f"mv-{uuid.uuid4().hex[:8]}"
+    target = Settings.from_env({**FAST_ENV, "LOOKALIKE_STORE": elastic_nodes.url(major), "LOOKALIKE_ES_INDEX": alias,
+                                "LOOKALIKE_DATA_DIR": str(tmp_path / "es-data")})
+    try:
+        restored = restore(target, tmp_path / "b")
+        assert (restored.backend, restored.count, restored.checksum, restored.uploads) == \
+            ("embedded", 301, summary.checksum, 1)
+        assert live_figures(target)[:2] == (301, summary.checksum)
+        moved = str(target.uploads_dir.absolute() / upload.name)
+        assert Path(moved).read_bytes() == upload.read_bytes()
+        with store_for(target) as store:
+            documents, vectors = store.documents(ids), store.vectors(ids)
+            entries = sorted(store.entries(), key=lambda e: e.id)
+            assert store.descriptor() == descriptor
+            assert {i: d.metadata() for i, d in documents.items()} == \
+                {i: {**d.metadata(), "path": moved if i == docs[-1].id else d.path} for i, d in expected[0].items()}
+            assert all(documents[i].near == expected[0][i].near for i in ids)
+            assert all(documents[i].signature == expected[0][i].signature for i in ids)
+            assert all(np.array_equal(vectors[i], expected[1][i]) for i in ids)
+            assert [e for e in entries if e.id != docs[-1].id] == [e for e in expected[2] if e.id != docs[-1].id]
+            assert sorted(store.near_pairs(0.6)) == expected[3]
+            assert store.tag_counts() == expected[4] and store.keyword("p7").total == expected[5]
+
+            # a second move replaces what is there only with --force
+            store.upsert(synthetic(5, 4, descriptor, start=5000))
+        with pytest.raises(BackupError, match="holds 306 documents: restore replaces them only with --force"):
+            restore(target, tmp_path / "b")
+        assert restore(target, tmp_path / "b", force=True).count == 301
+        assert live_figures(target)[:2] == (301, summary.checksum)
+    finally:
+        delete_indices(elastic_nodes.url(major), alias)
+
+    if major == "8":   # the other way round: an Elasticsearch backup does not restore into the embedded store
+        with Elasticsearch(elastic_nodes.url(major)) as client:
+            client.snapshot.create_repository(name=alias, repository={
+                "type": "fs", "settings": {"location": str(elastic_nodes.repo(major))}})
+        try:
+            written(target, 20, 1)
+            backup(target, tmp_path / "es-b", repository=alias)
+            with pytest.raises(BackupError, match="is of an elasticsearch store; LOOKALIKE_STORE names an embedded "
+                                                  "one"):
+                restore(embedded.with_(data_dir=tmp_path / "other"), tmp_path / "es-b")
+            assert not (tmp_path / "other" / "index.sqlite3").exists()
+        finally:
+            delete_indices(elastic_nodes.url(major), alias)
+            with Elasticsearch(elastic_nodes.url(major)) as client:
+                client.snapshot.delete_repository(name=alias)

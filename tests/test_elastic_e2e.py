@@ -1,8 +1,10 @@
 """The Elasticsearch-backed product end to end, against real nodes (tests/es_node.py): the indexer command
 line and gunicorn exactly as deployed, with LOOKALIKE_STORE pointing at the node. Nothing is faked.
 
-- Corel-1k with the real weights (skipped, saying why, without them): indexed by the command line into the
-  session's node, searched through gunicorn with the same checks as on the embedded store.
+- Corel-1k with the real weights (skipped, saying why, without them): the session's embedded Corel-1k index
+  moved into the session's node by `lookalike backup` and `lookalike restore`, then searched through
+  gunicorn with the same checks as on the embedded store. (The indexer's writes into Elasticsearch are
+  tested below and in tests/test_elastic_cluster.py.)
 - Two sharded indexers at once (the fast descriptor) fill one index with every file exactly once.
 - Faults on a node of the test's own: kill -9 in the middle of an indexing run and a restart on the same
   data and port; the indexer and the API report it and recover.
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from backend.stores import open_store
 from benchmarks.server import free_port, gunicorn
 from indexer.scan import Shard, scan
 
-from .conftest import ROOT, delete_indices, picture, require_real, sample_data
+from .conftest import ROOT, delete_indices, picture, sample_data
 
 
 def run_cli(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -71,39 +72,47 @@ class EsCorel:
 
 
 @pytest.fixture(scope="module")
-def es_corel(elastic_nodes, tmp_path_factory):
-    """Corel-1k indexed into the session's node by the real command line, once for this module."""
-    weights, corel = require_real("corel1k")
+def es_corel(elastic_nodes, corel_index, tmp_path_factory):
+    """The session's Corel-1k index (conftest.py `corel_index`: the real command line and weights) moved into
+    the session's node by the real command line: `lookalike backup`, then `lookalike restore` with
+    LOOKALIKE_STORE naming the node. The documents go over as they are, so the model runs once a session."""
     url = elastic_nodes.url("8")
     alias = new_alias("corel")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
-    # int8, asked for: what `auto` picks on CPUs with VNNI or where int8 measures faster (AVX2 here), and
-    # whatever the CPU, the module's time stays bounded (about half of float32's)
-    env.update({"LOOKALIKE_VGG16_WEIGHTS": weights, "LOOKALIKE_STORE": url, "LOOKALIKE_ES_INDEX": alias,
-                "LOOKALIKE_DATA_DIR": str(tmp_path_factory.mktemp("es-corel-data")), "LOOKALIKE_PRECISION": "int8"})
+    saved = tmp_path_factory.mktemp("es-corel-backup") / "backup"
+    backed_up = run_cli(corel_index.env, "backup", str(saved), "--json")
+    assert backed_up.returncode == 0, backed_up.stderr[-2000:]
+    env = {**corel_index.env, "LOOKALIKE_STORE": url, "LOOKALIKE_ES_INDEX": alias,
+           "LOOKALIKE_DATA_DIR": str(tmp_path_factory.mktemp("es-corel-data"))}
     started = time.monotonic()
     try:
-        result = run_cli(env, "index", str(corel), "--tags-from-folders", "--json", timeout=3600)
+        result = run_cli(env, "restore", str(saved), "--json")
         assert result.returncode == 0, result.stderr[-2000:]
-        yield EsCorel(corel, url, alias, env, summary_of(result.stdout), time.monotonic() - started)
+        yield EsCorel(corel_index.root, url, alias, env, summary_of(result.stdout), time.monotonic() - started)
     finally:
         delete_indices(url, alias)
 
 
 @pytest.mark.real_weights
 @pytest.mark.real_data
-def test_corel_indexed_into_elasticsearch_with_folder_tags(es_corel):
-    print(f"Corel-1k into Elasticsearch with the real weights: {es_corel.seconds:.0f} s")
-    assert (es_corel.first_run["indexed"], es_corel.first_run["failed"]) == (1000, 0)
+def test_corel_moved_into_elasticsearch_with_folder_tags(es_corel, corel_index):
+    print(f"Corel-1k moved into Elasticsearch: {es_corel.seconds:.0f} s")
+    assert (es_corel.first_run["backend"], es_corel.first_run["count"]) == ("embedded", 1000)
     entries = stored_entries(es_corel.url, es_corel.alias)
     files = {str(f.path) for f in scan([es_corel.root])}
     assert len(entries) == 1000 and {e.path for e in entries} == files
     assert all(e.tags == (Path(e.path).parent.name,) for e in entries)
-    with open_store(Settings.from_env(es_corel.env)) as store:
+    ids = [e.id for e in entries]
+    with open_store(Settings.from_env(es_corel.env)) as store, open_store(corel_index.settings) as embedded:
         assert store.count() == 1000
         counts = dict(store.tag_counts())
+        moved, original = store.documents(ids), embedded.documents(ids)
+        assert {i: (d.labels, d.near, d.taken) for i, d in moved.items()} == \
+            {i: (d.labels, d.near, d.taken) for i, d in original.items()}
+        assert sorted(store.near_pairs(0.6)) == sorted(embedded.near_pairs(0.6))
     assert len(counts) == 10 and set(counts.values()) == {100}
+    assert all(d.labels is not None for d in moved.values())          # content labels came along
 
+    # the indexer's next run over the same photos finds them all indexed: nothing to compute again
     again = run_cli(es_corel.env, "index", str(es_corel.root), "--tags-from-folders", "--json")
     assert again.returncode == 0, again.stderr[-2000:]
     assert (summary_of(again.stdout)["indexed"], summary_of(again.stdout)["skipped"]) == (0, 1000)

@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .base import StoreError
+from .base import Document, StoreError
 
 
 class BackupError(StoreError):
@@ -77,6 +77,12 @@ class IndexCopy(ABC):
         """Put the copy back in place of the live index, verified against the manifest's count and checksum
         before the live index changes (else BackupError, and nothing changed). move_uploads: (old folder,
         new folder) when the uploads now live elsewhere, so documents' paths under the old one follow."""
+
+    def restore_documents(self, folder: Path, manifest: dict, batches: Iterable[list[Document]], *, force: bool,
+                          bar: Bar) -> dict:
+        """Fill the live index with another backend's backed-up documents (`batches`), verified against the
+        manifest as restore() is. Only where a store can take another's backup."""
+        raise BackupError(f"the {self.backend} store restores only its own backups")
 
     def close(self) -> None:
         """Let go of connections to the store."""

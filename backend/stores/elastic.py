@@ -609,8 +609,10 @@ class ElasticStore(Store):
         if known is not None and any(hit.get("_index") not in (None, known[0]) for hit in hits):
             self._target(fresh=True)
 
-    def _create(self, descriptor: str, dims: int) -> str:
-        name = self.index_for(descriptor)
+    def _create(self, descriptor: str, dims: int, name: str | None = None) -> str:
+        """Create the physical index for `descriptor` (named after it unless `name` is given) with the
+        configured vector type, shards and replicas."""
+        name = name or self.index_for(descriptor)
         with self._call(f"create index {name} ({self.index_options['index_type']}, {dims} dimensions)"):
             body = index_body(descriptor, dims, **self.index_options)
             body.setdefault("settings", {}).update(shard_settings(self.shards, self.replicas))
@@ -739,10 +741,14 @@ class ElasticStore(Store):
             if doc.descriptor != first.descriptor:
                 raise DescriptorMismatch(f"one batch holds {first.descriptor} and {doc.descriptor} vectors")
         check_vectors(documents)   # so every vector is there
-        name = self._write_target(first.descriptor, np.asarray(first.vector).shape[0])
-        actions = [{"_op_type": "index", "_index": name, "_id": doc.id, "_source": document_source(doc)}
+        return self.write(self._write_target(first.descriptor, np.asarray(first.vector).shape[0]), documents)
+
+    def write(self, index: str, documents: Sequence[Document]) -> int:
+        """Write whole documents (vectors included) into the physical index `index` as they are; searchable
+        when this returns."""
+        actions = [{"_op_type": "index", "_index": index, "_id": doc.id, "_source": document_source(doc)}
                    for doc in documents]
-        return len(self._bulk(name, actions, f"write {len(documents)} documents", chunk_size=WRITE_CHUNK))
+        return len(self._bulk(index, actions, f"write {len(documents)} documents", chunk_size=WRITE_CHUNK))
 
     def delete(self, doc_ids: Iterable[str]) -> int:
         doc_ids = list(dict.fromkeys(doc_ids))

@@ -5,18 +5,24 @@ checksum, so the manifest describes what the snapshot really holds, and the back
 
 A restore fills a new physical index from the snapshot, verifies it, and only then moves the alias to it
 in one atomic call (as a rebuild's promote does): a server searching meanwhile sees the old documents, then
-the restored ones, never neither. The replaced index is deleted."""
+the restored ones, never neither. The replaced index is deleted.
+
+An embedded store's backup restores here too (moving a collection to Elasticsearch without running the
+model again): its documents are written into a new index as they are, verified the same way, and made
+live the same way."""
 from __future__ import annotations
 
 import re
 import time
 import uuid
 from pathlib import Path
+from typing import Iterable
 
+import numpy as np
 from elasticsearch import NotFoundError, helpers
 
 from .backups import Bar, BackupError, Checksum, IndexCopy, verify
-from .base import ELASTICSEARCH
+from .base import ELASTICSEARCH, Document
 from .elastic import VECTOR, ElasticStore, swap_actions
 
 POLL_SECONDS = 0.5
@@ -158,10 +164,44 @@ class ElasticCopy(IndexCopy):
         except BaseException:
             self._delete(staged)
             raise
+        self._go_live(staged)
+        return figures
+
+    def restore_documents(self, folder: Path, manifest: dict, batches: Iterable[list[Document]], *, force: bool,
+                          bar: Bar) -> dict:
+        """An embedded store's backup moved into Elasticsearch: its documents, as they are (vectors, near
+        links, labels, metadata: no model runs), written into a new index with the configured type, shards
+        and replicas, verified, then made live as a snapshot's restore is."""
+        existing = self.count()
+        if existing and not force:
+            raise BackupError(f"{self.store.location()} holds {existing} documents: restore replaces them only "
+                              "with --force")
+        staged = f"{self.store.index_for(manifest['descriptor'])}-restored-{uuid.uuid4().hex[:8]}"
+        created = False
+        try:
+            with bar("documents", manifest["count"], "doc") as update:
+                for documents in batches:
+                    if not created:
+                        self.store._create(manifest["descriptor"], np.asarray(documents[0].vector).shape[0],
+                                           name=staged)
+                        created = True
+                    update(self.store.write(staged, documents))
+            if not created:
+                raise BackupError(f"backup {folder} is damaged: its database holds no documents")
+            figures = {**self._figures(staged, bar), "descriptor": manifest["descriptor"]}
+            verify(folder, manifest, figures)
+        except BaseException:
+            self._delete(staged)
+            raise
+        self._go_live(staged)
+        return figures
+
+    def _go_live(self, staged: str) -> None:
+        """Point the alias at `staged` in one step (readers see the old index or the new one, never neither),
+        with the configured replicas, and delete the indices it replaced."""
         old = list(self.store._indices(self.store.alias))
         with self.store._call(f"point alias {self.store.alias} at {staged}"):
             self.client.indices.update_aliases(actions=swap_actions(self.store.alias, old, staged))
         for name in old:
             if name != staged:
                 self._delete(name)
-        return figures

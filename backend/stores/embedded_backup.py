@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import tempfile
 import uuid
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Iterator
 
 from ..filelock import exclusive_now, fsync
 from .backups import Bar, BackupError, Checksum, IndexCopy, verify
-from .base import EMBEDDED
+from .base import EMBEDDED, Document
 
 FILE = "index.sqlite3"
 
@@ -64,6 +65,39 @@ def _copy_database(source: Path, target: Path, *, read_only: bool) -> None:
         out.execute("PRAGMA journal_mode=DELETE")               # one self-contained file
 
 
+def check_file(folder: Path, index: dict) -> None:
+    """BackupError unless the backup's database file is the one its manifest describes."""
+    file = folder / str(index.get("file", FILE))
+    if not file.is_file():
+        raise BackupError(f"backup {folder} is incomplete: {file.name} is missing")
+    if file.stat().st_size != index.get("bytes") or file_sha256(file) != index.get("sha256"):
+        raise BackupError(f"backup {folder} is damaged: {file.name} is not the file its manifest describes "
+                          "(truncated or altered)")
+
+
+def backup_documents(folder: Path, manifest: dict, *, move_uploads: tuple[str, str] | None = None,
+                     batch: int = 2000) -> Iterator[list[Document]]:
+    """The documents of an embedded store's backup, whole (vectors, near links, labels, metadata), `batch`
+    at a time, for another store to take in. Read from a private copy of the database (opening it as a
+    store may migrate an older schema; the backup itself stays as it is). move_uploads: as in restore()."""
+    from .embedded import EmbeddedStore
+
+    with tempfile.TemporaryDirectory(prefix="lookalike-restore-") as scratch:
+        copy = Path(scratch) / FILE
+        with _sqlite_errors(f"backup {folder} is damaged: its database cannot be read"):
+            _copy_database(folder / manifest["index"]["file"], copy, read_only=True)
+        with EmbeddedStore(copy, snapshot_min_rows=None) as store:
+            ids = [entry.id for entry in store.entries()]
+            for start in range(0, len(ids), batch):
+                chunk = ids[start:start + batch]
+                documents, vectors = store.documents(chunk), store.vectors(chunk)
+                for doc in documents.values():
+                    doc.vector = vectors[doc.id]
+                    if move_uploads and doc.path.startswith(move_uploads[0]):
+                        doc.path = move_uploads[1] + doc.path[len(move_uploads[0]):]
+                yield [documents[doc_id] for doc_id in chunk]
+
+
 class EmbeddedCopy(IndexCopy):
     backend = EMBEDDED
 
@@ -86,12 +120,7 @@ class EmbeddedCopy(IndexCopy):
         return {**figures, "index": {"file": FILE, "bytes": size, "sha256": digest}}
 
     def check(self, folder: Path, index: dict) -> None:
-        file = folder / str(index.get("file", FILE))
-        if not file.is_file():
-            raise BackupError(f"backup {folder} is incomplete: {file.name} is missing")
-        if file.stat().st_size != index.get("bytes") or file_sha256(file) != index.get("sha256"):
-            raise BackupError(f"backup {folder} is damaged: {file.name} is not the file its manifest describes "
-                              "(truncated or altered)")
+        check_file(folder, index)
 
     def count(self) -> int:
         if not self.path.is_file():
