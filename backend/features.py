@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.abc
 import json
 import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -336,6 +338,36 @@ def _import_notices_dropped():
             sys.stderr.write("".join(kept))
 
 
+# Optional packages Keras and TensorFlow import when they are installed, for parts the product never uses
+# (Keras' scikit-learn wrappers and image-gallery plots, the legacy tf.keras' SciPy sparse input). scikit-learn
+# comes with nncf, matplotlib and SciPy with many environments: together about 3 s of CPU at each process's
+# start on a 2-core Zen 3, a fifth of a worker's start-up (docs/benchmarks.md, "Start-up: what Keras imports").
+_UNUSED_BY_KERAS = frozenset({"matplotlib", "scipy", "sklearn"})
+
+
+class _LeftOut(importlib.abc.MetaPathFinder):
+    """Answers ImportError for `names` (top-level packages) in one thread: Keras and TensorFlow take each
+    as absent (they import them inside try/except). Other threads, and later imports, find them as usual."""
+
+    def __init__(self, names: frozenset[str]):
+        self.names, self.thread = names, threading.get_ident()
+
+    def find_spec(self, fullname, path=None, target=None):
+        if threading.get_ident() == self.thread and fullname.partition(".")[0] in self.names:
+            raise ImportError(f"{fullname} is left out while Keras is imported")
+        return None
+
+
+@contextlib.contextmanager
+def _left_out(names: frozenset[str]):
+    finder = _LeftOut(names - set(sys.modules))    # what is imported already stays what it is
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
 def _import_tensorflow():
     # TensorFlow's C++ start-up notices (CPU features, ...) would drown the indexer's own lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -345,7 +377,7 @@ def _import_tensorflow():
     # The stores' native libraries first: TensorFlow bundles some of its own (load_native_libraries says which).
     from .stores import load_native_libraries
     load_native_libraries()
-    with _import_notices_dropped():
+    with _import_notices_dropped(), _left_out(_UNUSED_BY_KERAS):
         import keras
         import tensorflow as tf
     return keras, tf
