@@ -16,7 +16,7 @@ import re
 import time
 import uuid
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 from elasticsearch import NotFoundError, helpers
@@ -151,34 +151,17 @@ class ElasticCopy(IndexCopy):
 
     def restore(self, folder: Path, manifest: dict, *, force: bool, bar: Bar,
                 move_uploads: tuple[str, str] | None) -> dict:
-        existing = self.count()
-        if existing and not force:
-            raise BackupError(f"{self.store.location()} holds {existing} documents: restore replaces them only "
-                              "with --force")
         index = manifest["index"]
-        staged = f"{self.store.index_for(manifest['descriptor'])}-restored-{uuid.uuid4().hex[:8]}"
-        try:
-            self._restore_into(index["repository"], index["snapshot"], index["index"], staged, folder)
-            figures = {**self._figures(staged, bar), "descriptor": manifest["descriptor"]}
-            verify(folder, manifest, figures)
-        except BaseException:
-            self._delete(staged)
-            raise
-        self._go_live(staged)
-        return figures
+        return self._fill_and_go_live(folder, manifest, force, bar, lambda staged: self._restore_into(
+            index["repository"], index["snapshot"], index["index"], staged, folder))
 
     def restore_documents(self, folder: Path, manifest: dict, batches: Iterable[list[Document]], *, force: bool,
                           bar: Bar) -> dict:
         """An embedded store's backup moved into Elasticsearch: its documents, as they are (vectors, near
         links, labels, metadata: no model runs), written into a new index with the configured type, shards
         and replicas, verified, then made live as a snapshot's restore is."""
-        existing = self.count()
-        if existing and not force:
-            raise BackupError(f"{self.store.location()} holds {existing} documents: restore replaces them only "
-                              "with --force")
-        staged = f"{self.store.index_for(manifest['descriptor'])}-restored-{uuid.uuid4().hex[:8]}"
-        created = False
-        try:
+        def write(staged: str) -> None:
+            created = False
             with bar("documents", manifest["count"], "doc") as update:
                 for documents in batches:
                     if not created:
@@ -188,6 +171,20 @@ class ElasticCopy(IndexCopy):
                     update(self.store.write(staged, documents))
             if not created:
                 raise BackupError(f"backup {folder} is damaged: its database holds no documents")
+
+        return self._fill_and_go_live(folder, manifest, force, bar, write)
+
+    def _fill_and_go_live(self, folder: Path, manifest: dict, force: bool, bar: Bar,
+                          fill: Callable[[str], None]) -> dict:
+        """fill(name) a new physical index beside the live one, verify it against the manifest (else delete it:
+        nothing changed), then make it live."""
+        existing = self.count()
+        if existing and not force:
+            raise BackupError(f"{self.store.location()} holds {existing} documents: restore replaces them only "
+                              "with --force")
+        staged = f"{self.store.index_for(manifest['descriptor'])}-restored-{uuid.uuid4().hex[:8]}"
+        try:
+            fill(staged)
             figures = {**self._figures(staged, bar), "descriptor": manifest["descriptor"]}
             verify(folder, manifest, figures)
         except BaseException:
