@@ -442,6 +442,28 @@ def test_real_cluster_ping_and_health(es_store):
     assert es_store.stats()["backend"] == "elasticsearch"
 
 
+def test_readiness_and_health_are_told_when_a_request_lands_on_a_dead_node(es_url):
+    """With several nodes, one of them down: each quick check (ping, degraded) goes on to another node instead
+    of taking the dead one's silence for the cluster's (readiness flapped to "not degraded" or 503 while a node
+    of the three was killed)."""
+    alias = f"lookalike-test-{uuid.uuid4().hex[:8]}"
+    urls = f"http://127.0.0.1:{closed_port()},{es_url}"
+    store = open_store(Settings(store=urls, es_index=alias, es_replicas="1", es_wait=30))
+    try:
+        store.upsert([unit_doc(i, "d") for i in range(3)])     # one replica on one node: yellow
+        pool = store._client.transport.node_pool
+        for _ in range(3):
+            # the dead node back in the round robin, as the pool does by itself once its back-off has passed:
+            # of two requests in a row, one goes to it
+            pool.resurrect(force=True)
+            assert [store.ping(), store.ping()] == [True, True]
+            pool.resurrect(force=True)
+            assert all("is yellow" in (store.degraded() or "") for _ in range(2))
+    finally:
+        store.close()
+        delete_indices(es_url, alias)
+
+
 def test_shards_and_replicas_on_one_node_yellow_is_ready_and_says_so(es_url):
     """The default (0-1 replicas) keeps a single node green; a fixed replica leaves it yellow, which is still
     ready (every shard answers) and reported as degraded. --rebuild's promote applies a new replica setting."""

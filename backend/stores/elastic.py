@@ -428,6 +428,9 @@ class ElasticStore(Store):
                              "letters, digits, '.', '_' and '-', starting with a letter or digit")
         self._client = client
         self.url = ",".join(public_url(one) for one in url.split(","))
+        # Quick checks (readiness, health) go to each node at most once: with several nodes, one that is down
+        # or stalled must not answer for the cluster; with one, a failure is final at once.
+        self._quick_retries = len(url.split(",")) - 1
         self.alias = alias
         self.shards, self.replicas = shards, replicas
         self.num_candidates = num_candidates
@@ -471,7 +474,7 @@ class ElasticStore(Store):
         """None when our index (or the cluster, before the index exists) answers a search; else why not.
         Asks only for our own index, never the whole cluster's health: a key restricted to our indices may
         do it, and another index's trouble is not ours (docs/elasticsearch.md, 'Privileges')."""
-        client = self._client.options(request_timeout=max(1.0, timeout), max_retries=0)
+        client = self._client.options(request_timeout=max(1.0, timeout), max_retries=self._quick_retries)
         try:
             client.search(index=self.alias, size=0, track_total_hits=False)
             return None
@@ -528,7 +531,8 @@ class ElasticStore(Store):
         try:
             if self._target() is None:
                 return None
-            health = self._client.options(request_timeout=5.0, max_retries=0).cluster.health(index=self.alias)
+            health = self._client.options(request_timeout=5.0, max_retries=self._quick_retries).cluster.health(
+                index=self.alias)
         except (ApiError, TransportError, StoreError):
             return None
         status = health.get("status")
