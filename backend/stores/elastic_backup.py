@@ -195,7 +195,7 @@ class ElasticCopy(IndexCopy):
 
     def _go_live(self, staged: str) -> None:
         """Point the alias at `staged` in one step (readers see the old index or the new one, never neither),
-        with the configured replicas, and delete the indices it replaced."""
+        and delete the indices it replaced."""
         old = list(self.store._indices(self.store.alias))
         with self.store._call(f"point alias {self.store.alias} at {staged}"):
             self.client.indices.update_aliases(actions=swap_actions(self.store.alias, old, staged))
